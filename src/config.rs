@@ -1,0 +1,215 @@
+//! Worker configuration: the one place that reads the command line and the environment.
+//!
+//! Every option is a `--long` flag and a `POLARWAY_*` variable with a default, documented by
+//! `polarway-grpc --help`. [`Args`] is the raw clap view; [`Config`] is the validated form the rest
+//! of the worker uses, so an invalid setting fails at start with one line that names the option.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::limits::Limits;
+
+/// Where results live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HandleStore {
+    /// In this process, as Polars frames: one worker serves everything; lost on exit.
+    Memory,
+    /// Arrow IPC files in a shared directory: any worker on it serves any handle.
+    External,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Polarway worker: Polars DataFrame operations over Arrow Flight.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "polarway-grpc", version, about)]
+pub struct Args {
+    /// Address the gRPC (Arrow Flight) server listens on.
+    #[arg(long, env = "POLARWAY_BIND_ADDRESS", default_value = "127.0.0.1:50051")]
+    pub bind_address: String,
+
+    /// Where results are kept: `memory` (this process) or `external` (POLARWAY_STATE_DIR).
+    #[arg(long, env = "POLARWAY_HANDLE_STORE", value_enum, default_value = "memory")]
+    pub handle_store: HandleStore,
+
+    /// Shared directory for results when POLARWAY_HANDLE_STORE=external.
+    #[arg(long, env = "POLARWAY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Root directory that read_*/write_* operations may touch; without it file operations are refused.
+    #[arg(long, env = "POLARWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// How long a result lives after it is created, in seconds (default 24 h).
+    #[arg(long, env = "POLARWAY_RESULT_TTL_SECS", default_value_t = 86_400)]
+    pub result_ttl_secs: u64,
+
+    /// Seconds between sweeps that delete expired results.
+    #[arg(long, env = "POLARWAY_GC_INTERVAL_SECS", default_value_t = 60)]
+    pub gc_interval_secs: u64,
+
+    /// Largest DoPut upload accepted, in bytes.
+    #[arg(long, env = "POLARWAY_MAX_PUT_BYTES", default_value_t = 4 << 30)]
+    pub max_put_bytes: u64,
+
+    /// Largest single gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "POLARWAY_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Most rows a result may have.
+    #[arg(long, env = "POLARWAY_MAX_RESULT_ROWS", default_value_t = 1_000_000_000)]
+    pub max_result_rows: u64,
+
+    /// Most columns a result may have.
+    #[arg(long, env = "POLARWAY_MAX_RESULT_COLUMNS", default_value_t = 10_000)]
+    pub max_result_columns: u64,
+
+    /// Most output rows a cross join may produce (checked before it runs).
+    #[arg(long, env = "POLARWAY_MAX_CROSS_JOIN_ROWS", default_value_t = 100_000_000)]
+    pub max_cross_join_rows: u64,
+
+    /// Operations that may run at once on this worker (0 = number of cores).
+    #[arg(long, env = "POLARWAY_MAX_CONCURRENT_OPS", default_value_t = 0)]
+    pub max_concurrent_ops: usize,
+
+    /// How long a request may wait for an operation slot before RESOURCE_EXHAUSTED, in milliseconds.
+    #[arg(long, env = "POLARWAY_QUEUE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub queue_timeout_ms: u64,
+
+    /// Longest an operation may run before DEADLINE_EXCEEDED, in seconds.
+    #[arg(long, env = "POLARWAY_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
+    pub request_timeout_secs: u64,
+
+    /// Log format: `text` or `json`. Levels follow RUST_LOG (default `info`).
+    #[arg(long, env = "POLARWAY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Validated worker configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind_address: SocketAddr,
+    /// Which store holds results.
+    pub store: StoreConfig,
+    /// Sandbox root for file operations, canonicalised.
+    pub data_dir: Option<PathBuf>,
+    /// Lifetime of a new result.
+    pub result_ttl: Duration,
+    /// Period of the expiry sweep.
+    pub gc_interval: Duration,
+    /// Size, row, concurrency and time limits.
+    pub limits: Limits,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// The validated store choice.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Results in process.
+    Memory,
+    /// Results as files under this directory.
+    Directory(PathBuf),
+}
+
+impl Args {
+    /// Validates the arguments; the error is one line naming the offending option.
+    pub fn try_into_config(self) -> Result<Config, String> {
+        let bind_address: SocketAddr = self.bind_address.parse().map_err(|e| {
+            format!("POLARWAY_BIND_ADDRESS: `{}` is not a socket address: {e}", self.bind_address)
+        })?;
+        let store = match (self.handle_store, self.state_dir) {
+            (HandleStore::Memory, _) => StoreConfig::Memory,
+            (HandleStore::External, None) => {
+                return Err(
+                    "POLARWAY_STATE_DIR: required when POLARWAY_HANDLE_STORE=external".to_string()
+                );
+            }
+            (HandleStore::External, Some(dir)) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("POLARWAY_STATE_DIR: cannot create {}: {e}", dir.display()))?;
+                StoreConfig::Directory(dir)
+            }
+        };
+        let data_dir = match self.data_dir {
+            None => None,
+            Some(dir) => Some(dir.canonicalize().map_err(|e| {
+                format!("POLARWAY_DATA_DIR: {} is not an existing directory: {e}", dir.display())
+            })?),
+        };
+        if self.result_ttl_secs == 0 {
+            return Err("POLARWAY_RESULT_TTL_SECS: must be greater than 0".to_string());
+        }
+        if self.gc_interval_secs == 0 {
+            return Err("POLARWAY_GC_INTERVAL_SECS: must be greater than 0".to_string());
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("POLARWAY_MAX_MESSAGE_BYTES: must be at least 1024".to_string());
+        }
+        if self.request_timeout_secs == 0 {
+            return Err("POLARWAY_REQUEST_TIMEOUT_SECS: must be greater than 0".to_string());
+        }
+        let max_concurrent_ops = match self.max_concurrent_ops {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Ok(Config {
+            bind_address,
+            store,
+            data_dir,
+            result_ttl: Duration::from_secs(self.result_ttl_secs),
+            gc_interval: Duration::from_secs(self.gc_interval_secs),
+            limits: Limits {
+                max_put_bytes: self.max_put_bytes,
+                max_message_bytes: self.max_message_bytes,
+                max_result_rows: self.max_result_rows,
+                max_result_columns: self.max_result_columns,
+                max_cross_join_rows: self.max_cross_join_rows,
+                max_concurrent_ops,
+                queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+                request_timeout: Duration::from_secs(self.request_timeout_secs),
+            },
+            log_format: self.log_format,
+        })
+    }
+}
+
+impl Config {
+    /// A configuration with every default and the given store, for embedding and tests.
+    pub fn with_store(store: StoreConfig) -> Config {
+        let mut config = Args::parse_from(["polarway-grpc"])
+            .try_into_config()
+            .expect("defaults are valid");
+        config.store = store;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_without_state_dir_names_the_option() {
+        let args = Args::parse_from(["polarway-grpc", "--handle-store", "external"]);
+        let err = args.try_into_config().unwrap_err();
+        assert!(err.starts_with("POLARWAY_STATE_DIR"), "{err}");
+    }
+
+    #[test]
+    fn bad_bind_address_names_the_option() {
+        let args = Args::parse_from(["polarway-grpc", "--bind-address", "nope"]);
+        assert!(args.try_into_config().unwrap_err().starts_with("POLARWAY_BIND_ADDRESS"));
+    }
+}

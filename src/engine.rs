@@ -1,0 +1,632 @@
+//! One operation's life: parse -> admit -> load inputs -> run on the blocking pool -> persist.
+//!
+//! The engine is what the Flight adapter calls. It owns the rules that are not the store's or
+//! Polars': a result's key is derived from the request, so a repeated request finds the result
+//! instead of recomputing it; expired results are NOT_FOUND; limits apply before work starts.
+//! Polars runs only inside [`Engine::blocking`], which keeps the async runtime free and turns a
+//! Polars panic into INTERNAL while the worker keeps serving.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::{DateTime, Utc};
+use polars::prelude::DataFrame;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::{Config, StoreConfig};
+use crate::convert;
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::limits::{Admission, Limits};
+use crate::ops::io::{self as file_io, Format, ReadSpec, WriteSpec};
+use crate::ops::{self, Pipeline, Step};
+use crate::store::{
+    self, BatchStream, DirectoryStore, Lineage, MemoryStore, ResultMeta, StateStore,
+};
+
+/// Action names that are not data operations.
+pub mod actions {
+    /// Run several steps as one plan.
+    pub const PIPELINE: &str = "pipeline";
+    /// A result's column names and types.
+    pub const SCHEMA: &str = "schema";
+    /// A result's rows and columns.
+    pub const SHAPE: &str = "shape";
+    /// The optimised plan of a pipeline.
+    pub const EXPLAIN: &str = "explain";
+    /// Exempt a result from expiry.
+    pub const PIN: &str = "pin";
+    /// Let a pinned result expire again.
+    pub const UNPIN: &str = "unpin";
+    /// Delete a result.
+    pub const DROP_HANDLE: &str = "drop_handle";
+    /// Read CSV from the data root.
+    pub const READ_CSV: &str = "read_csv";
+    /// Read Parquet from the data root.
+    pub const READ_PARQUET: &str = "read_parquet";
+    /// Read an Arrow IPC file from the data root.
+    pub const READ_IPC: &str = "read_ipc";
+    /// Write a result as CSV under the data root.
+    pub const WRITE_CSV: &str = "write_csv";
+    /// Write a result as Parquet under the data root.
+    pub const WRITE_PARQUET: &str = "write_parquet";
+    /// Write a result as an Arrow IPC file under the data root.
+    pub const WRITE_IPC: &str = "write_ipc";
+}
+
+/// A parsed request.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Steps over an input, persisted as a new result.
+    Transform { op: String, pipeline: Pipeline },
+    /// A file read into a new result.
+    Read { format: Format, spec: ReadSpec },
+    /// A result written to a file.
+    Write { format: Format, spec: WriteSpec },
+    /// Column names and types.
+    Schema { input: Handle },
+    /// Rows and columns.
+    Shape { input: Handle },
+    /// The optimised plan.
+    Explain { pipeline: Pipeline },
+    /// Pin or unpin.
+    Pin { handle: Handle, pinned: bool },
+    /// Delete.
+    DropHandle { handle: Handle },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandleArg {
+    handle: Handle,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputArg {
+    input: Handle,
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(op: &str, value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::invalid(format!("`{op}`: {e}")))
+}
+
+impl Request {
+    /// Parses a DoAction: the operation name and its JSON body.
+    pub fn parse(op: &str, body: &[u8]) -> Result<Request> {
+        let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| Error::invalid(format!("`{op}`: body is not valid JSON: {e}")))?
+        };
+        let Value::Object(mut obj) = value else {
+            return Err(Error::invalid(format!("`{op}`: body must be a JSON object")));
+        };
+        use actions::*;
+        let take_handle = |obj: &mut serde_json::Map<String, Value>, key: &str| -> Result<Handle> {
+            match obj.remove(key) {
+                Some(Value::String(s)) => Handle::parse(&s),
+                Some(_) => Err(Error::invalid(format!("`{key}`: must be a handle string"))),
+                None => Err(Error::invalid(format!("`{op}`: missing field `{key}`"))),
+            }
+        };
+        Ok(match op {
+            PIPELINE => Request::Transform {
+                op: op.to_string(),
+                pipeline: from_value(op, Value::Object(obj))?,
+            },
+            EXPLAIN => Request::Explain { pipeline: from_value(op, Value::Object(obj))? },
+            SCHEMA => Request::Schema { input: from_value::<InputArg>(op, Value::Object(obj))?.input },
+            SHAPE => Request::Shape { input: from_value::<InputArg>(op, Value::Object(obj))?.input },
+            PIN | UNPIN => Request::Pin {
+                handle: from_value::<HandleArg>(op, Value::Object(obj))?.handle,
+                pinned: op == PIN,
+            },
+            DROP_HANDLE => {
+                Request::DropHandle { handle: from_value::<HandleArg>(op, Value::Object(obj))?.handle }
+            }
+            READ_CSV | READ_PARQUET | READ_IPC => Request::Read {
+                format: match op {
+                    READ_CSV => Format::Csv,
+                    READ_PARQUET => Format::Parquet,
+                    _ => Format::Ipc,
+                },
+                spec: from_value(op, Value::Object(obj))?,
+            },
+            WRITE_CSV | WRITE_PARQUET | WRITE_IPC => Request::Write {
+                format: match op {
+                    WRITE_CSV => Format::Csv,
+                    WRITE_PARQUET => Format::Parquet,
+                    _ => Format::Ipc,
+                },
+                spec: from_value(op, Value::Object(obj))?,
+            },
+            _ => {
+                let input = match op {
+                    "join" | "asof_join" => take_handle(&mut obj, "left")?,
+                    "concat" => {
+                        let mut inputs: Vec<Handle> = match obj.remove("inputs") {
+                            Some(v) => from_value(op, v)?,
+                            None => return Err(Error::invalid("`concat`: missing field `inputs`")),
+                        };
+                        if inputs.is_empty() {
+                            return Err(Error::invalid("`inputs`: concat needs at least one handle"));
+                        }
+                        let first = inputs.remove(0);
+                        obj.insert("inputs".into(), serde_json::to_value(inputs).expect("handles"));
+                        first
+                    }
+                    _ => take_handle(&mut obj, "input")?,
+                };
+                obj.insert("op".into(), Value::String(op.to_string()));
+                let step: Step = serde_json::from_value(Value::Object(obj)).map_err(|e| {
+                    let msg = e.to_string();
+                    if msg.starts_with("unknown variant") {
+                        Error::invalid(format!("unknown operation `{op}`"))
+                    } else {
+                        Error::invalid(format!("`{op}`: {msg}"))
+                    }
+                })?;
+                Request::Transform { op: op.to_string(), pipeline: Pipeline { input, steps: vec![step] } }
+            }
+        })
+    }
+
+    /// Parses a command descriptor: a JSON object whose `op` names the operation.
+    pub fn parse_command(cmd: &[u8]) -> Result<Request> {
+        let value: Value = serde_json::from_slice(cmd)
+            .map_err(|e| Error::invalid(format!("command is not valid JSON: {e}")))?;
+        let Value::Object(mut obj) = value else {
+            return Err(Error::invalid("command must be a JSON object"));
+        };
+        let op = match obj.remove("op") {
+            Some(Value::String(op)) => op,
+            _ => return Err(Error::invalid("command: missing string field `op`")),
+        };
+        Request::parse(&op, &serde_json::to_vec(&Value::Object(obj)).expect("json"))
+    }
+}
+
+/// The worker's engine.
+pub struct Engine {
+    store: Arc<dyn StateStore>,
+    limits: Limits,
+    admission: Admission,
+    data_dir: Option<PathBuf>,
+    ttl: chrono::Duration,
+    executions: AtomicU64,
+}
+
+/// The JSON clients get for a result.
+pub fn result_json(meta: &ResultMeta) -> Value {
+    let mut v = json!({
+        "handle": meta.handle.as_str(),
+        "num_rows": meta.num_rows,
+        "num_bytes": meta.num_bytes,
+        "schema": meta.schema,
+        "created_at": meta.created_at.to_rfc3339(),
+        "expires_at": meta.expires_at.to_rfc3339(),
+        "pinned": meta.pinned,
+    });
+    if let Some(name) = &meta.name {
+        v["name"] = Value::String(name.clone());
+    }
+    v
+}
+
+impl Engine {
+    /// An engine for this configuration, with its store opened.
+    pub fn try_new(config: &Config) -> Result<Engine> {
+        let store: Arc<dyn StateStore> = match &config.store {
+            StoreConfig::Memory => Arc::new(MemoryStore::new()),
+            StoreConfig::Directory(dir) => Arc::new(DirectoryStore::open(dir)?),
+        };
+        Ok(Engine {
+            store,
+            admission: Admission::new(config.limits.max_concurrent_ops, config.limits.queue_timeout),
+            limits: config.limits.clone(),
+            data_dir: config.data_dir.clone(),
+            ttl: chrono::Duration::from_std(config.result_ttl)
+                .map_err(|_| Error::invalid("result TTL out of range"))?,
+            executions: AtomicU64::new(0),
+        })
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// How many operations this engine has computed (not counting results found already stored).
+    pub fn executions(&self) -> u64 {
+        self.executions.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the blocking pool; a panic becomes INTERNAL.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                tracing::error!(panic = msg, "operation panicked");
+                Err(Error::Internal(format!("the operation failed unexpectedly: {msg}")))
+            }
+            Err(_) => Err(Error::Internal("the operation was cancelled".into())),
+        }
+    }
+
+    /// Runs `f` within the request timeout.
+    async fn timed<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.limits.request_timeout;
+        tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+            Err(Error::DeadlineExceeded(format!(
+                "operation ran longer than {} s (POLARWAY_REQUEST_TIMEOUT_SECS)",
+                limit.as_secs()
+            )))
+        })
+    }
+
+    /// Executes a DoAction and returns its JSON answer.
+    pub async fn action(&self, op: &str, body: &[u8]) -> Result<Value> {
+        let request = Request::parse(op, body)?;
+        self.execute(request).await
+    }
+
+    /// Executes a parsed request and returns its JSON answer.
+    pub async fn execute(&self, request: Request) -> Result<Value> {
+        match request {
+            Request::Transform { op, pipeline } => Ok(result_json(&self.transform(&op, pipeline).await?)),
+            Request::Read { format, spec } => Ok(result_json(&self.read(format, spec).await?)),
+            Request::Write { format, spec } => self.write(format, spec).await,
+            Request::Schema { input } => {
+                let meta = self.live_meta(&input).await?;
+                Ok(json!({"handle": input.as_str(), "schema": meta.schema}))
+            }
+            Request::Shape { input } => {
+                let meta = self.live_meta(&input).await?;
+                Ok(json!({"handle": input.as_str(), "rows": meta.num_rows, "columns": meta.schema.len()}))
+            }
+            Request::Explain { pipeline } => {
+                let frames = self.load_all(&pipeline.handles()).await?;
+                let limits = self.limits.clone();
+                let plan = self
+                    .blocking(move || {
+                        let input = frames[&pipeline.input].clone();
+                        let lf = ops::build(input, &pipeline.steps, &frames, &limits)?;
+                        Ok(lf.describe_optimized_plan()?)
+                    })
+                    .await?;
+                Ok(json!({"plan": plan}))
+            }
+            Request::Pin { handle, pinned } => {
+                let mut meta = self.live_meta(&handle).await?;
+                meta.pinned = pinned;
+                let store = self.store.clone();
+                let saved = meta.clone();
+                self.blocking(move || store.write_meta(&saved)).await?;
+                Ok(result_json(&meta))
+            }
+            Request::DropHandle { handle } => {
+                self.drop_handle(&handle).await?;
+                Ok(json!({"handle": handle.as_str(), "dropped": true}))
+            }
+        }
+    }
+
+    /// Executes a command that must produce a result (GetFlightInfo, PollFlightInfo).
+    pub async fn produce(&self, request: Request) -> Result<ResultMeta> {
+        match request {
+            Request::Transform { op, pipeline } => self.transform(&op, pipeline).await,
+            Request::Read { format, spec } => self.read(format, spec).await,
+            _ => Err(Error::invalid("this command does not produce a result; use DoAction")),
+        }
+    }
+
+    /// The meta of a live result, or NOT_FOUND.
+    pub async fn live_meta(&self, handle: &Handle) -> Result<ResultMeta> {
+        let store = self.store.clone();
+        let h = handle.clone();
+        match self.blocking(move || store.meta(&h)).await? {
+            Some(meta) if meta.is_live(Utc::now()) => Ok(meta),
+            _ => Err(Error::NotFound(format!("handle {handle} not found or expired"))),
+        }
+    }
+
+    /// A live result as a lazy batch stream.
+    pub async fn open(&self, handle: &Handle) -> Result<BatchStream> {
+        self.live_meta(handle).await?;
+        let store = self.store.clone();
+        let h = handle.clone();
+        self.blocking(move || store.open_batches(&h)).await
+    }
+
+    /// Every live result.
+    pub async fn list(&self) -> Result<Vec<ResultMeta>> {
+        let store = self.store.clone();
+        let now = Utc::now();
+        let mut metas = self.blocking(move || store.list()).await?;
+        metas.retain(|m| m.is_live(now));
+        metas.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.handle.cmp(&b.handle)));
+        Ok(metas)
+    }
+
+    /// Moves a live result's expiry to `until` (or now + TTL).
+    pub async fn renew(&self, handle: &Handle, until: Option<DateTime<Utc>>) -> Result<ResultMeta> {
+        let mut meta = self.live_meta(handle).await?;
+        let now = Utc::now();
+        meta.expires_at = match until {
+            Some(t) if t <= now => {
+                return Err(Error::invalid("`expiration_time`: must be in the future"));
+            }
+            Some(t) => t,
+            None => now + self.ttl,
+        };
+        let store = self.store.clone();
+        let saved = meta.clone();
+        self.blocking(move || store.write_meta(&saved)).await?;
+        Ok(meta)
+    }
+
+    /// Deletes a live result.
+    pub async fn drop_handle(&self, handle: &Handle) -> Result<()> {
+        self.live_meta(handle).await?;
+        let store = self.store.clone();
+        let h = handle.clone();
+        self.blocking(move || store.delete(&h)).await?;
+        Ok(())
+    }
+
+    /// Deletes every expired, unpinned result; returns how many were deleted.
+    pub async fn sweep(&self) -> Result<usize> {
+        let store = self.store.clone();
+        self.blocking(move || {
+            let now = Utc::now();
+            let mut deleted = 0;
+            for meta in store.list()? {
+                if !meta.is_live(now) && store.delete(&meta.handle)? {
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn load_all(&self, handles: &[Handle]) -> Result<HashMap<Handle, DataFrame>> {
+        let mut frames = HashMap::new();
+        for h in handles {
+            self.live_meta(h).await?;
+            let store = self.store.clone();
+            let key = h.clone();
+            let frame = self.blocking(move || store.load(&key)).await?;
+            frames.insert(h.clone(), frame);
+        }
+        Ok(frames)
+    }
+
+    /// Returns the stored result for `handle` if it is live.
+    async fn existing(&self, handle: &Handle) -> Result<Option<ResultMeta>> {
+        match self.live_meta(handle).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn new_meta(&self, handle: Handle, name: Option<String>, frame: &DataFrame, lineage: Lineage) -> ResultMeta {
+        let now = Utc::now();
+        ResultMeta {
+            handle,
+            name,
+            schema: store::describe_schema(frame),
+            num_rows: frame.height() as u64,
+            num_bytes: 0,
+            created_at: now,
+            expires_at: now + self.ttl,
+            pinned: false,
+            lineage,
+        }
+    }
+
+    async fn persist(&self, frame: DataFrame, meta: ResultMeta) -> Result<ResultMeta> {
+        self.limits.check_shape(frame.height(), frame.width())?;
+        let store = self.store.clone();
+        let meta = self.blocking(move || store.put(&frame, meta)).await?;
+        tracing::info!(handle = %meta.handle, rows = meta.num_rows, bytes = meta.num_bytes, op = %meta.lineage.op, "result persisted");
+        Ok(meta)
+    }
+
+    async fn transform(&self, op: &str, mut pipeline: Pipeline) -> Result<ResultMeta> {
+        // A sample without a seed draws one now: the result is new, but reproducible from lineage.
+        for step in &mut pipeline.steps {
+            if let Step::Sample { seed: seed @ None, .. } = step {
+                *seed = Some(rand_seed());
+            }
+        }
+        let params = serde_json::to_value(&pipeline).expect("pipeline serialises");
+        let key = json!({"op": op, "params": params});
+        let handle = Handle::derive(key.to_string().as_bytes());
+        if let Some(meta) = self.existing(&handle).await? {
+            return Ok(meta);
+        }
+        let _slot = self.admission.try_admit().await?;
+        self.timed(async {
+            let handles = pipeline.handles();
+            let frames = self.load_all(&handles).await?;
+            let limits = self.limits.clone();
+            let steps = pipeline.steps.clone();
+            let input = pipeline.input.clone();
+            self.executions.fetch_add(1, Ordering::Relaxed);
+            let mut frame = self
+                .blocking(move || {
+                    let input_frame = frames[&input].clone();
+                    ops::run(input_frame, &steps, &frames, &limits)
+                })
+                .await?;
+            frame.rechunk_mut_par();
+            let lineage = Lineage {
+                op: op.to_string(),
+                params,
+                inputs: handles.iter().map(|h| h.to_string()).collect(),
+            };
+            let meta = self.new_meta(handle, None, &frame, lineage);
+            self.persist(frame, meta).await
+        })
+        .await
+    }
+
+    async fn read(&self, format: Format, spec: ReadSpec) -> Result<ResultMeta> {
+        let path = file_io::resolve(self.data_dir.as_deref(), &spec.path, true)?;
+        // The file's size and modification time are part of the key: a changed file is a new result.
+        let stat = std::fs::metadata(&path)
+            .map_err(|_| Error::NotFound(format!("`{}` does not exist", spec.path)))?;
+        let modified = stat
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let params = serde_json::to_value(&spec).expect("spec serialises");
+        let key = json!({"op": "read", "format": format, "params": params, "size": stat.len(), "modified": modified.to_string()});
+        let handle = Handle::derive(key.to_string().as_bytes());
+        if let Some(meta) = self.existing(&handle).await? {
+            return Ok(meta);
+        }
+        let _slot = self.admission.try_admit().await?;
+        self.timed(async {
+            self.executions.fetch_add(1, Ordering::Relaxed);
+            let read_spec = spec.clone();
+            let frame = self.blocking(move || file_io::read(format, &read_spec, &path)).await?;
+            let lineage = Lineage { op: format!("read_{}", format_name(format)), params, inputs: vec![] };
+            let meta = self.new_meta(handle, None, &frame, lineage);
+            self.persist(frame, meta).await
+        })
+        .await
+    }
+
+    async fn write(&self, format: Format, spec: WriteSpec) -> Result<Value> {
+        let path = file_io::resolve(self.data_dir.as_deref(), &spec.path, false)?;
+        let frames = self.load_all(std::slice::from_ref(&spec.input)).await?;
+        let _slot = self.admission.try_admit().await?;
+        let mut frame = frames[&spec.input].clone();
+        let bytes = self
+            .timed(self.blocking(move || file_io::write(format, &mut frame, &path)))
+            .await?;
+        Ok(json!({"path": spec.path, "num_rows": frames[&spec.input].height(), "num_bytes": bytes}))
+    }
+
+    /// Stores an uploaded table. With an idempotency key, a repeat of the same upload returns the
+    /// first one's result.
+    pub async fn upload(
+        &self,
+        name: Option<String>,
+        idempotency_key: Option<String>,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<ResultMeta> {
+        let handle = match &idempotency_key {
+            Some(key) => {
+                let handle = Handle::derive(json!({"op": "upload", "key": key}).to_string().as_bytes());
+                if let Some(meta) = self.existing(&handle).await? {
+                    return Ok(meta);
+                }
+                handle
+            }
+            None => Handle::random(),
+        };
+        let frame = self
+            .blocking(move || {
+                let mut frame = convert::batches_to_frame(&schema, &batches)?;
+                frame.rechunk_mut_par();
+                Ok(frame)
+            })
+            .await?;
+        let lineage = Lineage {
+            op: "upload".into(),
+            params: json!({"name": name, "idempotency_key": idempotency_key}),
+            inputs: vec![],
+        };
+        let meta = self.new_meta(handle, name, &frame, lineage);
+        self.persist(frame, meta).await
+    }
+
+    /// Runs steps over a streamed-in table without persisting anything (DoExchange).
+    pub async fn exchange(&self, steps: Vec<Step>, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
+        let mut handles = Vec::new();
+        for h in steps.iter().flat_map(Step::referenced_handles) {
+            if !handles.contains(&h) {
+                handles.push(h);
+            }
+        }
+        let frames = self.load_all(&handles).await?;
+        let _slot = self.admission.try_admit().await?;
+        let limits = self.limits.clone();
+        self.timed(self.blocking(move || {
+            let input = convert::batches_to_frame(&schema, &batches)?;
+            let mut out = ops::run(input, &steps, &frames, &limits)?;
+            limits.check_shape(out.height(), out.width())?;
+            out.rechunk_mut_par();
+            Ok(out)
+        }))
+        .await
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Csv => "csv",
+        Format::Parquet => "parquet",
+        Format::Ipc => "ipc",
+    }
+}
+
+fn rand_seed() -> u64 {
+    let id = uuid::Uuid::new_v4();
+    u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("16 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_parse_into_requests() {
+        let h = Handle::random();
+        let body = format!(r#"{{"input": "{h}", "predicate": "a > 1"}}"#);
+        match Request::parse("filter", body.as_bytes()).unwrap() {
+            Request::Transform { pipeline, .. } => {
+                assert_eq!(pipeline.input, h);
+                assert_eq!(pipeline.steps, vec![Step::Filter { predicate: "a > 1".into() }]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = Request::parse("no_such_op", body.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("unknown operation"), "{err}");
+        let err = Request::parse("filter", b"{not json").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        let err = Request::parse("filter", format!(r#"{{"input": "{h}", "predicat": "a"}}"#).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("predicat"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_internal() {
+        let engine = Engine::try_new(&Config::with_store(StoreConfig::Memory)).unwrap();
+        let err = engine.blocking(|| -> Result<()> { panic!("boom") }).await.unwrap_err();
+        assert!(matches!(err, Error::Internal(m) if m.contains("boom")));
+        assert_eq!(engine.blocking(|| Ok(7)).await.unwrap(), 7);
+    }
+}

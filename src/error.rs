@@ -1,0 +1,171 @@
+//! The worker's error type and its one mapping to gRPC status codes.
+//!
+//! Variants say what the caller can do about the failure. Polars errors are classified by their
+//! root cause (a `Context` wrapper is looked through), so a user's unknown column is
+//! INVALID_ARGUMENT rather than a server fault. The mapping has no catch-all arm: a new variant
+//! does not compile until it is mapped.
+
+use polars::prelude::PolarsError;
+use tonic::{Code, Status};
+
+/// Longest message sent to a client.
+const MAX_MESSAGE_CHARS: usize = 1_000;
+
+/// Result alias used across the worker.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The handle does not exist, has expired, or was dropped.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed: bad JSON, unknown operation or column, bad expression, wrong type.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request touches something it may not, such as a path outside the data root.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A configured limit was reached; retry later or ask for less.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The operation ran longer than the request timeout.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The state store could not be reached or written.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug in the worker.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::NotFound(_) => Code::NotFound,
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// Whether the client caused it (logged at `info`) or the worker did (logged at `warn`).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, Error::Internal(_) | Error::Unavailable(_))
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        let mut msg = err.to_string();
+        if msg.len() > MAX_MESSAGE_CHARS {
+            let mut cut = MAX_MESSAGE_CHARS;
+            while !msg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            msg.truncate(cut);
+            msg.push_str("...");
+        }
+        if err.is_client_error() {
+            tracing::info!(code = ?err.code(), error = %msg, "request refused");
+        } else {
+            tracing::warn!(code = ?err.code(), error = %msg, "request failed");
+        }
+        Status::new(err.code(), msg)
+    }
+}
+
+impl From<PolarsError> for Error {
+    fn from(err: PolarsError) -> Error {
+        classify_polars(&err, err.to_string())
+    }
+}
+
+/// Maps a Polars error by its root cause, keeping the full message (which carries the context).
+fn classify_polars(err: &PolarsError, msg: String) -> Error {
+    match err {
+        PolarsError::Context { error, .. } | PolarsError::ExprContext { error, .. } => {
+            classify_polars(error, msg)
+        }
+        PolarsError::ColumnNotFound(_)
+        | PolarsError::ComputeError(_)
+        | PolarsError::Duplicate(_)
+        | PolarsError::InvalidOperation(_)
+        | PolarsError::NoData(_)
+        | PolarsError::OutOfBounds(_)
+        | PolarsError::SchemaFieldNotFound(_)
+        | PolarsError::SchemaMismatch(_)
+        | PolarsError::ShapeMismatch(_)
+        | PolarsError::SQLInterface(_)
+        | PolarsError::SQLSyntax(_)
+        | PolarsError::StringCacheMismatch(_)
+        | PolarsError::StructFieldNotFound(_)
+        | PolarsError::AssertionError(_) => Error::InvalidArgument(msg),
+        PolarsError::IO { error, .. } => match error.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound("file not found".into()),
+            std::io::ErrorKind::PermissionDenied => {
+                Error::PermissionDenied("file not accessible".into())
+            }
+            _ => Error::InvalidArgument(format!("cannot read or write the file: {}", error.kind())),
+        },
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(err: arrow::error::ArrowError) -> Error {
+        use arrow::error::ArrowError as A;
+        match err {
+            A::ExternalError(e) => Error::Internal(e.to_string()),
+            A::IoError(msg, _) => Error::Unavailable(format!("state store I/O: {msg}")),
+            A::NotYetImplemented(m) => Error::InvalidArgument(format!("unsupported: {m}")),
+            A::MemoryError(m) => Error::ResourceExhausted(m),
+            A::CastError(m)
+            | A::SchemaError(m)
+            | A::ComputeError(m)
+            | A::InvalidArgumentError(m)
+            | A::ParseError(m)
+            | A::IpcError(m)
+            | A::CDataInterface(m)
+            | A::JsonError(m)
+            | A::CsvError(m)
+            | A::ParquetError(m)
+            | A::AvroError(m) => Error::InvalidArgument(m),
+            A::DivideByZero => Error::InvalidArgument("divide by zero".into()),
+            A::ArithmeticOverflow(m) => Error::InvalidArgument(m),
+            A::DictionaryKeyOverflowError => Error::InvalidArgument("dictionary key overflow".into()),
+            A::RunEndIndexOverflowError => Error::InvalidArgument("run end index overflow".into()),
+            A::OffsetOverflowError(n) => Error::InvalidArgument(format!("offset overflow: {n}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::*;
+
+    #[test]
+    fn column_not_found_is_invalid_argument_through_context() {
+        let df = df!("a" => [1, 2]).unwrap();
+        let err = df.lazy().select([col("nope")]).collect().unwrap_err();
+        let err = Error::from(err);
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn long_messages_are_capped() {
+        let status = Status::from(Error::invalid("x".repeat(5_000)));
+        assert!(status.message().len() <= MAX_MESSAGE_CHARS + 3);
+    }
+}

@@ -1,0 +1,446 @@
+//! The Arrow Flight adapter: decode the request, call the engine, encode the answer.
+//!
+//! This is the only module that knows tonic and the Flight protocol. Tickets are handle strings;
+//! action bodies and results are JSON (except the two standard protobuf actions); results stream
+//! out through arrow-flight's encoder, fed batch by batch from the blocking pool through a
+//! bounded channel so a large result is never whole in memory.
+
+pub mod catalog;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria,
+    Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, RenewFlightEndpointRequest, SchemaAsIpc, SchemaResult,
+    Ticket,
+};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::convert;
+use crate::engine::{self, Engine};
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::ops::Step;
+use crate::store::ResultMeta;
+
+/// Metadata header carrying a client-chosen idempotency key for DoPut.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "x-polarway-idempotency-key";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
+
+/// The Flight service of one worker.
+pub struct PolarwayFlight {
+    engine: Arc<Engine>,
+}
+
+impl PolarwayFlight {
+    /// A service over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// The tonic server for this service, with message limits from the engine's configuration.
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        let max = self.engine.limits().max_message_bytes;
+        FlightServiceServer::new(self).max_decoding_message_size(max).max_encoding_message_size(max)
+    }
+
+    async fn info_for(&self, meta: &ResultMeta) -> Result<FlightInfo> {
+        let schema = self.engine.open(&meta.handle).await?.schema;
+        flight_info(meta, &schema)
+    }
+
+    async fn meta_for_descriptor(&self, descriptor: &FlightDescriptor) -> Result<ResultMeta> {
+        match descriptor.r#type() {
+            DescriptorType::Path => match descriptor.path.as_slice() {
+                [one] => self.engine.live_meta(&Handle::parse(one)?).await,
+                _ => Err(Error::invalid("descriptor path must be one handle")),
+            },
+            DescriptorType::Cmd => {
+                let request = engine::Request::parse_command(&descriptor.cmd)?;
+                self.engine.produce(request).await
+            }
+            DescriptorType::Unknown => Err(Error::invalid("descriptor type is unknown")),
+        }
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+fn endpoint(meta: &ResultMeta) -> FlightEndpoint {
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(meta.handle.to_string()));
+    if meta.pinned { endpoint } else { endpoint.with_expiration_time(timestamp(meta.expires_at)) }
+}
+
+fn flight_info(meta: &ResultMeta, schema: &SchemaRef) -> Result<FlightInfo> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)?
+        .with_descriptor(FlightDescriptor::new_path(vec![meta.handle.to_string()]))
+        .with_endpoint(endpoint(meta))
+        .with_total_records(meta.num_rows as i64)
+        .with_total_bytes(meta.num_bytes as i64)
+        .with_ordered(true)
+        .with_app_metadata(engine::result_json(meta).to_string()))
+}
+
+fn flight_error(err: FlightError) -> Status {
+    match err {
+        FlightError::Tonic(status) => *status,
+        FlightError::Arrow(e) => Error::from(e).into(),
+        FlightError::DecodeError(m) | FlightError::ProtocolError(m) => {
+            Error::invalid(format!("malformed Flight data: {m}")).into()
+        }
+        FlightError::NotYetImplemented(m) => Error::invalid(format!("unsupported: {m}")).into(),
+        FlightError::ExternalError(e) => Error::Internal(e.to_string()).into(),
+    }
+}
+
+/// Reads a client's FlightData stream into batches, counting bytes against the upload limit.
+async fn read_table(
+    first: FlightData,
+    rest: Streaming<FlightData>,
+    max_bytes: u64,
+) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), Status> {
+    let received = Arc::new(AtomicU64::new(0));
+    let counted = stream::once(async { Ok(first) }).chain(rest).map(move |item| {
+        let data = item.map_err(|s| FlightError::Tonic(Box::new(s)))?;
+        let total = received.fetch_add((data.data_header.len() + data.data_body.len()) as u64, Ordering::Relaxed)
+            + (data.data_header.len() + data.data_body.len()) as u64;
+        if total > max_bytes {
+            return Err(FlightError::Tonic(Box::new(
+                Error::ResourceExhausted(format!(
+                    "upload exceeds {max_bytes} bytes (POLARWAY_MAX_PUT_BYTES)"
+                ))
+                .into(),
+            )));
+        }
+        Ok(data)
+    });
+    let mut decoder = FlightDataDecoder::new(counted);
+    let mut schema = None;
+    let mut batches = Vec::new();
+    while let Some(decoded) = decoder.next().await {
+        match decoded.map_err(flight_error)?.payload {
+            DecodedPayload::Schema(s) => schema = Some(s),
+            DecodedPayload::RecordBatch(b) => batches.push(b),
+            DecodedPayload::None => {}
+        }
+    }
+    let schema = schema.ok_or_else(|| Status::from(Error::invalid("the stream carried no schema")))?;
+    Ok((schema, batches))
+}
+
+/// Streams batches to the client through the encoder, reading them on the blocking pool.
+fn stream_batches(
+    schema: SchemaRef,
+    batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+) -> BoxStream<FlightData> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(2);
+    tokio::task::spawn_blocking(move || {
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for batch in batches {
+                let batch = batch.map_err(|e| FlightError::Tonic(Box::new(e.into())))?;
+                for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
+                    if tx.blocking_send(Ok(part)).is_err() {
+                        return Ok(()); // the client went away
+                    }
+                }
+            }
+            Ok(())
+        }));
+        let failure = match sent {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(FlightError::Tonic(Box::new(
+                Error::Internal("reading the result failed unexpectedly".into()).into(),
+            ))),
+        };
+        if let Some(e) = failure {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(convert::BATCH_TARGET_BYTES)
+        .build(batches)
+        .map_err(flight_error);
+    Box::pin(encoded)
+}
+
+fn rpc_span(method: &'static str) -> tracing::Span {
+    tracing::info_span!("rpc", method, handle = tracing::field::Empty)
+}
+
+#[tonic::async_trait]
+impl FlightService for PolarwayFlight {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+    type DoExchangeStream = BoxStream<FlightData>;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.unwrap_or_default();
+        let reply = HandshakeResponse { protocol_version: first.protocol_version, payload: first.payload };
+        Ok(Response::new(Box::pin(stream::once(async { Ok(reply) }))))
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
+        let span = rpc_span("ListFlights");
+        async move {
+            let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
+            let mut infos = Vec::new();
+            for meta in self.engine.list().await? {
+                if !prefix.is_empty() && !meta.name.as_deref().unwrap_or("").starts_with(&prefix) {
+                    continue;
+                }
+                match self.info_for(&meta).await {
+                    Ok(info) => infos.push(Ok(info)),
+                    // Dropped or expired since the listing: not an error.
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(Response::new(Box::pin(stream::iter(infos)) as Self::ListFlightsStream))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        let span = rpc_span("GetFlightInfo");
+        async move {
+            let meta = self.meta_for_descriptor(request.get_ref()).await?;
+            tracing::Span::current().record("handle", meta.handle.as_str());
+            Ok(Response::new(self.info_for(&meta).await?))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<PollInfo>, Status> {
+        let span = rpc_span("PollFlightInfo");
+        async move {
+            let meta = self.meta_for_descriptor(request.get_ref()).await?;
+            let info = self.info_for(&meta).await?;
+            // Operations run to completion within the call: the answer is always final.
+            Ok(Response::new(PollInfo {
+                info: Some(info),
+                flight_descriptor: None,
+                progress: Some(1.0),
+                expiration_time: (!meta.pinned).then(|| timestamp(meta.expires_at)),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<SchemaResult>, Status> {
+        let span = rpc_span("GetSchema");
+        async move {
+            let meta = self.meta_for_descriptor(request.get_ref()).await?;
+            let schema = self.engine.open(&meta.handle).await?.schema;
+            let options = arrow::ipc::writer::IpcWriteOptions::default();
+            let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &options))
+                .map_err(|e| Status::from(Error::from(e)))?;
+            Ok(Response::new(result))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+        let span = rpc_span("DoGet");
+        async move {
+            let handle = Handle::from_ticket(&request.get_ref().ticket)?;
+            tracing::Span::current().record("handle", handle.as_str());
+            let result = self.engine.open(&handle).await?;
+            Ok(Response::new(stream_batches(result.schema, result.batches)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
+        let span = rpc_span("DoPut");
+        async move {
+            let mut idempotency_key = request
+                .metadata()
+                .get(IDEMPOTENCY_KEY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let mut incoming = request.into_inner();
+            let first = incoming
+                .message()
+                .await?
+                .ok_or_else(|| Status::from(Error::invalid("empty upload stream")))?;
+            let mut name = None;
+            if let Some(descriptor) = &first.flight_descriptor {
+                match descriptor.r#type() {
+                    DescriptorType::Path => match descriptor.path.as_slice() {
+                        [] => {}
+                        [n] if !n.is_empty() && n.len() <= 256 => name = Some(n.clone()),
+                        _ => {
+                            return Err(Error::invalid(
+                                "descriptor path must be one name of 1 to 256 characters",
+                            )
+                            .into());
+                        }
+                    },
+                    DescriptorType::Cmd => {
+                        #[derive(serde::Deserialize)]
+                        #[serde(deny_unknown_fields)]
+                        struct PutCommand {
+                            name: Option<String>,
+                            idempotency_key: Option<String>,
+                        }
+                        let cmd: PutCommand = serde_json::from_slice(&descriptor.cmd).map_err(|e| {
+                            Error::invalid(format!("upload command is not valid JSON: {e}"))
+                        })?;
+                        name = cmd.name;
+                        idempotency_key = cmd.idempotency_key.or(idempotency_key);
+                    }
+                    DescriptorType::Unknown => {}
+                }
+            }
+            let max = self.engine.limits().max_put_bytes;
+            let (schema, batches) = read_table(first, incoming, max).await?;
+            let meta = self.engine.upload(name, idempotency_key, schema, batches).await?;
+            tracing::Span::current().record("handle", meta.handle.as_str());
+            let result = PutResult { app_metadata: engine::result_json(&meta).to_string().into() };
+            Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoPutStream))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
+        let span = rpc_span("DoExchange");
+        async move {
+            let mut incoming = request.into_inner();
+            let first = incoming
+                .message()
+                .await?
+                .ok_or_else(|| Status::from(Error::invalid("empty exchange stream")))?;
+            let cmd = first
+                .flight_descriptor
+                .as_ref()
+                .filter(|d| d.r#type() == DescriptorType::Cmd)
+                .map(|d| d.cmd.clone())
+                .ok_or_else(|| {
+                    Status::from(Error::invalid(
+                        r#"DoExchange needs a command descriptor: {"steps": [...]}"#,
+                    ))
+                })?;
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct ExchangeCommand {
+                steps: Vec<Step>,
+            }
+            let command: ExchangeCommand = serde_json::from_slice(&cmd)
+                .map_err(|e| Error::invalid(format!("exchange command: {e}")))?;
+            let max = self.engine.limits().max_put_bytes;
+            let (schema, batches) = read_table(first, incoming, max).await?;
+            let frame = self.engine.exchange(command.steps, schema, batches).await?;
+            let (schema, batches) = convert::frame_to_batches(&frame)?;
+            Ok(Response::new(stream_batches(schema, Box::new(batches.into_iter().map(Ok)))))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        let span = tracing::info_span!("rpc", method = "DoAction", action = %action.r#type);
+        async move {
+            let body: bytes::Bytes = match action.r#type.as_str() {
+                catalog::RENEW_FLIGHT_ENDPOINT => {
+                    let req = RenewFlightEndpointRequest::decode(action.body)
+                        .map_err(|e| Error::invalid(format!("RenewFlightEndpointRequest: {e}")))?;
+                    let endpoint_in = req.endpoint.unwrap_or_default();
+                    let ticket = endpoint_in.ticket.clone().unwrap_or_default();
+                    let handle = Handle::from_ticket(&ticket.ticket)?;
+                    let until = endpoint_in.expiration_time.and_then(|t| {
+                        DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                    });
+                    let meta = self.engine.renew(&handle, until).await?;
+                    endpoint(&meta).encode_to_vec().into()
+                }
+                catalog::CANCEL_FLIGHT_INFO => {
+                    let req = CancelFlightInfoRequest::decode(action.body)
+                        .map_err(|e| Error::invalid(format!("CancelFlightInfoRequest: {e}")))?;
+                    let info = req.info.unwrap_or_default();
+                    for ep in &info.endpoint {
+                        let ticket = ep.ticket.clone().unwrap_or_default();
+                        self.engine.drop_handle(&Handle::from_ticket(&ticket.ticket)?).await?;
+                    }
+                    CancelFlightInfoResult { status: CancelStatus::Cancelled as i32 }
+                        .encode_to_vec()
+                        .into()
+                }
+                op => self.engine.action(op, &action.body).await?.to_string().into(),
+            };
+            let result = arrow_flight::Result { body };
+            Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoActionStream))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
+        let actions = catalog::ACTIONS.iter().map(|(name, description)| {
+            Ok(ActionType { r#type: name.to_string(), description: description.to_string() })
+        });
+        Ok(Response::new(Box::pin(stream::iter(actions.collect::<Vec<_>>()))))
+    }
+}

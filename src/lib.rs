@@ -1,0 +1,24 @@
+//! Polarway: Polars DataFrame operations over Arrow Flight.
+//!
+//! Dependencies point one way: [`flight`] (protocol) -> [`engine`] -> [`ops`] / [`store`].
+
+/// Command line and environment: the one place configuration is read and validated.
+pub mod config;
+/// Zero-copy conversion between Polars frames and arrow-rs batches.
+pub mod convert;
+/// One operation's life: admit, load inputs, run, persist.
+pub mod engine;
+/// The error type and its mapping to gRPC status codes.
+pub mod error;
+/// The Arrow Flight service: a thin adapter over the engine.
+pub mod flight;
+/// Result handles, which are also Flight tickets.
+pub mod handle;
+/// Size, row, concurrency and time limits.
+pub mod limits;
+/// Polars operations and their JSON specs.
+pub mod ops;
+/// Running a worker: server, expiry sweep, shutdown.
+pub mod server;
+/// Where results live: in memory or as Arrow IPC files.
+pub mod store;

@@ -1,0 +1,47 @@
+//! `polarway-grpc`: the worker binary.
+
+use clap::Parser;
+use polarway::config::{Args, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let config = match Args::parse().try_into_config() {
+        Ok(config) => config,
+        Err(msg) => {
+            eprintln!("polarway-grpc: invalid configuration: {msg}");
+            std::process::exit(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+    let listener = match tokio::net::TcpListener::bind(config.bind_address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("polarway-grpc: POLARWAY_BIND_ADDRESS: cannot listen on {}: {e}", config.bind_address);
+            std::process::exit(2);
+        }
+    };
+    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(address = %address, store = ?config.store, "polarway-grpc listening");
+    if let Err(e) = polarway::server::serve(config, listener, shutdown_signal()).await {
+        eprintln!("polarway-grpc: {e}");
+        std::process::exit(1);
+    }
+    tracing::info!("polarway-grpc stopped");
+}
+
+/// Completes on SIGINT or SIGTERM; the server then stops accepting and drains in-flight calls.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested; draining");
+}

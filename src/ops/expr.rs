@@ -1,0 +1,145 @@
+//! Parsing of the small languages inside operation specs: SQL expressions, data types,
+//! durations and JSON scalars.
+
+use polars::prelude::*;
+use polars::sql::sql_expr;
+
+use crate::error::{Error, Result};
+
+/// Parses one SQL expression (`"qty * price"`, `"sum(qty) AS total"`), naming the parameter on error.
+pub fn parse(param: &str, text: &str) -> Result<Expr> {
+    sql_expr(text).map_err(|e| Error::invalid(format!("`{param}`: cannot parse `{text}`: {e}")))
+}
+
+/// Parses a list of SQL expressions.
+pub fn parse_all(param: &str, texts: &[String]) -> Result<Vec<Expr>> {
+    texts.iter().map(|t| parse(param, t)).collect()
+}
+
+/// Column references for a list of plain names.
+pub fn columns(names: &[String]) -> Vec<Expr> {
+    names.iter().map(|n| col(n.as_str())).collect()
+}
+
+/// A strict selector over the named columns.
+pub fn selector(names: &[String]) -> Selector {
+    cols(names.iter().map(String::as_str))
+}
+
+/// Parses a data type: Polars names (`i64`, `f64`, `str`, `bool`, `date`, `datetime[ms, UTC]`,
+/// `duration[us]`, `decimal(10,2)`) or SQL type names (`BIGINT`, `DOUBLE`, `VARCHAR`, ...).
+pub fn dtype(param: &str, text: &str) -> Result<DataType> {
+    let t = text.trim().to_ascii_lowercase();
+    let simple = match t.as_str() {
+        "i8" | "int8" => Some(DataType::Int8),
+        "i16" | "int16" => Some(DataType::Int16),
+        "i32" | "int32" => Some(DataType::Int32),
+        "i64" | "int64" => Some(DataType::Int64),
+        "u8" | "uint8" => Some(DataType::UInt8),
+        "u16" | "uint16" => Some(DataType::UInt16),
+        "u32" | "uint32" => Some(DataType::UInt32),
+        "u64" | "uint64" => Some(DataType::UInt64),
+        "f32" | "float32" => Some(DataType::Float32),
+        "f64" | "float64" => Some(DataType::Float64),
+        "bool" | "boolean" => Some(DataType::Boolean),
+        "str" | "string" | "utf8" => Some(DataType::String),
+        "binary" => Some(DataType::Binary),
+        "date" => Some(DataType::Date),
+        "time" => Some(DataType::Time),
+        "datetime" => Some(DataType::Datetime(TimeUnit::Microseconds, None)),
+        "duration" => Some(DataType::Duration(TimeUnit::Microseconds)),
+        _ => None,
+    };
+    if let Some(dt) = simple {
+        return Ok(dt);
+    }
+    if let Some(inner) = t.strip_prefix("datetime[").and_then(|r| r.strip_suffix(']')) {
+        let mut parts = inner.splitn(2, ',').map(str::trim);
+        let unit = time_unit(param, parts.next().unwrap_or(""))?;
+        let tz = match parts.next() {
+            None => None,
+            // Time zone names are case-sensitive: take them from the original text.
+            Some(_) => {
+                let original = text.trim();
+                let start = original.find(',').map(|i| i + 1).unwrap_or(original.len());
+                let name = original[start..].trim().trim_end_matches(']').trim();
+                Some(TimeZone::opt_try_new(Some(name))?.ok_or_else(|| {
+                    Error::invalid(format!("`{param}`: empty time zone in `{text}`"))
+                })?)
+            }
+        };
+        return Ok(DataType::Datetime(unit, tz));
+    }
+    if let Some(inner) = t.strip_prefix("duration[").and_then(|r| r.strip_suffix(']')) {
+        return Ok(DataType::Duration(time_unit(param, inner.trim())?));
+    }
+    // Anything else is read as a SQL type name through Polars' SQL parser.
+    match parse(param, &format!("CAST(NULL AS {text})"))? {
+        Expr::Cast { dtype, .. } => Ok(dtype.into_datatype(&Schema::default()).map_err(|_| {
+            Error::invalid(format!("`{param}`: unknown data type `{text}`"))
+        })?),
+        _ => Err(Error::invalid(format!("`{param}`: unknown data type `{text}`"))),
+    }
+}
+
+fn time_unit(param: &str, text: &str) -> Result<TimeUnit> {
+    match text {
+        "ns" => Ok(TimeUnit::Nanoseconds),
+        "us" | "μs" => Ok(TimeUnit::Microseconds),
+        "ms" => Ok(TimeUnit::Milliseconds),
+        other => Err(Error::invalid(format!("`{param}`: unknown time unit `{other}` (ns, us, ms)"))),
+    }
+}
+
+/// Parses a Polars duration string such as `1h`, `15m`, `2d12h`, `3i` (index count).
+pub fn duration(param: &str, text: &str) -> Result<Duration> {
+    Duration::try_parse(text)
+        .map_err(|e| Error::invalid(format!("`{param}`: `{text}` is not a duration: {e}")))
+}
+
+/// A literal expression from a JSON scalar.
+pub fn scalar(param: &str, value: &serde_json::Value) -> Result<Expr> {
+    use serde_json::Value;
+    match value {
+        Value::Null => Ok(lit(NULL)),
+        Value::Bool(b) => Ok(lit(*b)),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(lit(i))
+            } else if let Some(u) = n.as_u64() {
+                Ok(lit(u))
+            } else {
+                Ok(lit(n.as_f64().unwrap_or(f64::NAN)))
+            }
+        }
+        Value::String(s) => Ok(lit(s.clone())),
+        Value::Array(_) | Value::Object(_) => {
+            Err(Error::invalid(format!("`{param}`: expected a number, string, boolean or null")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtypes_parse() {
+        assert_eq!(dtype("t", "i64").unwrap(), DataType::Int64);
+        assert_eq!(dtype("t", "DOUBLE").unwrap(), DataType::Float64);
+        assert_eq!(
+            dtype("t", "datetime[ms, Europe/Paris]").unwrap(),
+            DataType::Datetime(
+                TimeUnit::Milliseconds,
+                TimeZone::opt_try_new(Some("Europe/Paris")).unwrap()
+            )
+        );
+        assert!(dtype("t", "nonsense)").is_err());
+    }
+
+    #[test]
+    fn bad_expression_names_the_parameter() {
+        let err = parse("predicate", "qty >>> 1").unwrap_err();
+        assert!(err.to_string().contains("predicate"), "{err}");
+    }
+}

@@ -1,0 +1,56 @@
+//! Running a worker: the gRPC server, the expiry sweep, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::flight::PolarwayFlight;
+
+/// Serves Flight on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let engine = Arc::new(Engine::try_new(&config)?);
+    serve_engine(engine, config, listener, shutdown).await
+}
+
+/// Like [`serve`], over an existing engine (tests inspect it).
+pub async fn serve_engine(
+    engine: Arc<Engine>,
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let sweeper = {
+        let engine = engine.clone();
+        let period = config.gc_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match engine.sweep().await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "expired results deleted"),
+                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                }
+            }
+        })
+    };
+    let service = PolarwayFlight::new(engine).into_server();
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::Unavailable(format!("server failed: {e}")));
+    sweeper.abort();
+    result
+}

@@ -1,0 +1,75 @@
+//! The in-memory store: results stay in this process as Polars frames, never serialised.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use polars::prelude::DataFrame;
+
+use super::{BatchStream, ResultMeta, StateStore};
+use crate::convert;
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+
+/// Results held in process.
+#[derive(Default)]
+pub struct MemoryStore {
+    entries: RwLock<HashMap<Handle, (DataFrame, ResultMeta)>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, handle: &Handle) -> Result<(DataFrame, ResultMeta)> {
+        self.entries
+            .read()
+            .expect("store lock")
+            .get(handle)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("handle {handle} not found")))
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn put(&self, frame: &DataFrame, mut meta: ResultMeta) -> Result<ResultMeta> {
+        meta.num_bytes = frame.estimated_size() as u64;
+        let mut entries = self.entries.write().expect("store lock");
+        entries.insert(meta.handle.clone(), (frame.clone(), meta.clone()));
+        Ok(meta)
+    }
+
+    fn meta(&self, handle: &Handle) -> Result<Option<ResultMeta>> {
+        Ok(self.entries.read().expect("store lock").get(handle).map(|(_, m)| m.clone()))
+    }
+
+    fn write_meta(&self, meta: &ResultMeta) -> Result<()> {
+        let mut entries = self.entries.write().expect("store lock");
+        match entries.get_mut(&meta.handle) {
+            Some(entry) => {
+                entry.1 = meta.clone();
+                Ok(())
+            }
+            None => Err(Error::NotFound(format!("handle {} not found", meta.handle))),
+        }
+    }
+
+    fn load(&self, handle: &Handle) -> Result<DataFrame> {
+        Ok(self.get(handle)?.0)
+    }
+
+    fn open_batches(&self, handle: &Handle) -> Result<BatchStream> {
+        let (frame, _) = self.get(handle)?;
+        let (schema, batches) = convert::frame_to_batches(&frame)?;
+        Ok(BatchStream { schema, batches: Box::new(batches.into_iter().map(Ok)) })
+    }
+
+    fn delete(&self, handle: &Handle) -> Result<bool> {
+        Ok(self.entries.write().expect("store lock").remove(handle).is_some())
+    }
+
+    fn list(&self) -> Result<Vec<ResultMeta>> {
+        Ok(self.entries.read().expect("store lock").values().map(|(_, m)| m.clone()).collect())
+    }
+}

@@ -1,0 +1,116 @@
+//! Where results live: the [`StateStore`] trait and its implementations.
+//!
+//! A result is an immutable frame plus its [`ResultMeta`]. The store knows keys and paths and
+//! nothing of expiry rules or operations; the engine decides what is live. Methods are blocking
+//! and are called from the blocking pool.
+
+mod fs;
+mod memory;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::{DateTime, Utc};
+use polars::prelude::DataFrame;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::handle::Handle;
+
+pub use fs::DirectoryStore;
+pub use memory::MemoryStore;
+
+/// One column of a result's schema, as reported to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    /// Column name.
+    pub name: String,
+    /// Polars data type, e.g. `i64`, `str`, `datetime[μs, UTC]`.
+    #[serde(rename = "type")]
+    pub dtype: String,
+}
+
+/// How a result was produced: enough to explain it and, later, to recompute it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// Operation name (`upload` for DoPut).
+    pub op: String,
+    /// The operation's canonical parameters.
+    pub params: serde_json::Value,
+    /// Handles the operation read.
+    pub inputs: Vec<String>,
+}
+
+/// Everything known about a stored result besides its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMeta {
+    /// The result's handle.
+    pub handle: Handle,
+    /// Name given at upload, if any.
+    pub name: Option<String>,
+    /// Column names and types.
+    pub schema: Vec<ColumnInfo>,
+    /// Row count.
+    pub num_rows: u64,
+    /// Stored size in bytes (frame size in memory, file size on disk).
+    pub num_bytes: u64,
+    /// When the result was created.
+    pub created_at: DateTime<Utc>,
+    /// When the result expires unless pinned or renewed.
+    pub expires_at: DateTime<Utc>,
+    /// A pinned result never expires.
+    pub pinned: bool,
+    /// The operation and inputs that produced it.
+    pub lineage: Lineage,
+}
+
+impl ResultMeta {
+    /// Whether the result can still be served at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.pinned || self.expires_at > now
+    }
+}
+
+/// A stored result read batch by batch.
+pub struct BatchStream {
+    /// Schema of every batch (sent first, also for zero rows).
+    pub schema: SchemaRef,
+    /// The batches, read lazily.
+    pub batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+}
+
+/// Storage for results.
+pub trait StateStore: Send + Sync + 'static {
+    /// Stores a result under `meta.handle`, replacing any earlier one, and returns the stored meta
+    /// with `num_bytes` filled in. Readers never see a partial result.
+    fn put(&self, frame: &DataFrame, meta: ResultMeta) -> Result<ResultMeta>;
+
+    /// The meta of a stored result, live or expired; `None` when there is none.
+    fn meta(&self, handle: &Handle) -> Result<Option<ResultMeta>>;
+
+    /// Replaces a stored result's meta (pin, unpin, renew).
+    fn write_meta(&self, meta: &ResultMeta) -> Result<()>;
+
+    /// The whole result as a frame.
+    fn load(&self, handle: &Handle) -> Result<DataFrame>;
+
+    /// The result as a lazy sequence of record batches.
+    fn open_batches(&self, handle: &Handle) -> Result<BatchStream>;
+
+    /// Deletes a result; `false` when there was nothing to delete. Safe to race.
+    fn delete(&self, handle: &Handle) -> Result<bool>;
+
+    /// The meta of every stored result.
+    fn list(&self) -> Result<Vec<ResultMeta>>;
+}
+
+/// Column names and Polars types of a frame.
+pub fn describe_schema(frame: &DataFrame) -> Vec<ColumnInfo> {
+    frame
+        .schema()
+        .iter()
+        .map(|(name, dtype)| ColumnInfo { name: name.to_string(), dtype: dtype.to_string() })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

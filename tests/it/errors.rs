@@ -1,0 +1,197 @@
+//! Each error class with its gRPC status, the limits, idempotency, and surviving odd input.
+
+use std::time::Duration;
+
+use arrow_flight::{FlightDescriptor, Ticket};
+use polars::prelude::*;
+use serde_json::json;
+use tonic::Code;
+
+use crate::fixture::*;
+
+fn frame() -> DataFrame {
+    df!("sym" => ["a", "b", "a"], "qty" => [1i64, 2, 3]).unwrap()
+}
+
+#[tokio::test]
+async fn each_error_class_has_its_status() {
+    for mode in MODES {
+        let server = TestServer::start(mode).await;
+        let mut c = server.client().await;
+        let h = handle_of(&c.upload("t", &frame()).await);
+        let missing = polarway::handle::Handle::random().to_string();
+
+        let cases = [
+            ("filter", json!({"input": missing, "predicate": "qty > 1"}), Code::NotFound, "not found"),
+            ("filter", json!({"input": h, "predicate": "nope > 1"}), Code::InvalidArgument, "nope"),
+            ("filter", json!({"input": h, "predicate": "qty >>> 1"}), Code::InvalidArgument, "predicate"),
+            ("filter", json!({"input": h}), Code::InvalidArgument, "predicate"),
+            ("filter", json!({"input": "../../etc/passwd", "predicate": "x"}), Code::InvalidArgument, "not a Polarway handle"),
+            ("no_such_op", json!({"input": h}), Code::InvalidArgument, "unknown operation"),
+            ("select", json!({"input": h, "columns": ["missing_col"]}), Code::InvalidArgument, "missing_col"),
+            ("cast", json!({"input": h, "dtypes": {"sym": "i64"}}), Code::InvalidArgument, "sym"),
+            ("cast", json!({"input": h, "dtypes": {"qty": "wibble"}}), Code::InvalidArgument, "wibble"),
+            ("sort", json!({"input": h, "by": ["qty"], "descending": [true, false]}), Code::InvalidArgument, "descending"),
+            ("join", json!({"left": h, "right": h, "how": "sideways", "on": ["sym"]}), Code::InvalidArgument, "how"),
+            ("head", json!({"input": h, "n": -1}), Code::InvalidArgument, "head"),
+            ("read_csv", json!({"path": "../secret.csv"}), Code::PermissionDenied, "outside"),
+            ("read_csv", json!({"path": "/etc/passwd"}), Code::PermissionDenied, "outside"),
+            ("write_csv", json!({"input": h, "path": "../out.csv"}), Code::PermissionDenied, "outside"),
+            ("read_csv", json!({"path": "absent.csv"}), Code::NotFound, "absent.csv"),
+            ("pin", json!({"handle": missing}), Code::NotFound, "not found"),
+        ];
+        for (op, body, code, needle) in cases {
+            let err = c.action(op, body.clone()).await.unwrap_err();
+            assert_eq!(err.code(), code, "{mode:?} {op} {body}: {err}");
+            assert!(err.message().contains(needle), "{op} {body}: `{}` lacks `{needle}`", err.message());
+            assert!(!err.message().contains(server.data_dir.path().to_str().unwrap()), "no server paths");
+        }
+        let raw = arrow_flight::Action::new("filter", "{not json");
+        let err = to_status(c.inner.do_action(raw).await.err().unwrap());
+        assert_eq!(err.code(), Code::InvalidArgument);
+
+        let err = c.get(&missing).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = to_status(c.inner.do_get(Ticket::new(vec![0xffu8, 0, 1])).await.err().unwrap());
+        assert_eq!(err.code(), Code::InvalidArgument);
+        // The worker is still serving and the stored data is intact.
+        assert_same(&c.get(&h).await.unwrap(), &frame(), "after errors");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn repeated_action_returns_the_same_handle_without_recomputing() {
+    for mode in MODES {
+        let server = TestServer::start(mode).await;
+        let mut c = server.client().await;
+        let h = handle_of(&c.upload("t", &frame()).await);
+        let body = json!({"input": h, "predicate": "qty > 1"});
+        let first = c.action("filter", body.clone()).await.unwrap();
+        let runs = server.engine.executions();
+        let second = c.action("filter", body).await.unwrap();
+        assert_eq!(first, second, "{mode:?}");
+        assert_eq!(server.engine.executions(), runs, "{mode:?}: no recomputation");
+        // Key order in the body does not matter; parameters do.
+        let reordered = c.action("filter", json!({"predicate": "qty > 1", "input": h})).await.unwrap();
+        assert_eq!(handle_of(&reordered), handle_of(&first));
+        let other = c.action("filter", json!({"input": h, "predicate": "qty > 2"})).await.unwrap();
+        assert_ne!(handle_of(&other), handle_of(&first));
+        // A sample without a seed is drawn anew each time.
+        let a = c.action("sample", json!({"input": h, "n": 2})).await.unwrap();
+        let b = c.action("sample", json!({"input": h, "n": 2})).await.unwrap();
+        assert_ne!(handle_of(&a), handle_of(&b));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn uploads_with_an_idempotency_key_are_stored_once() {
+    for mode in MODES {
+        let server = TestServer::start(mode).await;
+        let mut c = server.client().await;
+        let cmd = json!({"name": "t", "idempotency_key": "batch-2026-11-28"}).to_string();
+        let first = c.try_upload(FlightDescriptor::new_cmd(cmd.clone()), &frame()).await.unwrap();
+        let second = c.try_upload(FlightDescriptor::new_cmd(cmd), &frame()).await.unwrap();
+        assert_eq!(first, second);
+        c.inner.add_header(polarway::flight::IDEMPOTENCY_KEY_HEADER, "via-header").unwrap();
+        let third = c.upload("t", &frame()).await;
+        let fourth = c.upload("t", &frame()).await;
+        assert_eq!(third, fourth);
+        assert_ne!(handle_of(&first), handle_of(&third));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn expired_results_are_not_found_unless_pinned() {
+    for mode in MODES {
+        let server =
+            TestServer::start_with(mode, |c| c.result_ttl = Duration::from_millis(300)).await;
+        let mut c = server.client().await;
+        let kept = handle_of(&c.upload("kept", &frame()).await);
+        let gone = handle_of(&c.upload("gone", &df!("x" => [1i64]).unwrap()).await);
+        c.action("pin", json!({"handle": kept})).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(c.get(&gone).await.unwrap_err().code(), Code::NotFound, "{mode:?}");
+        assert_same(&c.get(&kept).await.unwrap(), &frame(), "pinned survives");
+        assert_eq!(server.engine.sweep().await.unwrap(), 1, "the sweep deletes the expired one");
+        assert_eq!(server.engine.sweep().await.unwrap(), 0, "and nothing twice");
+        c.action("unpin", json!({"handle": kept})).await.unwrap();
+        assert_eq!(c.get(&kept).await.unwrap_err().code(), Code::NotFound);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn limits_answer_resource_exhausted() {
+    let server = TestServer::start_with(Mode::Memory, |c| {
+        c.limits.max_result_rows = 5;
+        c.limits.max_cross_join_rows = 4;
+        c.limits.max_put_bytes = 100_000;
+    })
+    .await;
+    let mut c = server.client().await;
+    let small = handle_of(&c.upload("small", &frame()).await);
+    let err = c
+        .try_upload(FlightDescriptor::new_path(vec!["big".into()]), &df!("x" => (0..8i64).collect::<Vec<_>>()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("POLARWAY_MAX_RESULT_ROWS"));
+    let err = c.action("join", json!({"left": small, "right": small, "how": "cross"})).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("cross join"));
+    let wide = df!("s" => ["x".repeat(200_000)]).unwrap();
+    let err = c.try_upload(FlightDescriptor::new_path(vec!["wide".into()]), &wide).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("POLARWAY_MAX_PUT_BYTES"));
+    assert_same(&c.get(&small).await.unwrap(), &frame(), "stored data intact");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn request_timeout_answers_deadline_exceeded() {
+    let server =
+        TestServer::start_with(Mode::Memory, |c| c.limits.request_timeout = Duration::from_millis(1)).await;
+    let mut c = server.client().await;
+    let df = df!("x" => (0..3000i64).collect::<Vec<_>>()).unwrap();
+    let h = handle_of(&c.upload("x", &df).await);
+    let err = c
+        .action("pipeline", json!({"input": h, "steps": [
+            {"op": "join", "right": h, "how": "cross"},
+            {"op": "group_by", "by": ["x"], "aggs": ["sum(x_right) AS s"]}
+        ]}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn odd_input_leaves_the_worker_serving() {
+    let server = TestServer::start(Mode::Memory).await;
+    let mut c = server.client().await;
+    let h = handle_of(&c.upload("t", &frame()).await);
+    let odd = [
+        ("resample", json!({"input": h, "index": "qty", "every": "0i", "aggs": ["sum(qty) AS s"]})),
+        ("rolling", json!({"input": h, "columns": ["sym"], "agg": "std", "window_size": 2})),
+        ("pivot", json!({"input": h, "on": ["qty"], "index": ["qty"], "values": ["qty"]})),
+        ("slice", json!({"input": h, "offset": i64::MIN, "length": u32::MAX})),
+        ("sample", json!({"input": h, "n": 10})),
+        ("with_columns", json!({"input": h, "columns": {"x": "qty / 0"}})),
+        ("group_by", json!({"input": h, "by": [], "aggs": []})),
+        ("select", json!({"input": h, "columns": ["*", "*"]})),
+        ("cast", json!({"input": h, "dtypes": {"qty": "datetime[ns, Not/AZone]"}})),
+    ];
+    for (op, body) in odd {
+        if let Err(e) = c.action(op, body.clone()).await {
+            assert!(
+                matches!(e.code(), Code::InvalidArgument | Code::Internal | Code::ResourceExhausted),
+                "{op} {body}: {e}"
+            );
+        }
+        assert_same(&c.get(&h).await.unwrap(), &frame(), &format!("serving after {op}"));
+    }
+    server.stop().await;
+}

@@ -1,0 +1,9 @@
+//! Integration tests: a real worker on 127.0.0.1, driven by arrow-flight's client.
+
+mod fixture;
+
+mod errors;
+mod external;
+mod flight_surface;
+mod operations;
+mod roundtrip;

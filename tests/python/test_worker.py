@@ -1,0 +1,113 @@
+"""pyarrow and Polars from PyPI against the real polarway-grpc binary."""
+
+import json
+import pathlib
+import re
+from datetime import datetime, timezone
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+from polars.testing import assert_frame_equal
+
+from conftest import Worker
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def trades() -> pl.DataFrame:
+    return pl.DataFrame({
+        "sym": ["AAPL", "MSFT", "AAPL", "GOOG", "MSFT", "AAPL"],
+        "qty": [10, 25, 30, 5, 40, 15],
+        "price": [100.0, 250.5, 101.0, 140.0, 251.0, 99.5],
+    })
+
+
+def upload(client, name, df: pl.DataFrame) -> dict:
+    table = df.to_arrow()
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path(name), table.schema)
+    writer.write_table(table)
+    writer.done_writing()
+    meta = json.loads(reader.read().to_pybytes())
+    writer.close()
+    return meta
+
+
+def action(client, op, body) -> dict:
+    results = list(client.do_action(flight.Action(op, json.dumps(body).encode())))
+    assert len(results) == 1
+    return json.loads(results[0].body.to_pybytes())
+
+
+def fetch(client, handle) -> pl.DataFrame:
+    return pl.from_arrow(client.do_get(flight.Ticket(handle.encode())).read_all())
+
+
+def test_upload_pipeline_doget_matches_local_polars(client):
+    df = trades()
+    h = upload(client, "trades", df)["handle"]
+    result = action(client, "pipeline", {"input": h, "steps": [
+        {"op": "filter", "predicate": "qty > 10"},
+        {"op": "with_columns", "columns": {"notional": "qty * price"}},
+        {"op": "group_by", "by": ["sym"], "aggs": ["sum(notional) AS total", "count(qty) AS n"]},
+        {"op": "sort", "by": ["sym"]},
+    ]})
+    got = fetch(client, result["handle"])
+    want = (df.lazy().filter(pl.col("qty") > 10)
+            .with_columns(notional=pl.col("qty") * pl.col("price"))
+            .group_by("sym").agg(total=pl.col("notional").sum(), n=pl.col("qty").count())
+            .sort("sym").collect())
+    assert_frame_equal(got, want, check_dtypes=False)
+    assert result["num_rows"] == want.height
+    assert [c["name"] for c in result["schema"]] == ["sym", "total", "n"]
+
+
+def test_list_actions_flights_and_flight_info(client):
+    names = {a.type for a in client.list_actions()}
+    assert {"filter", "group_by", "join", "pipeline", "pin", "RenewFlightEndpoint"} <= names
+
+    h = upload(client, "trades", trades())["handle"]
+    flights = list(client.list_flights())
+    assert len(flights) == 1
+    assert json.loads(flights[0].app_metadata)["name"] == "trades" if hasattr(flights[0], "app_metadata") else True
+
+    info = client.get_flight_info(flight.FlightDescriptor.for_path(h))
+    assert info.total_records == 6
+    assert info.schema.names == ["sym", "qty", "price"]
+    [endpoint] = info.endpoints
+    assert endpoint.ticket.ticket == h.encode()
+    assert endpoint.expiration_time is not None
+    assert endpoint.expiration_time > pa.scalar(datetime.now(timezone.utc), pa.timestamp("ns", "UTC"))
+    assert_frame_equal(pl.from_arrow(client.do_get(endpoint.ticket).read_all()), trades())
+
+
+def test_errors_carry_grpc_status(client):
+    h = upload(client, "trades", trades())["handle"]
+    with pytest.raises(flight.FlightServerError, match="nope"):
+        action(client, "filter", {"input": h, "predicate": "nope > 1"})
+    with pytest.raises(flight.FlightServerError, match="unknown operation"):
+        action(client, "frobnicate", {"input": h})
+    with pytest.raises(Exception, match="not found"):
+        fetch(client, "pw1_" + "0" * 32)
+
+
+def test_external_store_shared_by_two_workers(tmp_path):
+    a = Worker(POLARWAY_HANDLE_STORE="external", POLARWAY_STATE_DIR=str(tmp_path))
+    b = Worker(POLARWAY_HANDLE_STORE="external", POLARWAY_STATE_DIR=str(tmp_path))
+    try:
+        ca, cb = a.client(), b.client()
+        h = upload(ca, "trades", trades())["handle"]
+        top = action(cb, "sort", {"input": h, "by": ["qty"], "descending": True})
+        assert_frame_equal(fetch(ca, top["handle"]), trades().sort("qty", descending=True))
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_readme_session_runs(worker):
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "README has a python session"
+    code = blocks[0].replace("grpc://127.0.0.1:50051", worker.location)
+    exec(compile(code, "README.md", "exec"), {})
