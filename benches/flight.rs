@@ -14,7 +14,7 @@ use polarway::engine::Engine;
 use polars::prelude::*;
 
 struct Bench {
-    client: FlightClient,
+    channel: tonic::transport::Channel,
     handle: String,
     bytes: u64,
     _state: tempfile::TempDir,
@@ -46,7 +46,7 @@ async fn start(store: &str, rows: i64) -> Bench {
         .connect()
         .await
         .unwrap();
-    let mut client = FlightClient::new(channel);
+    let mut client = FlightClient::new(channel.clone());
     let (schema, batches) = convert::frame_to_batches(&frame(rows)).unwrap();
     let put = FlightDataEncoderBuilder::new()
         .with_schema(schema)
@@ -55,7 +55,7 @@ async fn start(store: &str, rows: i64) -> Bench {
     let results: Vec<_> = client.do_put(put).await.unwrap().try_collect().await.unwrap();
     let meta: serde_json::Value = serde_json::from_slice(&results[0].app_metadata).unwrap();
     Bench {
-        client,
+        channel,
         handle: meta["handle"].as_str().unwrap().to_string(),
         bytes: meta["num_bytes"].as_u64().unwrap(),
         _state: state,
@@ -72,7 +72,7 @@ fn do_get(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(bench.bytes));
         group.bench_with_input(BenchmarkId::new(store, format!("{rows}x4")), &bench, |b, bench| {
             b.to_async(&rt).iter(|| async {
-                let mut client = bench.client.clone();
+                let mut client = FlightClient::new(bench.channel.clone());
                 let mut stream = client.do_get(Ticket::new(bench.handle.clone())).await.unwrap();
                 let mut n = 0;
                 while let Some(batch) = stream.next().await {
@@ -101,7 +101,7 @@ fn group_by(c: &mut Criterion) {
                 "by": ["sym"],
                 "aggs": [format!("sum(qty) AS total_{salt}"), "avg(price) AS px"],
             });
-            let mut client = bench.client.clone();
+            let mut client = FlightClient::new(bench.channel.clone());
             async move {
                 let action = Action::new("group_by", body.to_string());
                 let out: Vec<_> = client.do_action(action).await.unwrap().try_collect().await.unwrap();

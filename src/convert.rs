@@ -136,6 +136,10 @@ fn field_to_polars(field: &ArrowField) -> Result<PolarsField> {
 }
 
 fn array_to_arrow(array: Box<dyn PolarsArray>, field: &ArrowField) -> Result<ArrowArrayRef> {
+    // Null arrays carry no buffers; the two sides disagree on how to say so over FFI.
+    if field.data_type() == &DataType2::Null {
+        return Ok(Arc::new(arrow::array::NullArray::new(array.len())));
+    }
     let exported = pffi::export_array_to_c(array);
     // SAFETY: both structs are the #[repr(C)] ArrowArray of the C Data Interface; ownership of
     // the buffers moves with the struct and its release callback.
@@ -147,6 +151,12 @@ fn array_to_arrow(array: Box<dyn PolarsArray>, field: &ArrowField) -> Result<Arr
 }
 
 fn array_to_polars(array: &ArrowArrayRef, field: &PolarsField) -> Result<Box<dyn PolarsArray>> {
+    if field.dtype == polars_arrow::datatypes::ArrowDataType::Null {
+        return Ok(Box::new(polars_arrow::array::NullArray::new(
+            polars_arrow::datatypes::ArrowDataType::Null,
+            array.len(),
+        )));
+    }
     let (array, _schema) = arrow::ffi::to_ffi(&array.to_data())?;
     // SAFETY: both structs are the #[repr(C)] ArrowArray of the C Data Interface.
     let array: pffi::ArrowArray = unsafe { std::mem::transmute(array) };

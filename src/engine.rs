@@ -622,7 +622,7 @@ mod tests {
         assert!(err.to_string().contains("predicat"), "{err}");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panic_becomes_internal() {
         let engine = Engine::try_new(&Config::with_store(StoreConfig::Memory)).unwrap();
         let err = engine.blocking(|| -> Result<()> { panic!("boom") }).await.unwrap_err();

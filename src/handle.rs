@@ -15,9 +15,24 @@ use crate::error::{Error, Result};
 const PREFIX: &str = "pw1_";
 const HEX_LEN: usize = 32;
 
-/// A validated result handle.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A validated result handle. Deserialising validates like [`Handle::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Handle(String);
+
+impl TryFrom<String> for Handle {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<Handle> {
+        Handle::parse(&text)
+    }
+}
+
+impl From<Handle> for String {
+    fn from(handle: Handle) -> String {
+        handle.0
+    }
+}
 
 impl Handle {
     /// Parses and validates a handle sent by a client.

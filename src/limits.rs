@@ -105,7 +105,7 @@ impl Admission {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admission_times_out_when_full() {
         let admission = Admission::new(1, Duration::from_millis(20));
         let _held = admission.try_admit().await.unwrap();

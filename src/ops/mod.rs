@@ -748,7 +748,7 @@ fn apply<'a>(
             per_column(lf, columns, suffix, |e| e.shift(lit(*n)))?
         }
         Step::Diff { n, columns, suffix } => {
-            per_column(lf, columns, suffix, |e| e.diff(lit(*n), NullBehavior::Ignore))?
+            per_column(lf, columns, suffix, |e| e.diff(lit(*n), polars::series::ops::NullBehavior::Ignore))?
         }
         Step::PctChange { n, columns, suffix } => {
             per_column(lf, columns, suffix, |e| e.pct_change(lit(*n)))?
@@ -776,11 +776,11 @@ fn apply<'a>(
             let df = lf.collect()?;
             let sampled = match (n, fraction) {
                 (Some(n), None) => {
-                    df.sample_n_literal(*n as usize, *with_replacement, *shuffle, *seed)?
+                    df.sample_n_literal(*n as usize, *with_replacement, Some(*shuffle), *seed)?
                 }
                 (None, Some(f)) if *f >= 0.0 => {
                     let n = (df.height() as f64 * f).floor() as usize;
-                    df.sample_n_literal(n, *with_replacement, *shuffle, *seed)?
+                    df.sample_n_literal(n, *with_replacement, Some(*shuffle), *seed)?
                 }
                 _ => return Err(Error::invalid("`n`: give exactly one of `n` or a non-negative `fraction`")),
             };
@@ -885,7 +885,7 @@ fn pivot(
         agg,
         true,
         separator.into(),
-        PivotColumnNaming::Auto,
+        polars::frame::PivotColumnNaming::Auto,
     ))
 }
 

@@ -13,7 +13,7 @@ fn frame() -> DataFrame {
     df!("sym" => ["a", "b", "a"], "qty" => [1i64, 2, 3]).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_error_class_has_its_status() {
     for mode in MODES {
         let server = TestServer::start(mode).await;
@@ -60,7 +60,7 @@ async fn each_error_class_has_its_status() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_action_returns_the_same_handle_without_recomputing() {
     for mode in MODES {
         let server = TestServer::start(mode).await;
@@ -85,7 +85,7 @@ async fn repeated_action_returns_the_same_handle_without_recomputing() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_with_an_idempotency_key_are_stored_once() {
     for mode in MODES {
         let server = TestServer::start(mode).await;
@@ -103,7 +103,7 @@ async fn uploads_with_an_idempotency_key_are_stored_once() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_results_are_not_found_unless_pinned() {
     for mode in MODES {
         let server =
@@ -123,7 +123,7 @@ async fn expired_results_are_not_found_unless_pinned() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_answer_resource_exhausted() {
     let server = TestServer::start_with(Mode::Memory, |c| {
         c.limits.max_result_rows = 5;
@@ -150,7 +150,7 @@ async fn limits_answer_resource_exhausted() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_timeout_answers_deadline_exceeded() {
     let server =
         TestServer::start_with(Mode::Memory, |c| c.limits.request_timeout = Duration::from_millis(1)).await;
@@ -168,7 +168,7 @@ async fn request_timeout_answers_deadline_exceeded() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_input_leaves_the_worker_serving() {
     let server = TestServer::start(Mode::Memory).await;
     let mut c = server.client().await;

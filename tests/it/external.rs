@@ -51,7 +51,7 @@ impl Worker {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_worker_serves_any_handle_and_results_survive_restarts() {
     let state = tempfile::tempdir().unwrap();
     let a = Worker::start(state.path());

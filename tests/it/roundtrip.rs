@@ -51,7 +51,7 @@ fn all_types() -> DataFrame {
     DataFrame::new(n, columns).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_in_both_stores() {
     for mode in MODES {
         let server = TestServer::start(mode).await;
@@ -73,7 +73,7 @@ async fn every_type_round_trips_in_both_stores() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_results_stream_in_many_messages() {
     for mode in MODES {
         let server = TestServer::start(mode).await;
