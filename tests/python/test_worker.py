@@ -70,7 +70,7 @@ def test_list_actions_flights_and_flight_info(client):
     h = upload(client, "trades", trades())["handle"]
     flights = list(client.list_flights())
     assert len(flights) == 1
-    assert json.loads(flights[0].app_metadata)["name"] == "trades" if hasattr(flights[0], "app_metadata") else True
+    assert json.loads(flights[0].app_metadata)["name"] == "trades"
 
     info = client.get_flight_info(flight.FlightDescriptor.for_path(h))
     assert info.total_records == 6
@@ -78,15 +78,15 @@ def test_list_actions_flights_and_flight_info(client):
     [endpoint] = info.endpoints
     assert endpoint.ticket.ticket == h.encode()
     assert endpoint.expiration_time is not None
-    assert endpoint.expiration_time > pa.scalar(datetime.now(timezone.utc), pa.timestamp("ns", "UTC"))
+    assert endpoint.expiration_time.value > datetime.now(timezone.utc).timestamp() * 1e9
     assert_frame_equal(pl.from_arrow(client.do_get(endpoint.ticket).read_all()), trades())
 
 
 def test_errors_carry_grpc_status(client):
     h = upload(client, "trades", trades())["handle"]
-    with pytest.raises(flight.FlightServerError, match="nope"):
+    with pytest.raises(pa.ArrowInvalid, match="nope"):
         action(client, "filter", {"input": h, "predicate": "nope > 1"})
-    with pytest.raises(flight.FlightServerError, match="unknown operation"):
+    with pytest.raises(pa.ArrowInvalid, match="unknown operation"):
         action(client, "frobnicate", {"input": h})
     with pytest.raises(Exception, match="not found"):
         fetch(client, "pw1_" + "0" * 32)
