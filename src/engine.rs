@@ -464,7 +464,7 @@ impl Engine {
         if let Some(meta) = self.existing(&handle).await? {
             return Ok(meta);
         }
-        let _slot = self.admission.try_admit().await?;
+        let slot = self.admission.try_admit().await?;
         self.timed(async {
             let handles = pipeline.handles();
             let frames = self.load_all(&handles).await?;
@@ -474,6 +474,9 @@ impl Engine {
             self.executions.fetch_add(1, Ordering::Relaxed);
             let mut frame = self
                 .blocking(move || {
+                    // The slot stays taken until Polars finishes, even past a timeout, so a
+                    // runaway computation cannot be joined by ever more of them.
+                    let _slot = slot;
                     let input_frame = frames[&input].clone();
                     ops::run(input_frame, &steps, &frames, &limits)
                 })
@@ -506,11 +509,16 @@ impl Engine {
         if let Some(meta) = self.existing(&handle).await? {
             return Ok(meta);
         }
-        let _slot = self.admission.try_admit().await?;
+        let slot = self.admission.try_admit().await?;
         self.timed(async {
             self.executions.fetch_add(1, Ordering::Relaxed);
             let read_spec = spec.clone();
-            let frame = self.blocking(move || file_io::read(format, &read_spec, &path)).await?;
+            let frame = self
+                .blocking(move || {
+                    let _slot = slot;
+                    file_io::read(format, &read_spec, &path)
+                })
+                .await?;
             let lineage = Lineage { op: format!("read_{}", format_name(format)), params, inputs: vec![] };
             let meta = self.new_meta(handle, None, &frame, lineage);
             self.persist(frame, meta).await
@@ -521,10 +529,13 @@ impl Engine {
     async fn write(&self, format: Format, spec: WriteSpec) -> Result<Value> {
         let path = file_io::resolve(self.data_dir.as_deref(), &spec.path, false)?;
         let frames = self.load_all(std::slice::from_ref(&spec.input)).await?;
-        let _slot = self.admission.try_admit().await?;
+        let slot = self.admission.try_admit().await?;
         let mut frame = frames[&spec.input].clone();
         let bytes = self
-            .timed(self.blocking(move || file_io::write(format, &mut frame, &path)))
+            .timed(self.blocking(move || {
+                let _slot = slot;
+                file_io::write(format, &mut frame, &path)
+            }))
             .await?;
         Ok(json!({"path": spec.path, "num_rows": frames[&spec.input].height(), "num_bytes": bytes}))
     }
@@ -573,9 +584,10 @@ impl Engine {
             }
         }
         let frames = self.load_all(&handles).await?;
-        let _slot = self.admission.try_admit().await?;
+        let slot = self.admission.try_admit().await?;
         let limits = self.limits.clone();
         self.timed(self.blocking(move || {
+            let _slot = slot;
             let input = convert::batches_to_frame(&schema, &batches)?;
             let mut out = ops::run(input, &steps, &frames, &limits)?;
             limits.check_shape(out.height(), out.width())?;

@@ -4,13 +4,24 @@ use clap::Parser;
 use polarway::config::{Args, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() {
+/// How long shutdown waits for computations still running after their requests ended.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
+    let code = runtime.block_on(run());
+    // Polars work cannot be interrupted; a computation that outlived its request timeout must
+    // not hold the process after the server has drained.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    std::process::exit(code);
+}
+
+async fn run() -> i32 {
     let config = match Args::parse().try_into_config() {
         Ok(config) => config,
         Err(msg) => {
             eprintln!("polarway-grpc: invalid configuration: {msg}");
-            std::process::exit(2);
+            return 2;
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -24,17 +35,21 @@ async fn main() {
     let listener = match tokio::net::TcpListener::bind(config.bind_address).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("polarway-grpc: POLARWAY_BIND_ADDRESS: cannot listen on {}: {e}", config.bind_address);
-            std::process::exit(2);
+            eprintln!(
+                "polarway-grpc: POLARWAY_BIND_ADDRESS: cannot listen on {}: {e}",
+                config.bind_address
+            );
+            return 2;
         }
     };
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(address = %address, store = ?config.store, "polarway-grpc listening");
     if let Err(e) = polarway::server::serve(config, listener, shutdown_signal()).await {
         eprintln!("polarway-grpc: {e}");
-        std::process::exit(1);
+        return 1;
     }
     tracing::info!("polarway-grpc stopped");
+    0
 }
 
 /// Completes on SIGINT or SIGTERM; the server then stops accepting and drains in-flight calls.

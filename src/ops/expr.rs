@@ -74,12 +74,21 @@ pub fn dtype(param: &str, text: &str) -> Result<DataType> {
         return Ok(DataType::Duration(time_unit(param, inner.trim())?));
     }
     // Anything else is read as a SQL type name through Polars' SQL parser.
-    match parse(param, &format!("CAST(NULL AS {text})"))? {
-        Expr::Cast { dtype, .. } => Ok(dtype.into_datatype(&Schema::default()).map_err(|_| {
+    let dt = match parse(param, &format!("CAST(NULL AS {text})"))? {
+        Expr::Cast { dtype, .. } => dtype.into_datatype(&Schema::default()).map_err(|_| {
             Error::invalid(format!("`{param}`: unknown data type `{text}`"))
-        })?),
-        _ => Err(Error::invalid(format!("`{param}`: unknown data type `{text}`"))),
+        })?,
+        _ => return Err(Error::invalid(format!("`{param}`: unknown data type `{text}`"))),
+    };
+    // Polars asserts (panics) on decimal precision outside 1..=38.
+    if let DataType::Decimal(precision, scale) = dt {
+        if !(1..=38).contains(&precision) || scale > precision {
+            return Err(Error::invalid(format!(
+                "`{param}`: `{text}` needs precision 1 to 38 and scale at most the precision"
+            )));
+        }
     }
+    Ok(dt)
 }
 
 fn time_unit(param: &str, text: &str) -> Result<TimeUnit> {
@@ -95,6 +104,34 @@ fn time_unit(param: &str, text: &str) -> Result<TimeUnit> {
 pub fn duration(param: &str, text: &str) -> Result<Duration> {
     Duration::try_parse(text)
         .map_err(|e| Error::invalid(format!("`{param}`: `{text}` is not a duration: {e}")))
+}
+
+/// Parses a duration that must be greater than zero (window sizes and strides; Polars panics on
+/// zero or negative ones).
+pub fn positive_duration(param: &str, text: &str) -> Result<Duration> {
+    let d = duration(param, text)?;
+    if d.is_zero() || d.negative() {
+        return Err(Error::invalid(format!("`{param}`: `{text}` must be a positive duration")));
+    }
+    Ok(d)
+}
+
+/// Rough length of a duration in nanoseconds, months counted as `month_days` days; no overflow.
+fn approx_ns(d: &Duration, month_days: i128) -> i128 {
+    const DAY: i128 = 86_400_000_000_000;
+    (d.months() as i128).abs() * month_days * DAY
+        + (d.weeks() as i128).abs() * 7 * DAY
+        + (d.days() as i128).abs() * DAY
+        + (d.nanoseconds() as i128).abs()
+}
+
+/// Refuses a window offset larger than the window stride: Polars would enumerate every window
+/// between the data and the shifted start, which for a large offset runs for hours.
+pub fn check_offset(every: &Duration, offset: &Duration) -> Result<()> {
+    if approx_ns(offset, 28) > approx_ns(every, 31) {
+        return Err(Error::invalid("`offset`: must not be longer than `every`"));
+    }
+    Ok(())
 }
 
 /// A literal expression from a JSON scalar.
@@ -135,6 +172,12 @@ mod tests {
             )
         );
         assert!(dtype("t", "nonsense)").is_err());
+        assert!(dtype("t", "decimal(40, 2)").is_err());
+        assert!(positive_duration("every", "0h").is_err());
+        assert!(positive_duration("every", "-1h").is_err());
+        let every = duration("every", "1h").unwrap();
+        assert!(check_offset(&every, &duration("offset", "-30m").unwrap()).is_ok());
+        assert!(check_offset(&every, &duration("offset", "-99999999d").unwrap()).is_err());
     }
 
     #[test]

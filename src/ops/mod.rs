@@ -714,15 +714,19 @@ fn apply<'a>(
         }),
         Step::Describe { percentiles } => describe::describe(lf, percentiles)?.lazy(),
         Step::Resample { index, every, period, offset, closed, label, by, aggs } => {
-            let every = expr::duration("every", every)?;
+            let every = expr::positive_duration("every", every)?;
             let options = DynamicGroupOptions {
                 every,
                 period: match period {
-                    Some(p) => expr::duration("period", p)?,
+                    Some(p) => expr::positive_duration("period", p)?,
                     None => every,
                 },
                 offset: match offset {
-                    Some(o) => expr::duration("offset", o)?,
+                    Some(o) => {
+                        let o = expr::duration("offset", o)?;
+                        expr::check_offset(&every, &o)?;
+                        o
+                    }
                     None => Duration::parse("0ns"),
                 },
                 label: match label.as_str() {
@@ -930,7 +934,7 @@ fn rolling(
         }
         (None, Some(w), Some(by)) => {
             let options = RollingOptionsDynamicWindow {
-                window_size: expr::duration("window", w)?,
+                window_size: expr::positive_duration("window", w)?,
                 min_periods: min_periods.unwrap_or(1),
                 closed_window: closed_window(closed)?,
                 fn_params: None,

@@ -62,7 +62,15 @@ impl DirectoryStore {
     ) -> Result<u64> {
         let tmp = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
         let result = (|| {
-            let file = File::create(&tmp).map_err(|e| io_error("create a file", e))?;
+            let file = match File::create(&tmp) {
+                // The temporary directory was removed under us (a cleanup job): recreate it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(&self.tmp).map_err(|e| io_error("create a file", e))?;
+                    File::create(&tmp)
+                }
+                other => other,
+            }
+            .map_err(|e| io_error("create a file", e))?;
             let mut writer = BufWriter::with_capacity(1 << 20, file);
             fill(&mut writer)?;
             let file = writer.into_inner().map_err(|e| io_error("write", e.into_error()))?;

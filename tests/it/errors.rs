@@ -173,8 +173,38 @@ async fn odd_input_leaves_the_worker_serving() {
     let server = TestServer::start(Mode::Memory).await;
     let mut c = server.client().await;
     let h = handle_of(&c.upload("t", &frame()).await);
+    let ts = Series::new("ts".into(), [0i64, 3_600_000, 7_200_000])
+        .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+        .unwrap();
+    let mut timed = frame();
+    timed.with_column(ts.into_column()).unwrap();
+    timed.with_column(Column::new("l".into(), [Series::new("".into(), [1i64]), Series::new("".into(), [2i64]), Series::new("".into(), [3i64])])).unwrap();
+    let t = handle_of(&c.upload("timed", &timed).await);
+
+    // Inputs on which Polars 0.55 itself panics: the worker answers INTERNAL and keeps serving.
+    let panics = [
+        ("resample", json!({"input": t, "index": "ts", "every": "1ns", "aggs": ["sum(qty) AS s"]})),
+        ("unpivot", json!({"input": t, "index": ["sym"], "on": ["qty", "l"]})),
+    ];
+    for (op, body) in panics {
+        let err = c.action(op, body.clone()).await.unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{op} {body}: {err}");
+        assert_same(&c.get(&h).await.unwrap(), &frame(), &format!("serving after {op}"));
+    }
+    // Inputs on which Polars would panic or run for hours are refused up front.
+    let refused = [
+        ("resample", json!({"input": t, "index": "ts", "every": "0h", "aggs": ["sum(qty) AS s"]})),
+        ("resample", json!({"input": t, "index": "ts", "every": "1h", "period": "-2h", "aggs": ["sum(qty) AS s"]})),
+        ("resample", json!({"input": t, "index": "ts", "every": "1h", "offset": "-99999999d", "aggs": ["sum(qty) AS s"]})),
+        ("rolling", json!({"input": t, "columns": ["qty"], "window": "-1h", "by": "ts"})),
+        ("cast", json!({"input": t, "dtypes": {"qty": "decimal(40, 50)"}})),
+    ];
+    for (op, body) in refused {
+        let err = c.action(op, body.clone()).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{op} {body}: {err}");
+    }
+    // Odd but legal: any answer but a crash.
     let odd = [
-        ("resample", json!({"input": h, "index": "qty", "every": "0i", "aggs": ["sum(qty) AS s"]})),
         ("rolling", json!({"input": h, "columns": ["sym"], "agg": "std", "window_size": 2})),
         ("pivot", json!({"input": h, "on": ["qty"], "index": ["qty"], "values": ["qty"]})),
         ("slice", json!({"input": h, "offset": i64::MIN, "length": u32::MAX})),
@@ -193,5 +223,26 @@ async fn odd_input_leaves_the_worker_serving() {
         }
         assert_same(&c.get(&h).await.unwrap(), &frame(), &format!("serving after {op}"));
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_store_is_unavailable_and_loses_nothing() {
+    let server = TestServer::start(Mode::External).await;
+    let mut c = server.client().await;
+    let h = handle_of(&c.upload("t", &frame()).await);
+    let state = server.state_dir.path();
+    // A cleanup job removing the temporary directory is survived.
+    std::fs::remove_dir_all(state.join("tmp")).unwrap();
+    c.upload("again", &frame()).await;
+    // The results directory replaced by a file (a broken mount): writes fail cleanly.
+    std::fs::rename(state.join("results"), state.join("results.saved")).unwrap();
+    std::fs::write(state.join("results"), b"not a directory").unwrap();
+    let err = c.try_upload(FlightDescriptor::new_path(vec!["x".into()]), &frame()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(!err.message().contains(state.to_str().unwrap()), "no server paths: {err}");
+    std::fs::remove_file(state.join("results")).unwrap();
+    std::fs::rename(state.join("results.saved"), state.join("results")).unwrap();
+    assert_same(&c.get(&h).await.unwrap(), &frame(), "stored data intact");
     server.stop().await;
 }

@@ -31,7 +31,7 @@ pub struct TestServer {
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    _state_dir: tempfile::TempDir,
+    pub state_dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -60,7 +60,7 @@ impl TestServer {
             data_dir,
             shutdown: Some(tx),
             task: Some(task),
-            _state_dir: state_dir,
+            state_dir,
         }
     }
 

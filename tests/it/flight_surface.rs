@@ -127,7 +127,7 @@ async fn standard_renew_and_cancel_actions() {
         let up = c.upload("t", &frame()).await;
         let h = handle_of(&up);
         let info = c.inner.get_flight_info(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap();
-        let before = info.endpoint[0].expiration_time.clone().unwrap();
+        let before = info.endpoint[0].expiration_time.unwrap();
 
         let mut wanted = info.endpoint[0].clone();
         let later = before.seconds + 7 * 86_400;
