@@ -81,12 +81,12 @@ pub fn dtype(param: &str, text: &str) -> Result<DataType> {
         _ => return Err(Error::invalid(format!("`{param}`: unknown data type `{text}`"))),
     };
     // Polars asserts (panics) on decimal precision outside 1..=38.
-    if let DataType::Decimal(precision, scale) = dt {
-        if !(1..=38).contains(&precision) || scale > precision {
-            return Err(Error::invalid(format!(
-                "`{param}`: `{text}` needs precision 1 to 38 and scale at most the precision"
-            )));
-        }
+    if let DataType::Decimal(precision, scale) = dt
+        && (!(1..=38).contains(&precision) || scale > precision)
+    {
+        return Err(Error::invalid(format!(
+            "`{param}`: `{text}` needs precision 1 to 38 and scale at most the precision"
+        )));
     }
     Ok(dt)
 }
