@@ -246,3 +246,38 @@ async fn an_unwritable_store_is_unavailable_and_loses_nothing() {
     assert_same(&c.get(&h).await.unwrap(), &frame(), "stored data intact");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_worker_sheds_load_quickly() {
+    let server = TestServer::start_with(Mode::Memory, |c| {
+        c.limits.max_concurrent_ops = 1;
+        c.limits.queue_timeout = Duration::from_millis(50);
+    })
+    .await;
+    let mut c = server.client().await;
+    let df = df!("x" => (0..5000i64).collect::<Vec<_>>()).unwrap();
+    let h = handle_of(&c.upload("x", &df).await);
+    let slow = {
+        let mut c2 = server.client().await;
+        let h = h.clone();
+        tokio::spawn(async move {
+            c2.action("pipeline", json!({"input": h, "steps": [
+                {"op": "join", "right": h, "how": "cross"},
+                {"op": "group_by", "by": ["x"], "aggs": ["sum(x_right) AS s"]}
+            ]}))
+            .await
+        })
+    };
+    // The slow operation has its slot once the engine counts it as running.
+    while server.engine.executions() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let started = std::time::Instant::now();
+    let err = c.action("filter", json!({"input": h, "predicate": "x > 1"})).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "refused quickly: {:?}", started.elapsed());
+    slow.await.unwrap().unwrap();
+    // Once the slot frees, the same request succeeds.
+    c.action("filter", json!({"input": h, "predicate": "x > 1"})).await.unwrap();
+    server.stop().await;
+}
