@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::limits::Limits;
 
@@ -42,9 +42,23 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_HANDLE_STORE", value_enum, default_value = "memory")]
     pub handle_store: HandleStore,
 
-    /// Shared directory for results when POLARWAY_HANDLE_STORE=external.
+    /// Shared directory for results when POLARWAY_HANDLE_STORE=external (shorthand for a file:// URL).
     #[arg(long, env = "POLARWAY_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Object store for results when POLARWAY_HANDLE_STORE=external: s3://bucket/prefix,
+    /// az://container/prefix, gs://bucket/prefix or file:///path. Credentials and endpoints come
+    /// from each cloud's usual variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT, AWS_ALLOW_HTTP, AZURE_*, GOOGLE_*).
+    #[arg(long, env = "POLARWAY_STATE_URL")]
+    pub state_url: Option<String>,
+
+    /// Bytes of decoded results each worker keeps in its LRU cache (external store only).
+    #[arg(long, env = "POLARWAY_CACHE_BYTES", default_value_t = 1 << 30)]
+    pub cache_bytes: u64,
+
+    /// Age after which an interrupted upload's leftovers are removed by the sweep, in seconds.
+    #[arg(long, env = "POLARWAY_ORPHAN_GRACE_SECS", default_value_t = 3_600)]
+    pub orphan_grace_secs: u64,
 
     /// Root directory that read_*/write_* operations may touch; without it file operations are refused.
     #[arg(long, env = "POLARWAY_DATA_DIR")]
@@ -93,6 +107,21 @@ pub struct Args {
     /// Log format: `text` or `json`. Levels follow RUST_LOG (default `info`).
     #[arg(long, env = "POLARWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// What to run; without a command, the Flight server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands besides serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Delete expired results and interrupted uploads from the store, then exit (for cron).
+    Gc {
+        /// Run one sweep and exit (the only mode; required for clarity in crontabs).
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// Validated worker configuration.
@@ -112,6 +141,12 @@ pub struct Config {
     pub limits: Limits,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Bytes of decoded results cached per worker.
+    pub cache_bytes: u64,
+    /// Age after which interrupted uploads are removed.
+    pub orphan_grace: Duration,
+    /// A command other than serving.
+    pub command: Option<Command>,
 }
 
 /// The validated store choice.
@@ -121,6 +156,8 @@ pub enum StoreConfig {
     Memory,
     /// Results as files under this directory.
     Directory(PathBuf),
+    /// Results in an object store at this URL.
+    Url(String),
 }
 
 impl Args {
@@ -129,17 +166,25 @@ impl Args {
         let bind_address: SocketAddr = self.bind_address.parse().map_err(|e| {
             format!("POLARWAY_BIND_ADDRESS: `{}` is not a socket address: {e}", self.bind_address)
         })?;
-        let store = match (self.handle_store, self.state_dir) {
-            (HandleStore::Memory, _) => StoreConfig::Memory,
-            (HandleStore::External, None) => {
-                return Err(
-                    "POLARWAY_STATE_DIR: required when POLARWAY_HANDLE_STORE=external".to_string()
-                );
+        let store = match (self.handle_store, self.state_dir, self.state_url) {
+            (HandleStore::Memory, _, _) => StoreConfig::Memory,
+            (HandleStore::External, None, None) => {
+                return Err("POLARWAY_STATE_DIR: required (or POLARWAY_STATE_URL) when POLARWAY_HANDLE_STORE=external".to_string());
             }
-            (HandleStore::External, Some(dir)) => {
+            (HandleStore::External, Some(_), Some(_)) => {
+                return Err("POLARWAY_STATE_URL: give POLARWAY_STATE_DIR or POLARWAY_STATE_URL, not both".to_string());
+            }
+            (HandleStore::External, Some(dir), None) => {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("POLARWAY_STATE_DIR: cannot create {}: {e}", dir.display()))?;
                 StoreConfig::Directory(dir)
+            }
+            (HandleStore::External, None, Some(url)) => {
+                let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+                if !["s3", "s3a", "az", "abfs", "abfss", "azure", "gs", "file"].contains(&scheme) {
+                    return Err(format!("POLARWAY_STATE_URL: `{url}` must start with s3://, az://, gs:// or file://"));
+                }
+                StoreConfig::Url(url)
             }
         };
         let data_dir = match self.data_dir {
@@ -181,6 +226,9 @@ impl Args {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
             },
             log_format: self.log_format,
+            cache_bytes: self.cache_bytes,
+            orphan_grace: Duration::from_secs(self.orphan_grace_secs),
+            command: self.command,
         })
     }
 }

@@ -18,6 +18,7 @@ use polars::prelude::DataFrame;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::cache::ResultCache;
 use crate::config::{Config, StoreConfig};
 use crate::convert;
 use crate::error::{Error, Result};
@@ -26,7 +27,7 @@ use crate::limits::{Admission, Limits};
 use crate::ops::io::{self as file_io, Format, ReadSpec, WriteSpec};
 use crate::ops::{self, Pipeline, Step};
 use crate::store::{
-    self, BatchStream, DirectoryStore, Lineage, MemoryStore, ResultMeta, StateStore,
+    self, BatchStream, Lineage, MemoryStore, ObjectStateStore, ResultMeta, StateStore,
 };
 
 /// Action names that are not data operations.
@@ -200,7 +201,10 @@ pub struct Engine {
     admission: Admission,
     data_dir: Option<PathBuf>,
     ttl: chrono::Duration,
+    orphan_grace: chrono::Duration,
+    cache: Option<ResultCache>,
     executions: AtomicU64,
+    recoveries: AtomicU64,
 }
 
 /// The JSON clients get for a result.
@@ -213,6 +217,7 @@ pub fn result_json(meta: &ResultMeta) -> Value {
         "created_at": meta.created_at.to_rfc3339(),
         "expires_at": meta.expires_at.to_rfc3339(),
         "pinned": meta.pinned,
+        "affinity": meta.affinity,
     });
     if let Some(name) = &meta.name {
         v["name"] = Value::String(name.clone());
@@ -223,11 +228,22 @@ pub fn result_json(meta: &ResultMeta) -> Value {
 impl Engine {
     /// An engine for this configuration, with its store opened.
     pub fn try_new(config: &Config) -> Result<Engine> {
+        let runtime = tokio::runtime::Handle::current();
         let store: Arc<dyn StateStore> = match &config.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
-            StoreConfig::Directory(dir) => Arc::new(DirectoryStore::open(dir)?),
+            StoreConfig::Directory(dir) => Arc::new(ObjectStateStore::open_dir(dir, runtime)?),
+            StoreConfig::Url(url) => Arc::new(ObjectStateStore::open_url(url, runtime)?),
+        };
+        // In memory the store already holds decoded frames; elsewhere a cache saves the reads.
+        let cache = match config.store {
+            StoreConfig::Memory => None,
+            _ => Some(ResultCache::new(config.cache_bytes)),
         };
         Ok(Engine {
+            cache,
+            recoveries: AtomicU64::new(0),
+            orphan_grace: chrono::Duration::from_std(config.orphan_grace)
+                .map_err(|_| Error::invalid("orphan grace out of range"))?,
             store,
             admission: Admission::new(config.limits.max_concurrent_ops, config.limits.queue_timeout),
             limits: config.limits.clone(),
@@ -246,6 +262,16 @@ impl Engine {
     /// How many operations this engine has computed (not counting results found already stored).
     pub fn executions(&self) -> u64 {
         self.executions.load(Ordering::Relaxed)
+    }
+
+    /// How many lost results this engine has recomputed from their lineage.
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::Relaxed)
+    }
+
+    /// The decoded-result cache (absent with the memory store).
+    pub fn cache(&self) -> Option<&ResultCache> {
+        self.cache.as_ref()
     }
 
     /// Runs `f` on the blocking pool; a panic becomes INTERNAL.
@@ -347,12 +373,68 @@ impl Engine {
         }
     }
 
-    /// A live result as a lazy batch stream.
+    /// A live result as a lazy batch stream; a result whose data is lost is recomputed first.
     pub async fn open(&self, handle: &Handle) -> Result<BatchStream> {
-        self.live_meta(handle).await?;
+        let meta = self.live_meta(handle).await?;
         let store = self.store.clone();
         let h = handle.clone();
-        self.blocking(move || store.open_batches(&h)).await
+        match self.blocking(move || store.open_batches(&h)).await {
+            Err(Error::NotFound(_)) => {
+                self.recover(&meta).await?;
+                let store = self.store.clone();
+                let h = handle.clone();
+                self.blocking(move || store.open_batches(&h)).await
+            }
+            other => other,
+        }
+    }
+
+    /// A live result as a frame: from the cache, else the store (recomputing lost data).
+    async fn load(&self, handle: &Handle) -> Result<DataFrame> {
+        let meta = self.live_meta(handle).await?;
+        if let Some(frame) = self.cache.as_ref().and_then(|c| c.get(handle)) {
+            return Ok(frame);
+        }
+        let read = |store: Arc<dyn StateStore>, h: Handle| self.blocking(move || store.load(&h));
+        let frame = match read(self.store.clone(), handle.clone()).await {
+            Err(Error::NotFound(_)) => {
+                self.recover(&meta).await?;
+                read(self.store.clone(), handle.clone()).await?
+            }
+            other => other?,
+        };
+        if let Some(cache) = &self.cache {
+            cache.insert(handle.clone(), frame.clone());
+        }
+        Ok(frame)
+    }
+
+    /// Recomputes a result whose metadata survives but whose data is gone, from the operation
+    /// and inputs recorded in its lineage (inputs are recovered the same way if needed).
+    fn recover<'a>(
+        &'a self,
+        meta: &'a ResultMeta,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let lost = || {
+                Error::NotFound(format!(
+                    "handle {}: its data is lost and a `{}` cannot be recomputed",
+                    meta.handle, meta.lineage.op
+                ))
+            };
+            if meta.lineage.op == "upload" || meta.lineage.op.starts_with("read_") {
+                return Err(lost());
+            }
+            let pipeline: Pipeline =
+                serde_json::from_value(meta.lineage.params.clone()).map_err(|_| lost())?;
+            tracing::warn!(handle = %meta.handle, op = %meta.lineage.op, "stored data missing; recomputing from lineage");
+            let frame = self.compute(&pipeline).await?;
+            self.recoveries.fetch_add(1, Ordering::Relaxed);
+            let store = self.store.clone();
+            let meta = meta.clone();
+            self.blocking(move || store.put(&frame, meta)).await?;
+            Ok(())
+        })
     }
 
     /// Every live result.
@@ -391,9 +473,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes every expired, unpinned result; returns how many were deleted.
-    pub async fn sweep(&self) -> Result<usize> {
+    /// Deletes every expired, unpinned result and the leftovers of interrupted uploads; returns
+    /// how many results and orphans were deleted. Safe to run on every worker at once: a result
+    /// another sweep deleted first is not an error, and a reader that already opened a result
+    /// keeps reading it (files stay readable after unlink; object GETs are independent).
+    pub async fn sweep(&self) -> Result<(usize, usize)> {
         let store = self.store.clone();
+        let grace = self.orphan_grace;
         self.blocking(move || {
             let now = Utc::now();
             let mut deleted = 0;
@@ -402,7 +488,7 @@ impl Engine {
                     deleted += 1;
                 }
             }
-            Ok(deleted)
+            Ok((deleted, store.remove_orphans(grace)?))
         })
         .await
     }
@@ -410,11 +496,7 @@ impl Engine {
     async fn load_all(&self, handles: &[Handle]) -> Result<HashMap<Handle, DataFrame>> {
         let mut frames = HashMap::new();
         for h in handles {
-            self.live_meta(h).await?;
-            let store = self.store.clone();
-            let key = h.clone();
-            let frame = self.blocking(move || store.load(&key)).await?;
-            frames.insert(h.clone(), frame);
+            frames.insert(h.clone(), self.load(h).await?);
         }
         Ok(frames)
     }
@@ -428,9 +510,17 @@ impl Engine {
         }
     }
 
-    fn new_meta(&self, handle: Handle, name: Option<String>, frame: &DataFrame, lineage: Lineage) -> ResultMeta {
+    fn new_meta(
+        &self,
+        handle: Handle,
+        name: Option<String>,
+        frame: &DataFrame,
+        lineage: Lineage,
+        affinity: Option<String>,
+    ) -> ResultMeta {
         let now = Utc::now();
         ResultMeta {
+            affinity: affinity.unwrap_or_else(|| handle.to_string()),
             handle,
             name,
             schema: store::describe_schema(frame),
@@ -464,31 +554,37 @@ impl Engine {
         if let Some(meta) = self.existing(&handle).await? {
             return Ok(meta);
         }
-        let slot = self.admission.try_admit().await?;
+        let input_meta = self.live_meta(&pipeline.input).await?;
+        let frame = self.compute(&pipeline).await?;
+        let lineage = Lineage {
+            op: op.to_string(),
+            params,
+            inputs: pipeline.handles().iter().map(|h| h.to_string()).collect(),
+        };
+        let affinity = Some(input_meta.affinity).filter(|a| !a.is_empty());
+        let meta = self.new_meta(handle, None, &frame, lineage, affinity);
+        self.persist(frame, meta).await
+    }
+
+    /// Loads a pipeline's inputs, then runs it in an operation slot within the request timeout.
+    async fn compute(&self, pipeline: &Pipeline) -> Result<DataFrame> {
         self.timed(async {
-            let handles = pipeline.handles();
-            let frames = self.load_all(&handles).await?;
+            // Inputs first: loading may itself recompute a lost input, which needs a slot.
+            let frames = self.load_all(&pipeline.handles()).await?;
+            let slot = self.admission.try_admit().await?;
             let limits = self.limits.clone();
             let steps = pipeline.steps.clone();
             let input = pipeline.input.clone();
             self.executions.fetch_add(1, Ordering::Relaxed);
-            let mut frame = self
-                .blocking(move || {
-                    // The slot stays taken until Polars finishes, even past a timeout, so a
-                    // runaway computation cannot be joined by ever more of them.
-                    let _slot = slot;
-                    let input_frame = frames[&input].clone();
-                    ops::run(input_frame, &steps, &frames, &limits)
-                })
-                .await?;
-            frame.rechunk_mut_par();
-            let lineage = Lineage {
-                op: op.to_string(),
-                params,
-                inputs: handles.iter().map(|h| h.to_string()).collect(),
-            };
-            let meta = self.new_meta(handle, None, &frame, lineage);
-            self.persist(frame, meta).await
+            self.blocking(move || {
+                // The slot stays taken until Polars finishes, even past a timeout, so a
+                // runaway computation cannot be joined by ever more of them.
+                let _slot = slot;
+                let mut frame = ops::run(frames[&input].clone(), &steps, &frames, &limits)?;
+                frame.rechunk_mut_par();
+                Ok(frame)
+            })
+            .await
         })
         .await
     }
@@ -520,7 +616,7 @@ impl Engine {
                 })
                 .await?;
             let lineage = Lineage { op: format!("read_{}", format_name(format)), params, inputs: vec![] };
-            let meta = self.new_meta(handle, None, &frame, lineage);
+            let meta = self.new_meta(handle, None, &frame, lineage, None);
             self.persist(frame, meta).await
         })
         .await
@@ -571,7 +667,7 @@ impl Engine {
             params: json!({"name": name, "idempotency_key": idempotency_key}),
             inputs: vec![],
         };
-        let meta = self.new_meta(handle, name, &frame, lineage);
+        let meta = self.new_meta(handle, name, &frame, lineage, None);
         self.persist(frame, meta).await
     }
 

@@ -2,6 +2,10 @@
 //!
 //! Dependencies point one way: [`flight`] (protocol) -> [`engine`] -> [`ops`] / [`store`].
 
+/// A bytes-bounded LRU of decoded results, per worker.
+pub mod cache;
+/// The Rust client: retries, deadlines, affinity, endpoint hashing; independent of the server.
+pub mod client;
 /// Command line and environment: the one place configuration is read and validated.
 pub mod config;
 /// Zero-copy conversion between Polars frames and arrow-rs batches.
@@ -18,6 +22,8 @@ pub mod handle;
 pub mod limits;
 /// Polars operations and their JSON specs.
 pub mod ops;
+/// Header names shared by the server and clients.
+pub mod protocol;
 /// Running a worker: server, expiry sweep, shutdown.
 pub mod server;
 /// Where results live: in memory or as Arrow IPC files.

@@ -1,7 +1,8 @@
 //! `polarway-grpc`: the worker binary.
 
 use clap::Parser;
-use polarway::config::{Args, LogFormat};
+use polarway::config::{Args, Command, Config, LogFormat};
+use polarway::engine::Engine;
 use tracing_subscriber::EnvFilter;
 
 /// How long shutdown waits for computations still running after their requests ended.
@@ -32,6 +33,9 @@ async fn run() -> i32 {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Text => subscriber.init(),
     }
+    if let Some(Command::Gc { once }) = &config.command {
+        return gc(&config, *once).await;
+    }
     let listener = match tokio::net::TcpListener::bind(config.bind_address).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -50,6 +54,29 @@ async fn run() -> i32 {
     }
     tracing::info!("polarway-grpc stopped");
     0
+}
+
+/// `polarway-grpc gc --once`: one sweep of the configured store, for cron.
+async fn gc(config: &Config, once: bool) -> i32 {
+    if !once {
+        eprintln!("polarway-grpc: gc: pass --once (workers sweep on their own while serving)");
+        return 2;
+    }
+    let result = match Engine::try_new(config) {
+        Ok(engine) => engine.sweep().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((expired, orphans)) => {
+            tracing::info!(expired, orphans, "sweep deleted results");
+            println!("deleted {expired} expired results and {orphans} orphans");
+            0
+        }
+        Err(e) => {
+            eprintln!("polarway-grpc: gc: {e}");
+            1
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM; the server then stops accepting and drains in-flight calls.

@@ -37,9 +37,9 @@ pub async fn serve_engine(
             loop {
                 tick.tick().await;
                 match engine.sweep().await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(deleted, "expired results deleted"),
-                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                    Ok((0, 0)) => {}
+                    Ok((expired, orphans)) => tracing::info!(expired, orphans, "sweep deleted results"),
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
             }
         })

@@ -37,8 +37,7 @@ use crate::handle::Handle;
 use crate::ops::Step;
 use crate::store::ResultMeta;
 
-/// Metadata header carrying a client-chosen idempotency key for DoPut.
-pub const IDEMPOTENCY_KEY_HEADER: &str = "x-polarway-idempotency-key";
+pub use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
 

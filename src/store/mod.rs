@@ -4,8 +4,8 @@
 //! nothing of expiry rules or operations; the engine decides what is live. Methods are blocking
 //! and are called from the blocking pool.
 
-mod fs;
 mod memory;
+mod object;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::handle::Handle;
 
-pub use fs::DirectoryStore;
 pub use memory::MemoryStore;
+pub use object::ObjectStateStore;
 
 /// One column of a result's schema, as reported to clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,10 @@ pub struct ResultMeta {
     pub pinned: bool,
     /// The operation and inputs that produced it.
     pub lineage: Lineage,
+    /// Routing key shared by a chain of results (the handle of the chain's first result); clients
+    /// send it as a header so a load balancer keeps the chain on one worker.
+    #[serde(default)]
+    pub affinity: String,
 }
 
 impl ResultMeta {
@@ -101,6 +105,12 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// The meta of every stored result.
     fn list(&self) -> Result<Vec<ResultMeta>>;
+
+    /// Removes what interrupted writes left behind, older than `grace`; returns how many.
+    fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
+        let _ = grace;
+        Ok(0)
+    }
 }
 
 /// Column names and Polars types of a frame.

@@ -15,6 +15,7 @@ fn meta_for(frame: &DataFrame) -> ResultMeta {
         expires_at: now + Duration::hours(1),
         pinned: false,
         lineage: Lineage { op: "upload".into(), params: serde_json::json!({}), inputs: vec![] },
+        affinity: String::new(),
     }
 }
 
@@ -47,8 +48,46 @@ fn memory_store_contract() {
 
 #[test]
 fn directory_store_contract() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = DirectoryStore::open(dir.path()).unwrap();
+    let store = ObjectStateStore::open_dir(dir.path(), runtime.handle().clone()).unwrap();
     exercise(&store);
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temporaries left");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("results")).unwrap().collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
+
+#[test]
+fn large_results_go_up_in_parts_and_come_back_by_range() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStateStore::open_dir(dir.path(), runtime.handle().clone()).unwrap();
+    let n = 3_000_000i64;
+    let frame = df!("a" => (0..n).collect::<Vec<_>>(), "b" => (0..n).map(|i| i as f64).collect::<Vec<_>>()).unwrap();
+    let meta = store.put(&frame, meta_for(&frame)).unwrap();
+    assert!(meta.num_bytes > 2 * 8 << 20, "bigger than one part: {}", meta.num_bytes);
+    let stream = store.open_batches(&meta.handle).unwrap();
+    let mut batches = 0;
+    let mut rows = 0;
+    for batch in stream.batches {
+        batches += 1;
+        rows += batch.unwrap().num_rows();
+    }
+    assert_eq!(rows as i64, n);
+    assert!(batches > 10, "read batch by batch: {batches}");
+    assert!(store.load(&meta.handle).unwrap().equals_missing(&frame));
+}
+
+#[test]
+fn orphans_are_removed_after_the_grace_period() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStateStore::open_dir(dir.path(), runtime.handle().clone()).unwrap();
+    let frame = df!("a" => [1i64]).unwrap();
+    let kept = store.put(&frame, meta_for(&frame)).unwrap();
+    let results = dir.path().join("results");
+    std::fs::write(results.join("pw1_00000000000000000000000000000000.arrow"), b"data without meta").unwrap();
+    std::fs::write(results.join("pw1_00000000000000000000000000000001.arrow#7"), b"staged").unwrap();
+    assert_eq!(store.remove_orphans(Duration::hours(1)).unwrap(), 0, "young orphans stay");
+    assert_eq!(store.remove_orphans(Duration::seconds(-1)).unwrap(), 2);
+    assert!(store.load(&kept.handle).unwrap().equals_missing(&frame), "complete results stay");
 }

@@ -2,8 +2,10 @@
 
 mod fixture;
 
+mod client;
 mod errors;
 mod external;
+mod fleet;
 mod flight_surface;
 mod operations;
 mod roundtrip;

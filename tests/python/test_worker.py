@@ -11,7 +11,8 @@ import pyarrow.flight as flight
 import pytest
 from polars.testing import assert_frame_equal
 
-from conftest import Worker
+from conftest_worker import Worker
+from flightops import action, fetch, upload
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -22,26 +23,6 @@ def trades() -> pl.DataFrame:
         "qty": [10, 25, 30, 5, 40, 15],
         "price": [100.0, 250.5, 101.0, 140.0, 251.0, 99.5],
     })
-
-
-def upload(client, name, df: pl.DataFrame) -> dict:
-    table = df.to_arrow()
-    writer, reader = client.do_put(flight.FlightDescriptor.for_path(name), table.schema)
-    writer.write_table(table)
-    writer.done_writing()
-    meta = json.loads(reader.read().to_pybytes())
-    writer.close()
-    return meta
-
-
-def action(client, op, body) -> dict:
-    results = list(client.do_action(flight.Action(op, json.dumps(body).encode())))
-    assert len(results) == 1
-    return json.loads(results[0].body.to_pybytes())
-
-
-def fetch(client, handle) -> pl.DataFrame:
-    return pl.from_arrow(client.do_get(flight.Ticket(handle.encode())).read_all())
 
 
 def test_upload_pipeline_doget_matches_local_polars(client):

@@ -1,0 +1,235 @@
+"""Polarway client: remote Polars operations over Arrow Flight.
+
+    import polarway
+    pw = polarway.connect("grpc://127.0.0.1:50051")
+    df = pw.upload(polars_frame)
+    out = df.filter("qty > 10").group_by("sym").agg("sum(qty) AS total").collect()
+
+Every call is retried with exponential backoff and jitter when the service is UNAVAILABLE (a worker
+restarting, a connection refused), and only when repeating it is safe: operations are keyed by
+their inputs, so repeating one returns the same result; uploads carry an idempotency key; reads
+repeat freely. Calls carry a deadline (30 s for actions, 120 s for streams by default) and the
+affinity key of the chain they continue, which a load balancer hashes on. Given several endpoints
+and no load balancer, the client picks one per affinity key by rendezvous hashing and moves to the
+next when one is down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Sequence, TypeVar, Union
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.flight as flight
+
+__all__ = ["connect", "Client", "RemoteFrame", "RetryPolicy", "AFFINITY_HEADER", "IDEMPOTENCY_HEADER"]
+
+AFFINITY_HEADER = b"x-polarway-affinity"
+IDEMPOTENCY_HEADER = b"x-polarway-idempotency-key"
+
+T = TypeVar("T")
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter."""
+
+    attempts: int = 6
+    initial: float = 0.05
+    maximum: float = 2.0
+    multiplier: float = 2.0
+
+    def delays(self) -> Iterable[float]:
+        delay = self.initial
+        for _ in range(self.attempts - 1):
+            yield random.uniform(0, delay)
+            delay = min(self.maximum, delay * self.multiplier)
+
+
+def _retryable(err: Exception) -> bool:
+    if isinstance(err, flight.FlightUnavailableError):
+        return True
+    # RESOURCE_EXHAUSTED is retried only when the server says when to come back.
+    text = str(err)
+    return "retry-after" in text.lower()
+
+
+class Client:
+    """A connection to one Polarway service (or a list of workers without a load balancer)."""
+
+    def __init__(
+        self,
+        locations: Sequence[str],
+        *,
+        action_timeout: float = 30.0,
+        stream_timeout: float = 120.0,
+        retry: Optional[RetryPolicy] = None,
+        tls_root_certs: Optional[bytes] = None,
+        cert_chain: Optional[bytes] = None,
+        private_key: Optional[bytes] = None,
+    ):
+        if not locations:
+            raise ValueError("at least one location")
+        self.locations = list(locations)
+        self.action_timeout = action_timeout
+        self.stream_timeout = stream_timeout
+        self.retry = retry or RetryPolicy()
+        kwargs = {}
+        if tls_root_certs:
+            kwargs["tls_root_certs"] = tls_root_certs
+        if cert_chain:
+            kwargs["cert_chain"] = cert_chain
+            kwargs["private_key"] = private_key
+        self._clients = {loc: flight.FlightClient(loc, **kwargs) for loc in self.locations}
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _order(self, affinity: Optional[str]) -> list:
+        """Endpoints to try, best first: rendezvous hashing on the affinity key."""
+        if len(self.locations) == 1 or not affinity:
+            start = random.randrange(len(self.locations))
+            return self.locations[start:] + self.locations[:start]
+        score = lambda loc: hashlib.sha256(f"{affinity}|{loc}".encode()).digest()
+        return sorted(self.locations, key=score, reverse=True)
+
+    def _call(self, affinity: Optional[str], timeout: float, fn: Callable[[flight.FlightClient, flight.FlightCallOptions], T],
+              extra_headers: Sequence[tuple] = ()) -> T:
+        headers = list(extra_headers)
+        if affinity:
+            headers.append((AFFINITY_HEADER, affinity.encode()))
+        options = flight.FlightCallOptions(timeout=timeout, headers=headers)
+        order = self._order(affinity)
+        delays = iter(self.retry.delays())
+        attempt = 0
+        while True:
+            location = order[attempt % len(order)]
+            try:
+                return fn(self._clients[location], options)
+            except Exception as err:  # noqa: BLE001 - classified below
+                if not _retryable(err):
+                    raise
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+                attempt += 1
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def action(self, op: str, body: dict, affinity: Optional[str] = None) -> dict:
+        """Runs one operation; safe to retry because results are keyed by their request."""
+        payload = json.dumps(body).encode()
+
+        def call(client, options):
+            results = list(client.do_action(flight.Action(op, payload), options=options))
+            return json.loads(results[0].body.to_pybytes())
+
+        return self._call(affinity, self.action_timeout, call)
+
+    def upload(self, frame: Union[pl.DataFrame, pa.Table], name: Optional[str] = None,
+               idempotency_key: Optional[str] = None) -> "RemoteFrame":
+        """Uploads a frame; an idempotency key (generated if not given) makes a retry safe."""
+        table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+        key = idempotency_key or uuid.uuid4().hex
+        descriptor = flight.FlightDescriptor.for_path(name or "upload")
+
+        def call(client, options):
+            writer, reader = client.do_put(descriptor, table.schema, options=options)
+            writer.write_table(table)
+            writer.done_writing()
+            meta = json.loads(reader.read().to_pybytes())
+            writer.close()
+            return meta
+
+        meta = self._call(None, self.stream_timeout, call, [(IDEMPOTENCY_HEADER, key.encode())])
+        return RemoteFrame(self, meta["handle"], meta.get("affinity") or meta["handle"])
+
+    def fetch(self, handle: str, affinity: Optional[str] = None) -> pl.DataFrame:
+        """Streams a result into a polars DataFrame."""
+        ticket = flight.Ticket(handle.encode())
+        return self._call(affinity, self.stream_timeout,
+                          lambda client, options: pl.from_arrow(client.do_get(ticket, options=options).read_all()))
+
+    def frame(self, handle: str, affinity: Optional[str] = None) -> "RemoteFrame":
+        """A lazy frame over an existing handle."""
+        return RemoteFrame(self, handle, affinity or handle)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+@dataclass
+class RemoteFrame:
+    """A lazy chain of operations over a stored result; `collect()` runs it as one pipeline."""
+
+    client: Client
+    handle: str
+    affinity: str
+    steps: list = field(default_factory=list)
+
+    def _with(self, step: dict) -> "RemoteFrame":
+        return RemoteFrame(self.client, self.handle, self.affinity, self.steps + [step])
+
+    def pipe(self, op: str, **params) -> "RemoteFrame":
+        """Any operation as a step: `df.pipe("fill_null", strategy="forward")`."""
+        return self._with({"op": op, **params})
+
+    def filter(self, predicate: str) -> "RemoteFrame":
+        return self._with({"op": "filter", "predicate": predicate})
+
+    def select(self, *columns: str) -> "RemoteFrame":
+        return self._with({"op": "select", "columns": list(columns)})
+
+    def with_columns(self, **columns: str) -> "RemoteFrame":
+        return self._with({"op": "with_columns", "columns": columns})
+
+    def sort(self, *by: str, descending: Union[bool, list] = False) -> "RemoteFrame":
+        return self._with({"op": "sort", "by": list(by), "descending": descending})
+
+    def head(self, n: int = 5) -> "RemoteFrame":
+        return self._with({"op": "head", "n": n})
+
+    def tail(self, n: int = 5) -> "RemoteFrame":
+        return self._with({"op": "tail", "n": n})
+
+    def join(self, other: "RemoteFrame", on: Sequence[str], how: str = "inner") -> "RemoteFrame":
+        return self._with({"op": "join", "right": other.persist().handle, "on": list(on), "how": how})
+
+    def group_by(self, *by: str, maintain_order: bool = False) -> "_GroupBy":
+        return _GroupBy(self, list(by), maintain_order)
+
+    def persist(self) -> "RemoteFrame":
+        """Runs the pending steps (one `pipeline` call) and returns a frame over the result."""
+        if not self.steps:
+            return self
+        meta = self.client.action("pipeline", {"input": self.handle, "steps": self.steps}, self.affinity)
+        return RemoteFrame(self.client, meta["handle"], meta.get("affinity") or self.affinity)
+
+    def collect(self) -> pl.DataFrame:
+        """Runs the pending steps and returns the result as a polars DataFrame."""
+        result = self.persist()
+        return self.client.fetch(result.handle, result.affinity)
+
+
+@dataclass
+class _GroupBy:
+    frame: RemoteFrame
+    by: list
+    maintain_order: bool
+
+    def agg(self, *aggs: str) -> RemoteFrame:
+        return self.frame._with({"op": "group_by", "by": self.by, "aggs": list(aggs),
+                                 "maintain_order": self.maintain_order})
+
+
+def connect(location: Union[str, Sequence[str]], **options) -> Client:
+    """Connects to a service (`grpc://host:port`, `grpc+tls://...`) or to a list of workers."""
+    locations = [location] if isinstance(location, str) else list(location)
+    return Client(locations, **options)

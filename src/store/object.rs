@@ -1,0 +1,419 @@
+//! The shared store: results as Arrow IPC files in any `object_store` backend (a local directory,
+//! S3, Azure Blob, Google Cloud Storage), so every worker on the store serves every handle.
+//!
+//! Layout under the store's prefix:
+//!
+//! ```text
+//! results/<handle>.arrow   the result, Arrow IPC file format
+//! results/<handle>.json    its ResultMeta; written only after the .arrow object is complete
+//! ```
+//!
+//! Writes stream: the IPC writer fills a buffer that becomes a single PUT for small results and a
+//! multipart upload for large ones, so a result is never whole in memory twice and never visible
+//! before it is complete (an object appears only when its PUT or multipart upload completes; the
+//! local backend stages and renames). Reads go by range: the IPC footer first, then one batch per
+//! ranged GET, decoded with arrow's `FileDecoder`. The meta's first write is create-if-absent where
+//! the backend supports it; when two workers race on the same deterministic result both wrote
+//! identical bytes, so the loser just reads the winner's meta.
+//!
+//! The trait is blocking (the engine calls it from the blocking pool); each call drives the async
+//! client on the runtime it was opened on.
+
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::FileDecoder;
+use arrow::ipc::writer::FileWriter;
+use arrow::ipc::{Block, convert::fb_to_schema, reader::read_footer_length, root_as_footer};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
+use polars::prelude::DataFrame;
+use tokio::runtime::Handle as Runtime;
+
+use super::{BatchStream, ResultMeta, StateStore};
+use crate::convert;
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+
+/// Results smaller than this go up in one PUT; larger ones in multipart chunks of this size.
+const PART_BYTES: usize = 8 << 20;
+/// Multipart chunks in flight at once per upload.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// Results in an object store.
+pub struct ObjectStateStore {
+    store: Arc<dyn ObjectStore>,
+    root: ObjectPath,
+    /// The directory behind a local backend, for removing staging files a killed worker left.
+    local_dir: Option<PathBuf>,
+    runtime: Runtime,
+}
+
+fn store_error(what: &str, err: object_store::Error) -> Error {
+    match err {
+        object_store::Error::NotFound { .. } => Error::NotFound(format!("{what}: not found")),
+        other => {
+            tracing::warn!(error = %other, what, "state store call failed");
+            Error::Unavailable(format!("state store: cannot {what}"))
+        }
+    }
+}
+
+impl ObjectStateStore {
+    /// A store over `store` under `root`; `local_dir` names the directory of a local backend.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        root: ObjectPath,
+        local_dir: Option<PathBuf>,
+        runtime: Runtime,
+    ) -> Self {
+        Self { store, root, local_dir, runtime }
+    }
+
+    /// Opens a local directory (created if missing) as a store.
+    pub fn open_dir(dir: &std::path::Path, runtime: Runtime) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("results")).map_err(|e| {
+            Error::Unavailable(format!("state store: cannot create the directory: {}", e.kind()))
+        })?;
+        let dir = dir.canonicalize().map_err(|e| {
+            Error::Unavailable(format!("state store: cannot open the directory: {}", e.kind()))
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| store_error("open the directory", e))?;
+        Ok(Self::new(Arc::new(store), ObjectPath::default(), Some(dir), runtime))
+    }
+
+    /// Opens a store from a URL (`s3://bucket/prefix`, `az://container/prefix`,
+    /// `gs://bucket/prefix`, `file:///path`); credentials and endpoints come from the usual
+    /// environment variables of each cloud (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
+    pub fn open_url(url: &str, runtime: Runtime) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid(format!("POLARWAY_STATE_URL: `{url}` is not a URL: {e}")))?;
+        if parsed.scheme() == "file" {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|_| Error::invalid(format!("POLARWAY_STATE_URL: `{url}` is not a local path")))?;
+            return Self::open_dir(&dir, runtime);
+        }
+        let (store, root) = object_store::parse_url_opts(&parsed, std::env::vars())
+            .map_err(|e| Error::invalid(format!("POLARWAY_STATE_URL: `{url}`: {e}")))?;
+        Ok(Self::new(Arc::from(store), root, None, runtime))
+    }
+
+    fn path(&self, handle: &Handle, ext: &str) -> ObjectPath {
+        self.root.clone().join("results").join(format!("{handle}.{ext}").as_str())
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
+        self.block_on(self.store.get_range(path, range)).map_err(|e| store_error("read a result", e))
+    }
+
+    /// Deletes staging files and result data without metadata older than `grace`: what a worker
+    /// killed mid-write leaves behind. Returns how many were removed.
+    pub fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
+        let cutoff = Utc::now() - grace;
+        let mut removed = 0;
+        // Local backend: staging files `<name>#<digits>` of uploads that never completed.
+        if let Some(dir) = &self.local_dir {
+            let results = dir.join("results");
+            if let Ok(entries) = std::fs::read_dir(&results) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    let staged = name
+                        .split_once('#')
+                        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                    let old = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .map(|t| DateTime::<Utc>::from(t) < cutoff)
+                        .unwrap_or(false);
+                    if staged && old && std::fs::remove_file(entry.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        // Any backend: data whose meta never arrived.
+        let prefix = self.root.clone().join("results");
+        let objects: Vec<_> = self.block_on(self.store.list(Some(&prefix)).collect::<Vec<_>>());
+        let mut metas = std::collections::HashSet::new();
+        let mut data = Vec::new();
+        for object in objects {
+            let object = object.map_err(|e| store_error("list results", e))?;
+            let Some(name) = object.location.filename() else { continue };
+            if let Some(stem) = name.strip_suffix(".json") {
+                metas.insert(stem.to_string());
+            } else if let Some(stem) = name.strip_suffix(".arrow") {
+                data.push((stem.to_string(), object.last_modified, object.location.clone()));
+            }
+        }
+        for (stem, modified, location) in data {
+            if !metas.contains(&stem) && modified < cutoff {
+                match self.block_on(self.store.delete(&location)) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                    Err(e) => return Err(store_error("delete an orphan", e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A `Write` that turns into one PUT when small, or a multipart upload once past [`PART_BYTES`].
+struct ObjectWriter<'a> {
+    owner: &'a ObjectStateStore,
+    path: ObjectPath,
+    buffer: Vec<u8>,
+    upload: Option<WriteMultipart>,
+    written: u64,
+}
+
+impl<'a> ObjectWriter<'a> {
+    fn new(owner: &'a ObjectStateStore, path: ObjectPath) -> Self {
+        Self { owner, path, buffer: Vec::with_capacity(64 << 10), upload: None, written: 0 }
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        // Parts upload as tasks on the store's runtime.
+        let _context = self.owner.runtime.enter();
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => {
+                let started = self
+                    .owner
+                    .block_on(self.owner.store.put_multipart(&self.path))
+                    .map_err(io::Error::other)?;
+                self.upload.insert(WriteMultipart::new_with_chunk_size(started, PART_BYTES))
+            }
+        };
+        self.owner
+            .block_on(upload.wait_for_capacity(UPLOAD_CONCURRENCY))
+            .map_err(io::Error::other)?;
+        upload.put(Bytes::from(std::mem::take(&mut self.buffer)));
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<u64> {
+        let _context = self.owner.runtime.enter();
+        let fail = |e| store_error("write a result", e);
+        match self.upload.take() {
+            None => {
+                let payload = PutPayload::from(std::mem::take(&mut self.buffer));
+                self.owner.block_on(self.owner.store.put(&self.path, payload)).map_err(fail)?;
+            }
+            Some(mut upload) => {
+                upload.put(Bytes::from(std::mem::take(&mut self.buffer)));
+                self.owner.block_on(upload.finish()).map_err(fail)?;
+            }
+        }
+        Ok(self.written)
+    }
+
+    fn abort(mut self) {
+        if let Some(upload) = self.upload.take() {
+            let _ = self.owner.block_on(upload.abort());
+        }
+    }
+}
+
+impl Write for ObjectWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        self.written += buf.len() as u64;
+        if self.buffer.len() >= PART_BYTES {
+            self.spill()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Batches of a stored IPC file, fetched one ranged GET at a time.
+struct RangeReader {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    runtime: Runtime,
+    decoder: FileDecoder,
+    blocks: std::vec::IntoIter<Block>,
+}
+
+impl Iterator for RangeReader {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let block = self.blocks.next()?;
+        let range = block_range(&block);
+        let bytes = match self.runtime.block_on(self.store.get_range(&self.path, range)) {
+            Ok(bytes) => bytes,
+            Err(e) => return Some(Err(store_error("read a result", e))),
+        };
+        match self.decoder.read_record_batch(&block, &Buffer::from(bytes)) {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => self.next(),
+            Err(e) => Some(Err(Error::Internal(format!("stored result is unreadable: {e}")))),
+        }
+    }
+}
+
+fn block_range(block: &Block) -> Range<u64> {
+    let start = block.offset() as u64;
+    start..start + block.metaDataLength() as u64 + block.bodyLength() as u64
+}
+
+impl StateStore for ObjectStateStore {
+    fn put(&self, frame: &DataFrame, mut meta: ResultMeta) -> Result<ResultMeta> {
+        let (schema, batches) = convert::frame_to_batches(frame)?;
+        let mut out = ObjectWriter::new(self, self.path(&meta.handle, "arrow"));
+        let written = (|| -> Result<()> {
+            let mut writer = FileWriter::try_new(&mut out, &schema)?;
+            for batch in &batches {
+                for part in convert::split_batch(batch, convert::BATCH_TARGET_BYTES) {
+                    writer.write(&part)?;
+                }
+            }
+            writer.finish()?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            out.abort();
+            return Err(e);
+        }
+        meta.num_bytes = out.finish()?;
+        // The meta appears last: until then the handle does not exist for any worker.
+        let body = PutPayload::from(serde_json::to_vec(&meta).expect("meta serialises"));
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.block_on(self.store.put_opts(&self.path(&meta.handle, "json"), body.clone(), create)) {
+            Ok(_) => Ok(meta),
+            // Another worker finished the same result first, or an expired one is being
+            // recomputed: its data is the same, so the meta is replaced.
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                self.write_meta(&meta)?;
+                Ok(meta)
+            }
+            // A backend without conditional create: a plain overwrite is equally correct here.
+            Err(object_store::Error::NotImplemented { .. }) => {
+                self.write_meta(&meta)?;
+                Ok(meta)
+            }
+            Err(e) => Err(store_error("write metadata", e)),
+        }
+    }
+
+    fn meta(&self, handle: &Handle) -> Result<Option<ResultMeta>> {
+        let bytes = match self.block_on(async {
+            self.store.get(&self.path(handle, "json")).await?.bytes().await
+        }) {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error("read metadata", e)),
+        };
+        let meta = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("stored metadata of {handle} is unreadable: {e}")))?;
+        Ok(Some(meta))
+    }
+
+    fn write_meta(&self, meta: &ResultMeta) -> Result<()> {
+        let body = PutPayload::from(serde_json::to_vec(meta).expect("meta serialises"));
+        self.block_on(self.store.put(&self.path(&meta.handle, "json"), body))
+            .map_err(|e| store_error("write metadata", e))?;
+        Ok(())
+    }
+
+    fn load(&self, handle: &Handle) -> Result<DataFrame> {
+        let BatchStream { schema, batches } = self.open_batches(handle)?;
+        let batches = batches.collect::<Result<Vec<_>>>()?;
+        convert::batches_to_frame(&schema, &batches)
+    }
+
+    fn open_batches(&self, handle: &Handle) -> Result<BatchStream> {
+        let path = self.path(handle, "arrow");
+        let size = match self.block_on(self.store.head(&path)) {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound(format!("handle {handle}: stored data not found")));
+            }
+            Err(e) => return Err(store_error("read a result", e)),
+        };
+        let corrupt = |what: &str| Error::Internal(format!("stored result {handle} is unreadable: {what}"));
+        if size < 10 {
+            return Err(corrupt("too short"));
+        }
+        let trailer = self.get_range(&path, size - 10..size)?;
+        let trailer: [u8; 10] = trailer[..].try_into().map_err(|_| corrupt("short read"))?;
+        let footer_len = read_footer_length(trailer).map_err(|e| corrupt(&e.to_string()))? as u64;
+        if footer_len + 10 > size {
+            return Err(corrupt("footer longer than the file"));
+        }
+        let footer_bytes = self.get_range(&path, size - 10 - footer_len..size - 10)?;
+        let footer = root_as_footer(&footer_bytes).map_err(|e| corrupt(&e.to_string()))?;
+        let schema: SchemaRef =
+            Arc::new(fb_to_schema(footer.schema().ok_or_else(|| corrupt("no schema"))?));
+        let mut decoder = FileDecoder::new(schema.clone(), footer.version());
+        for block in footer.dictionaries().iter().flatten() {
+            let bytes = self.get_range(&path, block_range(block))?;
+            decoder
+                .read_dictionary(block, &Buffer::from(bytes))
+                .map_err(|e| corrupt(&e.to_string()))?;
+        }
+        let blocks: Vec<Block> = footer.recordBatches().iter().flatten().copied().collect();
+        let reader = RangeReader {
+            store: self.store.clone(),
+            path,
+            runtime: self.runtime.clone(),
+            decoder,
+            blocks: blocks.into_iter(),
+        };
+        Ok(BatchStream { schema, batches: Box::new(reader) })
+    }
+
+    fn delete(&self, handle: &Handle) -> Result<bool> {
+        let existed = match self.block_on(self.store.delete(&self.path(handle, "json"))) {
+            Ok(()) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(store_error("delete a result", e)),
+        };
+        match self.block_on(self.store.delete(&self.path(handle, "arrow"))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
+            Err(e) => Err(store_error("delete a result", e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<ResultMeta>> {
+        let prefix = self.root.clone().join("results");
+        let objects: Vec<_> = self.block_on(self.store.list(Some(&prefix)).collect::<Vec<_>>());
+        let mut metas = Vec::new();
+        for object in objects {
+            let object = object.map_err(|e| store_error("list results", e))?;
+            let Some(stem) = object.location.filename().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            let Ok(handle) = Handle::parse(stem) else { continue };
+            // A result deleted between listing and reading is simply gone.
+            if let Some(meta) = self.meta(&handle)? {
+                metas.push(meta);
+            }
+        }
+        Ok(metas)
+    }
+
+    fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
+        ObjectStateStore::remove_orphans(self, grace)
+    }
+}

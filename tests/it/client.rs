@@ -1,0 +1,58 @@
+//! The Rust client: a chain continues when the worker it was routed to stops mid-chain, and
+//! errors that are not transient are not retried.
+
+use polarway::client::{Client, ClientConfig, RetryPolicy};
+use polars::prelude::*;
+use serde_json::json;
+use tonic::Code;
+
+use crate::fixture::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_moves_to_a_live_worker_when_its_worker_stops() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_path_buf();
+    let shared = |cfg: &mut polarway::config::Config| {
+        cfg.store = polarway::config::StoreConfig::Directory(dir.clone());
+    };
+    let a = TestServer::start_with(Mode::External, shared).await;
+    let b = TestServer::start_with(Mode::External, shared).await;
+    let endpoints = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    let client = Client::new(&[&endpoints[0], &endpoints[1]], ClientConfig::default()).unwrap();
+
+    let df = df!("sym" => ["a", "b", "a"], "qty" => [1i64, 2, 3]).unwrap();
+    let (schema, batches) = polarway::convert::frame_to_batches(&df).unwrap();
+    let up = client.upload("t", schema, batches, None).await.unwrap();
+    let f = client
+        .run("filter", &json!({"input": up.handle, "predicate": "qty > 1"}), Some(&up.affinity))
+        .await
+        .unwrap();
+    // Stop the worker this chain prefers; the next calls go to the other.
+    let preferred = client.order(Some(&f.affinity))[0];
+    let (stopped, alive) = if preferred == 0 { (a, b) } else { (b, a) };
+    stopped.stop().await;
+    let g = client
+        .run("sort", &json!({"input": f.handle, "by": ["qty"], "descending": true}), Some(&f.affinity))
+        .await
+        .unwrap();
+    let batches = client.fetch(&g.handle, Some(&g.affinity)).await.unwrap();
+    let got = polarway::convert::batches_to_frame(&batches[0].schema(), &batches).unwrap();
+    assert_same(&got, &df!("sym" => ["a", "b"], "qty" => [3i64, 2]).unwrap(), "after failover");
+    alive.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_errors_are_not_retried() {
+    let server = TestServer::start(Mode::Memory).await;
+    let endpoint = format!("http://{}", server.addr);
+    let config = ClientConfig {
+        retry: RetryPolicy { attempts: 50, initial: std::time::Duration::from_secs(1), ..Default::default() },
+        ..Default::default()
+    };
+    let client = Client::new(&[&endpoint], config).unwrap();
+    let started = std::time::Instant::now();
+    let err = client.action("filter", &json!({"input": "nope"}), None).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "answered at once");
+    server.stop().await;
+}

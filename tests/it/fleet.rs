@@ -1,0 +1,103 @@
+//! Shared-store behaviour: the decoded-result cache, affinity keys, lineage recovery, and the
+//! `gc --once` command.
+
+use std::process::Command;
+use std::time::Duration;
+
+use polars::prelude::*;
+use serde_json::json;
+use tonic::Code;
+
+use crate::fixture::*;
+
+fn frame() -> DataFrame {
+    df!("sym" => ["a", "b", "a", "c"], "qty" => [1i64, 2, 3, 4]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_are_served_from_the_cache_and_chains_share_an_affinity_key() {
+    let server = TestServer::start(Mode::External).await;
+    let mut c = server.client().await;
+    let up = c.upload("t", &frame()).await;
+    let h = handle_of(&up);
+    assert_eq!(up["affinity"], h.as_str(), "a chain starts with its upload's handle");
+    let f = c.action("filter", json!({"input": h, "predicate": "qty > 1"})).await.unwrap();
+    let g = c.action("head", json!({"input": handle_of(&f), "n": 1})).await.unwrap();
+    assert_eq!(f["affinity"], up["affinity"]);
+    assert_eq!(g["affinity"], up["affinity"]);
+    let cache = server.engine.cache().expect("external stores have a cache");
+    let misses = cache.misses();
+    let hits = cache.hits();
+    c.action("filter", json!({"input": h, "predicate": "qty > 2"})).await.unwrap();
+    assert_eq!(cache.hits(), hits + 1, "the input came from the cache");
+    assert_eq!(cache.misses(), misses);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_results_are_recomputed_from_their_lineage() {
+    let server = TestServer::start(Mode::External).await;
+    let mut c = server.client().await;
+    let h = handle_of(&c.upload("t", &frame()).await);
+    let f = handle_of(&c.action("filter", json!({"input": h, "predicate": "qty > 1"})).await.unwrap());
+    let g = handle_of(
+        &c.action("group_by", json!({"input": f, "by": ["sym"], "aggs": ["sum(qty) AS total"]}))
+            .await
+            .unwrap(),
+    );
+    let want = c.get(&g).await.unwrap();
+    // Lose both derived artifacts by hand (and the cache with a new worker on the same store).
+    let results = server.state_dir.path().join("results");
+    std::fs::remove_file(results.join(format!("{f}.arrow"))).unwrap();
+    std::fs::remove_file(results.join(format!("{g}.arrow"))).unwrap();
+    let config_dir = server.state_dir.path().to_path_buf();
+    let other = TestServer::start_with(Mode::External, |cfg| {
+        cfg.store = polarway::config::StoreConfig::Directory(config_dir);
+    })
+    .await;
+    let mut c2 = other.client().await;
+    assert_same_rows(&c2.get(&g).await.unwrap(), &want, "recomputed through two levels");
+    assert_eq!(other.engine.recoveries(), 2, "g and then its lost input f");
+    assert!(results.join(format!("{g}.arrow")).exists(), "the artifact is back");
+    // An upload has no lineage to recompute from.
+    std::fs::remove_file(results.join(format!("{h}.arrow"))).unwrap();
+    let err = c2.get(&h).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("cannot be recomputed"), "{err}");
+    other.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_once_deletes_expired_results_and_orphans_but_not_pinned_ones() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_path_buf();
+    let server = TestServer::start_with(Mode::External, |cfg| {
+        cfg.store = polarway::config::StoreConfig::Directory(dir);
+        cfg.result_ttl = Duration::from_millis(200);
+    })
+    .await;
+    let mut c = server.client().await;
+    let kept = handle_of(&c.upload("kept", &frame()).await);
+    let gone = handle_of(&c.upload("gone", &frame()).await);
+    c.action("pin", json!({"handle": kept})).await.unwrap();
+    server.stop().await;
+    let results = state.path().join("results");
+    std::fs::write(results.join("pw1_00000000000000000000000000000000.arrow#3"), b"staged").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_polarway-grpc"))
+        .args(["gc", "--once"])
+        .env_clear()
+        .env("POLARWAY_HANDLE_STORE", "external")
+        .env("POLARWAY_STATE_DIR", state.path())
+        .env("POLARWAY_ORPHAN_GRACE_SECS", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("deleted 1 expired results and 1 orphans"), "{stdout}");
+    assert!(results.join(format!("{kept}.arrow")).exists(), "pinned results stay");
+    assert!(!results.join(format!("{gone}.arrow")).exists());
+    assert!(!results.join(format!("{gone}.json")).exists());
+}

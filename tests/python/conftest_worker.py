@@ -1,0 +1,64 @@
+"""Fixtures: a real polarway-grpc process on 127.0.0.1 and a pyarrow Flight client."""
+
+import json
+import os
+import subprocess
+import threading
+
+import pyarrow.flight as flight
+import pytest
+
+BIN = os.environ.get("POLARWAY_BIN", "polarway-grpc")
+
+
+class Worker:
+    """A polarway-grpc process; ready once it logs the address it listens on."""
+
+    def __init__(self, **env):
+        full_env = {"PATH": os.environ.get("PATH", ""), "POLARWAY_BIND_ADDRESS": "127.0.0.1:0",
+                    "POLARWAY_LOG_FORMAT": "json", **env}
+        self.proc = subprocess.Popen([BIN], env=full_env, stdout=subprocess.PIPE, text=True)
+        self.address = None
+        for line in self.proc.stdout:
+            record = json.loads(line)
+            if record["fields"].get("message") == "polarway-grpc listening":
+                self.address = record["fields"]["address"]
+                break
+        if self.address is None:
+            raise RuntimeError(f"worker exited with {self.proc.wait()} before listening")
+        self.log = []
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.location = f"grpc://{self.address}"
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.log.append(json.loads(line))
+
+    def persisted(self):
+        """How many results this worker computed or stored, from its own log."""
+        return sum(1 for r in self.log if r["fields"].get("message") == "result persisted")
+
+    def client(self):
+        return flight.FlightClient(self.location)
+
+    def stop(self):
+        self.proc.terminate()
+        assert self.proc.wait(timeout=30) == 0
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def worker():
+    w = Worker()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def client(worker):
+    c = worker.client()
+    yield c
+    c.close()

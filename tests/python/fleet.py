@@ -1,0 +1,103 @@
+"""Real parts for fleet tests: an S3-compatible server (moto) and nginx from Debian."""
+
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout} s")
+
+
+def port_open(port) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class S3:
+    """moto's S3 server on 127.0.0.1: it honours conditional create (If-None-Match)."""
+
+    def __init__(self, bucket="polarway"):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [shutil.which("moto_server") or os.path.join(os.path.dirname(os.sys.executable), "moto_server"),
+             "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        wait_for(lambda: port_open(self.port), "moto")
+        self.bucket = bucket
+        req = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT")
+        urllib.request.urlopen(req).read()
+
+    def env(self, prefix):
+        return {
+            "POLARWAY_HANDLE_STORE": "external",
+            "POLARWAY_STATE_URL": f"s3://{self.bucket}/{prefix}",
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1",
+        }
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class Nginx:
+    """nginx running deploy/nginx-grpc.conf, with the upstream pointed at the given workers."""
+
+    def __init__(self, addresses):
+        self.dir = tempfile.mkdtemp(prefix="polarway-nginx-")
+        self.port = free_port()
+        site = (ROOT / "deploy" / "nginx-grpc.conf").read_text()
+        site = re.sub(r"(?m)^\s*server 127\.0\.0\.1:\d+ [^\n]*\n", "", site)
+        servers = "".join(f"    server {a} max_fails=1 fail_timeout=5s;\n" for a in addresses)
+        site = site.replace("    keepalive 64;", servers + "\n    keepalive 64;")
+        site = site.replace("listen 127.0.0.1:8815 http2;", f"listen 127.0.0.1:{self.port} http2;")
+        main = f"""
+user root;
+daemon off;
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {self.dir}/access.log;
+    {site}
+}}
+"""
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(main)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        subprocess.run([nginx, "-t", "-c", conf, "-p", self.dir], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([nginx, "-c", conf, "-p", self.dir])
+        wait_for(lambda: port_open(self.port), "nginx")
+        self.location = f"grpc://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
