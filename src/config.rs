@@ -108,6 +108,15 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// How long a job's lease lasts without renewal, in seconds; a job whose worker died is
+    /// picked up by another worker after this.
+    #[arg(long, env = "POLARWAY_JOB_LEASE_SECS", default_value_t = 10)]
+    pub job_lease_secs: u64,
+
+    /// How often an idle worker looks for queued jobs, in milliseconds.
+    #[arg(long, env = "POLARWAY_JOB_POLL_MS", default_value_t = 200)]
+    pub job_poll_ms: u64,
+
     /// What to run; without a command, the Flight server.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -147,6 +156,10 @@ pub struct Config {
     pub orphan_grace: Duration,
     /// A command other than serving.
     pub command: Option<Command>,
+    /// Lease of a running job.
+    pub job_lease: Duration,
+    /// Period of the job queue poll.
+    pub job_poll: Duration,
 }
 
 /// The validated store choice.
@@ -229,6 +242,8 @@ impl Args {
             cache_bytes: self.cache_bytes,
             orphan_grace: Duration::from_secs(self.orphan_grace_secs),
             command: self.command,
+            job_lease: Duration::from_secs(self.job_lease_secs.max(1)),
+            job_poll: Duration::from_millis(self.job_poll_ms.max(10)),
         })
     }
 }

@@ -269,6 +269,11 @@ impl Engine {
         self.recoveries.load(Ordering::Relaxed)
     }
 
+    /// The store results live in.
+    pub fn store(&self) -> Arc<dyn StateStore> {
+        self.store.clone()
+    }
+
     /// The decoded-result cache (absent with the memory store).
     pub fn cache(&self) -> Option<&ResultCache> {
         self.cache.as_ref()

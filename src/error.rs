@@ -38,6 +38,9 @@ pub enum Error {
     /// A bug in the worker.
     #[error("{0}")]
     Internal(String),
+    /// The client cancelled the work (a cancelled batch job).
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 impl Error {
@@ -56,6 +59,23 @@ impl Error {
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
+            Error::Cancelled(_) => Code::Cancelled,
+        }
+    }
+
+    /// The error a stored status code stands for (a failed batch job's, read back).
+    pub fn from_code(code: i32, msg: String) -> Self {
+        match Code::from_i32(code) {
+            Code::NotFound => Error::NotFound(msg),
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Error::InvalidArgument(msg),
+            Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(msg),
+            Code::ResourceExhausted => Error::ResourceExhausted(msg),
+            Code::DeadlineExceeded => Error::DeadlineExceeded(msg),
+            Code::Unavailable => Error::Unavailable(msg),
+            Code::Cancelled | Code::Aborted => Error::Cancelled(msg),
+            Code::Ok | Code::Unknown | Code::AlreadyExists | Code::Unimplemented | Code::Internal | Code::DataLoss => {
+                Error::Internal(msg)
+            }
         }
     }
 

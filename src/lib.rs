@@ -20,6 +20,8 @@ pub mod flight;
 pub mod handle;
 /// Size, row, concurrency and time limits.
 pub mod limits;
+/// Batch jobs queued in the shared store, claimed with leases.
+pub mod jobs;
 /// Polars operations and their JSON specs.
 pub mod ops;
 /// Header names shared by the server and clients.

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::flight::PolarwayFlight;
+use crate::jobs::Jobs;
 
 /// Serves Flight on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(
@@ -44,7 +45,14 @@ pub async fn serve_engine(
             }
         })
     };
-    let service = PolarwayFlight::new(engine).into_server();
+    let worker = format!(
+        "{}@{}",
+        std::process::id(),
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    let jobs = Jobs::new(engine.clone(), worker, config.job_lease);
+    let puller = tokio::spawn(jobs.clone().run(config.job_poll));
+    let service = PolarwayFlight::new(engine, jobs).into_server();
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(service)
@@ -52,5 +60,6 @@ pub async fn serve_engine(
         .await
         .map_err(|e| Error::Unavailable(format!("server failed: {e}")));
     sweeper.abort();
+    puller.abort();
     result
 }

@@ -34,6 +34,7 @@ use crate::convert;
 use crate::engine::{self, Engine};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
+use crate::jobs::{Job, JobError, JobState, Jobs};
 use crate::ops::Step;
 use crate::store::ResultMeta;
 
@@ -44,12 +45,66 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + 
 /// The Flight service of one worker.
 pub struct PolarwayFlight {
     engine: Arc<Engine>,
+    jobs: Arc<Jobs>,
+}
+
+/// The command descriptor that names a queued job.
+fn job_descriptor(id: &Handle) -> FlightDescriptor {
+    FlightDescriptor::new_cmd(serde_json::json!({"job": id.as_str()}).to_string())
+}
+
+/// The job a command descriptor names, if it is `{"job": id}`.
+fn job_id(descriptor: &FlightDescriptor) -> Result<Option<Handle>> {
+    if descriptor.r#type() != DescriptorType::Cmd {
+        return Ok(None);
+    }
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(&descriptor.cmd) else {
+        return Ok(None);
+    };
+    match obj.get("job") {
+        Some(serde_json::Value::String(id)) if obj.len() == 1 => Ok(Some(Handle::parse(id)?)),
+        Some(_) => Err(Error::invalid(r#"a job descriptor is {"job": "<id>"}"#)),
+        None => Ok(None),
+    }
 }
 
 impl PolarwayFlight {
-    /// A service over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    /// A service over `engine`, queueing batch jobs in `jobs`.
+    pub fn new(engine: Arc<Engine>, jobs: Arc<Jobs>) -> Self {
+        Self { engine, jobs }
+    }
+
+    /// The `PollInfo` for a job's current state.
+    async fn poll_info(&self, job: Job) -> Result<PollInfo> {
+        match job.state {
+            JobState::Pending | JobState::Running => {
+                let descriptor = job_descriptor(&job.id);
+                let info = FlightInfo::new()
+                    .with_descriptor(descriptor.clone())
+                    .with_app_metadata(serde_json::json!({"job": job.id.as_str(), "state": job.state}).to_string());
+                Ok(PollInfo {
+                    info: Some(info),
+                    flight_descriptor: Some(descriptor),
+                    progress: Some(if job.state == JobState::Running { 0.5 } else { 0.0 }),
+                    expiration_time: None,
+                })
+            }
+            JobState::Done => {
+                let handle = job.result.ok_or_else(|| Error::Internal("done job without a result".into()))?;
+                let meta = self.engine.live_meta(&handle).await?;
+                Ok(PollInfo {
+                    info: Some(self.info_for(&meta).await?),
+                    flight_descriptor: None,
+                    progress: Some(1.0),
+                    expiration_time: (!meta.pinned).then(|| timestamp(meta.expires_at)),
+                })
+            }
+            JobState::Failed => {
+                let error = job.error.unwrap_or(JobError { code: tonic::Code::Internal as i32, message: "job failed".into() });
+                Err(Error::from_code(error.code, error.message))
+            }
+            JobState::Cancelled => Err(Error::Cancelled(format!("job {} was cancelled", job.id))),
+        }
     }
 
     /// The tonic server for this service, with message limits from the engine's configuration.
@@ -130,6 +185,12 @@ async fn read_table(
             )));
         }
         Ok(data)
+    });
+    // A message with no IPC header carries only the descriptor or app metadata (pyarrow's
+    // DoExchange opens that way): nothing to decode.
+    let counted = counted.filter(|item| {
+        let keep = !matches!(item, Ok(data) if data.data_header.is_empty());
+        async move { keep }
     });
     let mut decoder = FlightDataDecoder::new(counted);
     let mut schema = None;
@@ -252,15 +313,24 @@ impl FlightService for PolarwayFlight {
     ) -> std::result::Result<Response<PollInfo>, Status> {
         let span = rpc_span("PollFlightInfo");
         async move {
-            let meta = self.meta_for_descriptor(request.get_ref()).await?;
-            let info = self.info_for(&meta).await?;
-            // Operations run to completion within the call: the answer is always final.
-            Ok(Response::new(PollInfo {
-                info: Some(info),
-                flight_descriptor: None,
-                progress: Some(1.0),
-                expiration_time: (!meta.pinned).then(|| timestamp(meta.expires_at)),
-            }))
+            let descriptor = request.get_ref();
+            let job = match job_id(descriptor)? {
+                // A poll of a queued job.
+                Some(id) => self.jobs.get(&id).await?,
+                // A command: queued as a batch job, answered at once.
+                None if descriptor.r#type() == DescriptorType::Cmd => self.jobs.submit(&descriptor.cmd).await?,
+                // A path names an existing result: already complete.
+                None => {
+                    let meta = self.meta_for_descriptor(descriptor).await?;
+                    return Ok(Response::new(PollInfo {
+                        info: Some(self.info_for(&meta).await?),
+                        flight_descriptor: None,
+                        progress: Some(1.0),
+                        expiration_time: (!meta.pinned).then(|| timestamp(meta.expires_at)),
+                    }));
+                }
+            };
+            Ok(Response::new(self.poll_info(job).await?))
         }
         .instrument(span)
         .await
@@ -416,6 +486,9 @@ impl FlightService for PolarwayFlight {
                     let req = CancelFlightInfoRequest::decode(action.body)
                         .map_err(|e| Error::invalid(format!("CancelFlightInfoRequest: {e}")))?;
                     let info = req.info.unwrap_or_default();
+                    if let Some(id) = info.flight_descriptor.as_ref().map(job_id).transpose()?.flatten() {
+                        self.jobs.cancel(&id).await?;
+                    }
                     for ep in &info.endpoint {
                         let ticket = ep.ticket.clone().unwrap_or_default();
                         self.engine.drop_handle(&Handle::from_ticket(&ticket.ticket)?).await?;

@@ -14,6 +14,7 @@ use crate::handle::Handle;
 #[derive(Default)]
 pub struct MemoryStore {
     entries: RwLock<HashMap<Handle, (DataFrame, ResultMeta)>>,
+    docs: RwLock<std::collections::BTreeMap<String, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -71,5 +72,35 @@ impl StateStore for MemoryStore {
 
     fn list(&self) -> Result<Vec<ResultMeta>> {
         Ok(self.entries.read().expect("store lock").values().map(|(_, m)| m.clone()).collect())
+    }
+
+    fn put_doc(&self, key: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
+        let mut docs = self.docs.write().expect("store lock");
+        if create_only && docs.contains_key(key) {
+            return Ok(false);
+        }
+        docs.insert(key.to_string(), bytes);
+        Ok(true)
+    }
+
+    fn get_doc(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.docs.read().expect("store lock").get(key).cloned())
+    }
+
+    fn list_docs(&self, prefix: &str) -> Result<Vec<String>> {
+        let start = format!("{prefix}/");
+        Ok(self
+            .docs
+            .read()
+            .expect("store lock")
+            .keys()
+            .filter(|k| k.starts_with(&start))
+            .cloned()
+            .collect())
+    }
+
+    fn delete_doc(&self, key: &str) -> Result<()> {
+        self.docs.write().expect("store lock").remove(key);
+        Ok(())
     }
 }

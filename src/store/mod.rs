@@ -106,6 +106,20 @@ pub trait StateStore: Send + Sync + 'static {
     /// The meta of every stored result.
     fn list(&self) -> Result<Vec<ResultMeta>>;
 
+    /// Writes a small document (job records, leases) under `key` (`jobs/<id>.json`, ...). With
+    /// `create_only`, writes only if absent and returns `false` when it already existed; this is
+    /// the atomic create-if-absent that leases rely on.
+    fn put_doc(&self, key: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool>;
+
+    /// A document, or `None`.
+    fn get_doc(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Keys of the documents under `prefix` (a directory such as `jobs`).
+    fn list_docs(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Deletes a document; absent is not an error.
+    fn delete_doc(&self, key: &str) -> Result<()>;
+
     /// Removes what interrupted writes left behind, older than `grace`; returns how many.
     fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
         let _ = grace;

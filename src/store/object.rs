@@ -114,6 +114,12 @@ impl ObjectStateStore {
         self.root.clone().join("results").join(format!("{handle}.{ext}").as_str())
     }
 
+    /// Documents live beside `results/`, under their own directories (`jobs/`, `leases/`); keys are
+    /// built by the worker from validated ids, never from client text.
+    fn doc_path(&self, key: &str) -> ObjectPath {
+        key.split('/').fold(self.root.clone(), |path, part| path.join(part))
+    }
+
     fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
     }
@@ -415,5 +421,45 @@ impl StateStore for ObjectStateStore {
 
     fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
         ObjectStateStore::remove_orphans(self, grace)
+    }
+
+    fn put_doc(&self, key: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
+        let path = self.doc_path(key);
+        let mode = if create_only { PutMode::Create } else { PutMode::Overwrite };
+        let options = PutOptions { mode, ..Default::default() };
+        match self.block_on(self.store.put_opts(&path, PutPayload::from(bytes), options)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(store_error("write a document", e)),
+        }
+    }
+
+    fn get_doc(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.doc_path(key);
+        match self.block_on(async { self.store.get(&path).await?.bytes().await }) {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error("read a document", e)),
+        }
+    }
+
+    fn list_docs(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.doc_path(prefix);
+        let objects: Vec<_> = self.block_on(self.store.list(Some(&dir)).collect::<Vec<_>>());
+        let mut keys = Vec::new();
+        for object in objects {
+            let object = object.map_err(|e| store_error("list documents", e))?;
+            if let Some(name) = object.location.filename() {
+                keys.push(format!("{prefix}/{name}"));
+            }
+        }
+        Ok(keys)
+    }
+
+    fn delete_doc(&self, key: &str) -> Result<()> {
+        match self.block_on(self.store.delete(&self.doc_path(key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error("delete a document", e)),
+        }
     }
 }

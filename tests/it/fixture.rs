@@ -183,3 +183,21 @@ pub fn assert_same(got: &DataFrame, want: &DataFrame, context: &str) {
     assert_eq!(got.schema(), want.schema(), "{context}: schema\n got {got}\nwant {want}");
     assert!(got.equals_missing(want), "{context}: values differ\n got {got}\nwant {want}");
 }
+
+/// Polls a descriptor (a command, then the job it became) until the job is done.
+pub async fn poll_until_done(
+    c: &mut Client,
+    descriptor: arrow_flight::FlightDescriptor,
+) -> arrow_flight::PollInfo {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut descriptor = descriptor;
+    loop {
+        let poll = c.inner.poll_flight_info(descriptor.clone()).await.map_err(to_status).unwrap();
+        match poll.flight_descriptor.clone() {
+            None => return poll,
+            Some(next) => descriptor = next,
+        }
+        assert!(std::time::Instant::now() < deadline, "job not done in time");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

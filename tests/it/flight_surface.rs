@@ -72,9 +72,8 @@ async fn flight_info_list_schema_and_poll() {
             .sum();
         assert_eq!(rows, 2);
 
-        let poll = c.inner.poll_flight_info(FlightDescriptor::new_cmd(cmd)).await.unwrap();
+        let poll = poll_until_done(&mut c, FlightDescriptor::new_cmd(cmd)).await;
         assert_eq!(poll.progress, Some(1.0));
-        assert!(poll.flight_descriptor.is_none(), "complete");
         assert_eq!(poll.info.unwrap().total_records, 2);
 
         let schema = c.inner.get_schema(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap();

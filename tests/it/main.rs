@@ -6,6 +6,7 @@ mod client;
 mod errors;
 mod external;
 mod fleet;
+mod jobs;
 mod flight_surface;
 mod operations;
 mod roundtrip;

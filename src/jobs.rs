@@ -1,0 +1,362 @@
+//! Batch jobs: `PollFlightInfo` on a command queues it in the shared store and answers at once;
+//! idle workers claim and run queued jobs; a poll on any worker reports where a job is.
+//!
+//! Store layout (documents beside the results):
+//!
+//! ```text
+//! jobs/<id>.json       the job record: command, state, worker, result handle or error
+//! queue/<id>           present while the job is pending or running
+//! leases/<id>.<gen>    who runs it: created with create-if-absent, so one worker wins a
+//!                      generation; renewed by its holder; once it lapses (the worker died),
+//!                      another worker claims generation gen+1
+//! ```
+//!
+//! A job's id is derived from its command, so submitting the same command twice names one job,
+//! and because results are keyed by their request, a job that runs twice (a lease lapsed while
+//! its worker was alive but stalled) still yields one result.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::{Engine, Request};
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::store::StateStore;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Queued, not yet claimed.
+    Pending,
+    /// Claimed by a worker.
+    Running,
+    /// Finished; `result` names the result.
+    Done,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+}
+
+/// A job's failure, as the status the client will see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// gRPC status code.
+    pub code: i32,
+    /// The message.
+    pub message: String,
+}
+
+/// A job record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job id (derived from the command).
+    pub id: Handle,
+    /// The command: `{"op": ..., ...}`.
+    pub command: Value,
+    /// Where it is.
+    pub state: JobState,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When its record last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The worker running or that ran it.
+    pub worker: Option<String>,
+    /// The result, once done.
+    pub result: Option<Handle>,
+    /// The error, once failed.
+    pub error: Option<JobError>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Lease {
+    worker: String,
+    expires_at: DateTime<Utc>,
+}
+
+fn job_key(id: &Handle) -> String {
+    format!("jobs/{id}.json")
+}
+
+fn queue_key(id: &Handle) -> String {
+    format!("queue/{id}")
+}
+
+fn lease_key(id: &Handle, generation: u64) -> String {
+    format!("leases/{id}.{generation}")
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("job documents serialise")
+}
+
+fn read_job(store: &dyn StateStore, id: &Handle) -> Result<Option<Job>> {
+    match store.get_doc(&job_key(id))? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("job record {id} is unreadable: {e}"))),
+    }
+}
+
+/// Claims the next lease generation of a job if none is held; `None` when another worker holds it.
+fn try_claim(store: &dyn StateStore, id: &Handle, worker: &str, ttl: chrono::Duration) -> Result<Option<u64>> {
+    let prefix = format!("leases/{id}.");
+    let newest = store
+        .list_docs("leases")?
+        .iter()
+        .filter_map(|k| k.strip_prefix(&prefix).and_then(|g| g.parse::<u64>().ok()))
+        .max();
+    let next = match newest {
+        None => 0,
+        Some(generation) => {
+            let held = store
+                .get_doc(&lease_key(id, generation))?
+                .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
+                .is_some_and(|lease| lease.expires_at > Utc::now());
+            if held {
+                return Ok(None);
+            }
+            generation + 1
+        }
+    };
+    let lease = Lease { worker: worker.to_string(), expires_at: Utc::now() + ttl };
+    Ok(store.put_doc(&lease_key(id, next), encode(&lease), true)?.then_some(next))
+}
+
+/// The job queue of one worker.
+pub struct Jobs {
+    engine: Arc<Engine>,
+    store: Arc<dyn StateStore>,
+    worker: String,
+    lease: chrono::Duration,
+    running: AtomicUsize,
+    max_running: usize,
+}
+
+impl Jobs {
+    /// The queue over `engine`'s store; `worker` names this worker in leases and records.
+    pub fn new(engine: Arc<Engine>, worker: String, lease: Duration) -> Arc<Jobs> {
+        Arc::new(Jobs {
+            store: engine.store(),
+            max_running: engine.limits().max_concurrent_ops,
+            engine,
+            worker,
+            lease: chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10)),
+            running: AtomicUsize::new(0),
+        })
+    }
+
+    /// Queues a command (validated first) and returns its record; the same command names the
+    /// same job. A failed or cancelled job is queued again.
+    pub async fn submit(&self, command: &[u8]) -> Result<Job> {
+        let request = Request::parse_command(command)?;
+        if !matches!(request, Request::Transform { .. } | Request::Read { .. }) {
+            return Err(Error::invalid("only operations that make a result can run as jobs"));
+        }
+        let value: Value = serde_json::from_slice(command).expect("parsed above");
+        let id = Handle::derive(serde_json::json!({"job": value}).to_string().as_bytes());
+        let store = self.store.clone();
+        self.engine
+            .blocking(move || {
+                let now = Utc::now();
+                let job = Job {
+                    id: id.clone(),
+                    command: value,
+                    state: JobState::Pending,
+                    created_at: now,
+                    updated_at: now,
+                    worker: None,
+                    result: None,
+                    error: None,
+                };
+                if !store.put_doc(&job_key(&id), encode(&job), true)? {
+                    let existing = read_job(store.as_ref(), &id)?.ok_or_else(|| {
+                        Error::Unavailable("job record vanished while being read".into())
+                    })?;
+                    if !matches!(existing.state, JobState::Failed | JobState::Cancelled) {
+                        return Ok(existing);
+                    }
+                    store.put_doc(&job_key(&id), encode(&job), false)?;
+                }
+                store.put_doc(&queue_key(&id), Vec::new(), false)?;
+                tracing::info!(job = %id, "job queued");
+                Ok(job)
+            })
+            .await
+    }
+
+    /// A job's record, or NOT_FOUND.
+    pub async fn get(&self, id: &Handle) -> Result<Job> {
+        let store = self.store.clone();
+        let key = id.clone();
+        self.engine
+            .blocking(move || read_job(store.as_ref(), &key))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {id} not found")))
+    }
+
+    /// Cancels a job that has not finished; a running computation completes but its job stays
+    /// cancelled.
+    pub async fn cancel(&self, id: &Handle) -> Result<Job> {
+        let mut job = self.get(id).await?;
+        if matches!(job.state, JobState::Pending | JobState::Running) {
+            job.state = JobState::Cancelled;
+            job.updated_at = Utc::now();
+            let store = self.store.clone();
+            let saved = job.clone();
+            self.engine
+                .blocking(move || {
+                    store.put_doc(&job_key(&saved.id), encode(&saved), false)?;
+                    store.delete_doc(&queue_key(&saved.id))
+                })
+                .await?;
+        }
+        Ok(job)
+    }
+
+    /// Pulls queued jobs while this worker has free operation slots, until the task is dropped.
+    pub async fn run(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.clone().pull().await {
+                tracing::warn!(error = %e, "pulling jobs failed");
+            }
+        }
+    }
+
+    async fn pull(self: Arc<Self>) -> Result<()> {
+        if self.running.load(Ordering::Relaxed) >= self.max_running {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let queued = self.engine.blocking(move || store.list_docs("queue")).await?;
+        for key in queued {
+            if self.running.load(Ordering::Relaxed) >= self.max_running {
+                break;
+            }
+            let Some(id) = key.strip_prefix("queue/").and_then(|k| Handle::parse(k).ok()) else {
+                continue;
+            };
+            let (store, worker, lease) = (self.store.clone(), self.worker.clone(), self.lease);
+            let claim_id = id.clone();
+            let claimed = self
+                .engine
+                .blocking(move || try_claim(store.as_ref(), &claim_id, &worker, lease))
+                .await?;
+            if let Some(generation) = claimed {
+                self.running.fetch_add(1, Ordering::Relaxed);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.execute(&id, generation).await {
+                        tracing::warn!(job = %id, error = %e, "job bookkeeping failed");
+                    }
+                    this.running.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn save(&self, job: &Job) -> Result<()> {
+        let store = self.store.clone();
+        let saved = job.clone();
+        self.engine.blocking(move || store.put_doc(&job_key(&saved.id), encode(&saved), false).map(|_| ())).await
+    }
+
+    async fn execute(&self, id: &Handle, generation: u64) -> Result<()> {
+        let mut job = self.get(id).await?;
+        if matches!(job.state, JobState::Done | JobState::Failed | JobState::Cancelled) {
+            return self.finish(id).await;
+        }
+        job.state = JobState::Running;
+        job.worker = Some(self.worker.clone());
+        job.updated_at = Utc::now();
+        self.save(&job).await?;
+        tracing::info!(job = %id, generation, "job started");
+
+        // Renew the lease while the operation runs.
+        let renew = {
+            let (store, worker, ttl, key) =
+                (self.store.clone(), self.worker.clone(), self.lease, lease_key(id, generation));
+            let period = (ttl / 3).to_std().unwrap_or(Duration::from_secs(1));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                    let lease = Lease { worker: worker.clone(), expires_at: Utc::now() + ttl };
+                    let (store, key) = (store.clone(), key.clone());
+                    let _ = tokio::task::spawn_blocking(move || store.put_doc(&key, encode(&lease), false)).await;
+                }
+            })
+        };
+        let outcome = match Request::parse_command(&serde_json::to_vec(&job.command).expect("json")) {
+            Ok(request) => self.engine.produce(request).await,
+            Err(e) => Err(e),
+        };
+        renew.abort();
+
+        let mut job = self.get(id).await?;
+        if job.state != JobState::Cancelled {
+            match outcome {
+                Ok(meta) => {
+                    job.state = JobState::Done;
+                    job.result = Some(meta.handle);
+                }
+                Err(e) => {
+                    job.state = JobState::Failed;
+                    job.error = Some(JobError { code: e.code() as i32, message: e.to_string() });
+                }
+            }
+            job.updated_at = Utc::now();
+            self.save(&job).await?;
+        }
+        tracing::info!(job = %id, state = ?job.state, "job finished");
+        self.finish(id).await
+    }
+
+    /// Removes a finished job from the queue and drops its leases.
+    async fn finish(&self, id: &Handle) -> Result<()> {
+        let store = self.store.clone();
+        let id = id.clone();
+        self.engine
+            .blocking(move || {
+                store.delete_doc(&queue_key(&id))?;
+                let prefix = format!("leases/{id}.");
+                for key in store.list_docs("leases")? {
+                    if key.starts_with(&prefix) {
+                        store.delete_doc(&key)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn one_worker_wins_each_lease_generation_and_lapsed_leases_are_taken_over() {
+        let store = MemoryStore::new();
+        let id = Handle::random();
+        let ttl = chrono::Duration::seconds(30);
+        assert_eq!(try_claim(&store, &id, "a", ttl).unwrap(), Some(0));
+        assert_eq!(try_claim(&store, &id, "b", ttl).unwrap(), None, "held");
+        // a's lease lapses (a died): b takes the next generation, once.
+        let lapsed = Lease { worker: "a".into(), expires_at: Utc::now() - chrono::Duration::seconds(1) };
+        store.put_doc(&lease_key(&id, 0), encode(&lapsed), false).unwrap();
+        assert_eq!(try_claim(&store, &id, "b", ttl).unwrap(), Some(1));
+        assert_eq!(try_claim(&store, &id, "c", ttl).unwrap(), None);
+    }
+}
