@@ -19,8 +19,13 @@ struct Worker {
 impl Worker {
     /// Starts the binary on 127.0.0.1:0 and waits for its "listening" line to learn the port.
     fn start(state_dir: &Path) -> Worker {
+        Self::start_with(state_dir, &[])
+    }
+
+    fn start_with(state_dir: &Path, env: &[(&str, &str)]) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_polarway-grpc"))
             .env_clear()
+            .envs(env.iter().copied())
             .env("POLARWAY_BIND_ADDRESS", "127.0.0.1:0")
             .env("POLARWAY_HANDLE_STORE", "external")
             .env("POLARWAY_STATE_DIR", state_dir)
@@ -41,6 +46,11 @@ impl Worker {
         // Keep draining the log so the worker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Worker { child, addr }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     fn stop(mut self) {
@@ -95,4 +105,48 @@ fn missing_state_dir_fails_at_start_naming_the_option() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("POLARWAY_STATE_DIR"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_is_killed_is_finished_by_another() {
+    let state = tempfile::tempdir().unwrap();
+    let env = [("POLARWAY_JOB_LEASE_SECS", "2"), ("POLARWAY_JOB_POLL_MS", "20")];
+    let a = Worker::start_with(state.path(), &env);
+    let mut ca = Client::connect(a.addr).await;
+    let df = df!("x" => (0..4000i64).collect::<Vec<_>>()).unwrap();
+    let h = handle_of(&ca.upload("x", &df).await);
+    // Slow enough (a 16M-row cross join, then a group-by) to be killed while running.
+    let cmd = json!({"op": "pipeline", "input": h, "steps": [
+        {"op": "join", "right": h, "how": "cross"},
+        {"op": "group_by", "by": ["x"], "aggs": ["sum(x_right) AS s"]},
+        {"op": "sort", "by": ["x"]}
+    ]});
+    let first = ca
+        .inner
+        .poll_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.to_string()))
+        .await
+        .unwrap();
+    let job = first.flight_descriptor.expect("queued");
+    let leases = state.path().join("leases");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&leases).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "worker a never claimed the job");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    a.kill9();
+
+    let b = Worker::start_with(state.path(), &env);
+    let mut cb = Client::connect(b.addr).await;
+    let done = poll_until_done(&mut cb, job).await;
+    let info = done.info.unwrap();
+    assert_eq!(info.total_records, 4000);
+    let record = std::fs::read_dir(state.path().join("jobs")).unwrap().next().unwrap().unwrap().path();
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(record["state"], "done");
+    assert!(record["worker"].as_str().unwrap().ends_with(&b.addr.to_string()), "{record}");
+    let got = cb.get(&handle_of(&json!({"handle": String::from_utf8(info.endpoint[0].ticket.clone().unwrap().ticket.to_vec()).unwrap()}))).await.unwrap();
+    let n: i64 = 4000;
+    let want = df!("x" => (0..n).collect::<Vec<_>>(), "s" => vec![n * (n - 1) / 2; n as usize]).unwrap();
+    assert_same(&got, &want, "finished by the other worker");
+    b.stop();
 }
