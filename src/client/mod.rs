@@ -104,6 +104,14 @@ fn retryable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
         Code::ResourceExhausted => status.metadata().get("retry-after").is_some(),
+        // The call died in transport (a worker killed mid-call, a proxy resetting the stream):
+        // nobody answered it, and every call this client makes is safe to repeat.
+        Code::Unknown | Code::Internal => {
+            let msg = status.message().to_ascii_lowercase();
+            ["h2 protocol error", "transport error", "stream closed", "connection reset", "broken pipe"]
+                .iter()
+                .any(|sign| msg.contains(sign))
+        }
         _ => false,
     }
 }

@@ -52,12 +52,28 @@ class RetryPolicy:
             delay = min(self.maximum, delay * self.multiplier)
 
 
+# Signs that a call died in transport (a worker killed mid-call, a proxy resetting the stream)
+# rather than being answered: the service never decided, so an idempotent call may be repeated.
+_TRANSPORT_FAILURES = (
+    "error in http transport",
+    "rst_stream",
+    "received http2 header with status: 50",
+    "socket closed",
+    "connection reset",
+    "server disconnect",
+    "failed to connect",
+)
+
+
 def _retryable(err: Exception) -> bool:
     if isinstance(err, flight.FlightUnavailableError):
         return True
+    text = str(err).lower()
+    if isinstance(err, (flight.FlightServerError, flight.FlightInternalError, OSError)) and any(
+            sign in text for sign in _TRANSPORT_FAILURES):
+        return True
     # RESOURCE_EXHAUSTED is retried only when the server says when to come back.
-    text = str(err)
-    return "retry-after" in text.lower()
+    return "retry-after" in text
 
 
 class Client:
@@ -141,11 +157,18 @@ class Client:
 
         def call(client, options):
             writer, reader = client.do_put(descriptor, table.schema, options=options)
-            writer.write_table(table)
-            writer.done_writing()
-            meta = json.loads(reader.read().to_pybytes())
+            try:
+                writer.write_table(table)
+                writer.done_writing()
+                answer = reader.read()
+            except Exception:
+                writer.close()  # raises the call's own status when it has one
+                raise
+            if answer is None:
+                writer.close()  # the call ended without an answer: surface its status
+                raise flight.FlightUnavailableError("upload ended without an answer")
             writer.close()
-            return meta
+            return json.loads(answer.to_pybytes())
 
         meta = self._call(None, self.stream_timeout, call, [(IDEMPOTENCY_HEADER, key.encode())])
         return RemoteFrame(self, meta["handle"], meta.get("affinity") or meta["handle"])
