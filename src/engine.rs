@@ -202,6 +202,7 @@ pub struct Engine {
     data_dir: Option<PathBuf>,
     ttl: chrono::Duration,
     orphan_grace: chrono::Duration,
+    read_grace: chrono::Duration,
     cache: Option<ResultCache>,
     executions: AtomicU64,
     recoveries: AtomicU64,
@@ -244,6 +245,8 @@ impl Engine {
             recoveries: AtomicU64::new(0),
             orphan_grace: chrono::Duration::from_std(config.orphan_grace)
                 .map_err(|_| Error::invalid("orphan grace out of range"))?,
+            read_grace: chrono::Duration::from_std(config.gc_interval)
+                .map_err(|_| Error::invalid("sweep interval out of range"))?,
             store,
             admission: Admission::new(config.limits.max_concurrent_ops, config.limits.queue_timeout),
             limits: config.limits.clone(),
@@ -485,11 +488,14 @@ impl Engine {
     pub async fn sweep(&self) -> Result<(usize, usize)> {
         let store = self.store.clone();
         let grace = self.orphan_grace;
+        let read_grace = self.read_grace;
         self.blocking(move || {
-            let now = Utc::now();
+            // A result is deleted one sweep interval after it expires: reads opened while it was
+            // live get that long to finish, also on stores that cannot read a deleted object.
+            let cutoff = Utc::now() - read_grace;
             let mut deleted = 0;
             for meta in store.list()? {
-                if !meta.is_live(now) && store.delete(&meta.handle)? {
+                if !meta.is_live(cutoff) && store.delete(&meta.handle)? {
                     deleted += 1;
                 }
             }

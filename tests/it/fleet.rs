@@ -84,7 +84,8 @@ async fn gc_once_deletes_expired_results_and_orphans_but_not_pinned_ones() {
     server.stop().await;
     let results = state.path().join("results");
     std::fs::write(results.join("pw1_00000000000000000000000000000000.arrow#3"), b"staged").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Expired, and one sweep interval (the read grace) has passed.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
 
     let out = Command::new(env!("CARGO_BIN_EXE_polarway-grpc"))
         .args(["gc", "--once"])
@@ -92,6 +93,7 @@ async fn gc_once_deletes_expired_results_and_orphans_but_not_pinned_ones() {
         .env("POLARWAY_HANDLE_STORE", "external")
         .env("POLARWAY_STATE_DIR", state.path())
         .env("POLARWAY_ORPHAN_GRACE_SECS", "0")
+        .env("POLARWAY_GC_INTERVAL_SECS", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -100,4 +102,65 @@ async fn gc_once_deletes_expired_results_and_orphans_but_not_pinned_ones() {
     assert!(results.join(format!("{kept}.arrow")).exists(), "pinned results stay");
     assert!(!results.join(format!("{gone}.arrow")).exists());
     assert!(!results.join(format!("{gone}.json")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_in_flight_completes_across_a_sweep_that_deletes_its_result() {
+    let server = TestServer::start_with(Mode::External, |c| {
+        c.result_ttl = Duration::from_millis(300);
+        c.gc_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let mut c = server.client().await;
+    let n = 500_000i64;
+    let big = df!("i" => (0..n).collect::<Vec<_>>(), "s" => (0..n).map(|i| format!("row {i}")).collect::<Vec<_>>()).unwrap();
+    let h = handle_of(&c.upload("big", &big).await);
+    let mut stream = c.inner.do_get(arrow_flight::Ticket::new(h.clone())).await.unwrap();
+    use futures::StreamExt;
+    let mut rows = stream.next().await.unwrap().unwrap().num_rows();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Sweep with no read grace: the result's files are deleted under the open stream.
+    let store = server.engine.store();
+    let handle = polarway::handle::Handle::parse(&h).unwrap();
+    assert!(tokio::task::block_in_place(|| store.delete(&handle).unwrap()));
+    while let Some(batch) = stream.next().await {
+        rows += batch.unwrap().num_rows();
+    }
+    assert_eq!(rows as i64, n, "the stream completed");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_stays_bounded_under_a_steady_stream_of_results() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_path_buf();
+    let server = TestServer::start_with(Mode::External, |c| {
+        c.store = polarway::config::StoreConfig::Directory(dir);
+        c.result_ttl = Duration::from_millis(500);
+        c.gc_interval = Duration::from_millis(250);
+    })
+    .await;
+    let mut c = server.client().await;
+    let results = state.path().join("results");
+    let count = || std::fs::read_dir(&results).unwrap().count();
+    let started = std::time::Instant::now();
+    let mut samples = Vec::new();
+    let mut i = 0i64;
+    while started.elapsed() < Duration::from_secs(6) {
+        let h = handle_of(&c.upload("t", &df!("x" => [i]).unwrap()).await);
+        c.action("head", json!({"input": h, "n": 1})).await.unwrap();
+        i += 1;
+        if i % 20 == 0 {
+            samples.push(count());
+        }
+    }
+    let created = i * 2;
+    let late = &samples[samples.len() / 3..];
+    let bound = *late.iter().max().unwrap();
+    assert!((bound as i64) < created, "bounded: {bound} files after {created} results");
+    assert!(late.iter().max().unwrap() <= &(late.iter().min().unwrap() * 3 + 40), "flat: {late:?}");
+    // Once creation stops, everything is gone within TTL + 2 sweep intervals (+ slack).
+    tokio::time::sleep(Duration::from_millis(500 + 2 * 250 + 500)).await;
+    assert_eq!(count(), 0, "all expired results deleted");
+    server.stop().await;
 }
