@@ -101,3 +101,54 @@ http {{
         self.proc.terminate()
         self.proc.wait(timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# The emulator's published development key (not a secret).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class Azurite:
+    """Azurite (npm) blob service on 127.0.0.1 for az:// stores."""
+
+    def __init__(self, container="polarway"):
+        import base64
+        import datetime
+        import hashlib
+        import hmac
+
+        self.dir = tempfile.mkdtemp(prefix="polarway-azurite-")
+        self.port = free_port()
+        binary = os.environ.get("AZURITE_BLOB", "azurite-blob")
+        self.proc = subprocess.Popen(
+            [binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", self.dir,
+             "--disableTelemetry", "--silent"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_open(self.port), "azurite")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.container = container
+        # Create the container with a SharedKey-signed request.
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        version = "2021-08-06"
+        to_sign = "\n".join(["PUT"] + [""] * 11 + [
+            f"x-ms-date:{date}", f"x-ms-version:{version}",
+            f"/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"])
+        signature = base64.b64encode(hmac.new(base64.b64decode(AZURITE_KEY), to_sign.encode(), hashlib.sha256).digest()).decode()
+        req = urllib.request.Request(
+            f"{self.endpoint}/{AZURITE_ACCOUNT}/{container}?restype=container", method="PUT",
+            headers={"x-ms-date": date, "x-ms-version": version,
+                     "Authorization": f"SharedKey {AZURITE_ACCOUNT}:{signature}", "Content-Length": "0"})
+        urllib.request.urlopen(req).read()
+
+    def env(self, prefix):
+        return {
+            "POLARWAY_HANDLE_STORE": "external",
+            "POLARWAY_STATE_URL": f"az://{self.container}/{prefix}",
+            "AZURE_STORAGE_USE_EMULATOR": "true",
+            "AZURITE_BLOB_STORAGE_URL": self.endpoint,
+        }
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)

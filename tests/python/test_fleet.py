@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from conftest_worker import Worker
-from fleet import S3, Nginx
+from fleet import S3, Azurite, Nginx
 from flightops import action, fetch, upload
 
 
@@ -48,16 +48,16 @@ CHAIN = [
 ]
 
 
-@pytest.fixture(params=["directory", "s3"])
+@pytest.fixture(params=["directory", "s3", "azure"])
 def store_env(request, tmp_path):
     if request.param == "directory":
         yield {"POLARWAY_HANDLE_STORE": "external", "POLARWAY_STATE_DIR": str(tmp_path)}
-    else:
-        s3 = S3()
-        try:
-            yield s3.env("fleet-test")
-        finally:
-            s3.stop()
+        return
+    server = S3() if request.param == "s3" else Azurite()
+    try:
+        yield server.env("fleet-test")
+    finally:
+        server.stop()
 
 
 def test_chain_through_nginx_spreads_over_workers_and_survives_restarts(store_env):
