@@ -44,6 +44,11 @@ impl ResultCache {
         found
     }
 
+    /// Whether a frame is cached, without counting a hit or a miss or refreshing it.
+    pub fn contains(&self, handle: &Handle) -> bool {
+        self.inner.lock().expect("cache lock").entries.contains(handle)
+    }
+
     /// Keeps a frame, evicting the least recently used until it fits. Frames larger than the
     /// whole cache are not kept.
     pub fn insert(&self, handle: Handle, frame: DataFrame) {
@@ -62,6 +67,11 @@ impl ResultCache {
                 None => break,
             }
         }
+    }
+
+    /// The byte budget.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     /// Cache hits so far.

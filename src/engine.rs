@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::limits::{Admission, Limits};
 use crate::ops::io::{self as file_io, Format, ReadSpec, WriteSpec};
-use crate::ops::{self, Pipeline, Step};
+use crate::ops::{self, Input, Pipeline, Step};
 use crate::store::{
     self, BatchStream, Lineage, MemoryStore, ObjectStateStore, ResultMeta, StateStore,
 };
@@ -336,7 +336,7 @@ impl Engine {
                 Ok(json!({"handle": input.as_str(), "rows": meta.num_rows, "columns": meta.schema.len()}))
             }
             Request::Explain { pipeline } => {
-                let frames = self.load_all(&pipeline.handles()).await?;
+                let frames = self.inputs(&pipeline.handles()).await?;
                 let limits = self.limits.clone();
                 let plan = self
                     .blocking(move || {
@@ -504,6 +504,30 @@ impl Engine {
         .await
     }
 
+    /// An operation's input: a result too large for the cache is scanned lazily from the store
+    /// when the store can (so only the columns and rows the plan needs are read); others are
+    /// loaded through the cache.
+    async fn input(&self, handle: &Handle) -> Result<Input> {
+        let meta = self.live_meta(handle).await?;
+        let large = self.cache.as_ref().is_some_and(|c| meta.num_bytes.saturating_mul(4) > c.capacity());
+        if large && !self.cache.as_ref().is_some_and(|c| c.contains(handle)) {
+            let store = self.store.clone();
+            let h = handle.clone();
+            if let Some(lf) = self.blocking(move || store.scan(&h)).await? {
+                return Ok(Input { lf, rows: meta.num_rows });
+            }
+        }
+        Ok(self.load(handle).await?.into())
+    }
+
+    async fn inputs(&self, handles: &[Handle]) -> Result<HashMap<Handle, Input>> {
+        let mut inputs = HashMap::new();
+        for h in handles {
+            inputs.insert(h.clone(), self.input(h).await?);
+        }
+        Ok(inputs)
+    }
+
     async fn load_all(&self, handles: &[Handle]) -> Result<HashMap<Handle, DataFrame>> {
         let mut frames = HashMap::new();
         for h in handles {
@@ -581,7 +605,7 @@ impl Engine {
     async fn compute(&self, pipeline: &Pipeline) -> Result<DataFrame> {
         self.timed(async {
             // Inputs first: loading may itself recompute a lost input, which needs a slot.
-            let frames = self.load_all(&pipeline.handles()).await?;
+            let frames = self.inputs(&pipeline.handles()).await?;
             let slot = self.admission.try_admit().await?;
             let limits = self.limits.clone();
             let steps = pipeline.steps.clone();
@@ -690,13 +714,13 @@ impl Engine {
                 handles.push(h);
             }
         }
-        let frames = self.load_all(&handles).await?;
+        let frames = self.inputs(&handles).await?;
         let slot = self.admission.try_admit().await?;
         let limits = self.limits.clone();
         self.timed(self.blocking(move || {
             let _slot = slot;
             let input = convert::batches_to_frame(&schema, &batches)?;
-            let mut out = ops::run(input, &steps, &frames, &limits)?;
+            let mut out = ops::run(input.into(), &steps, &frames, &limits)?;
             limits.check_shape(out.height(), out.width())?;
             out.rechunk_mut_par();
             Ok(out)

@@ -411,11 +411,27 @@ impl Pipeline {
     }
 }
 
+/// An input of an operation: a lazy plan (an in-memory frame, or a scan of a stored file) and
+/// its row count.
+#[derive(Clone)]
+pub struct Input {
+    /// The input as a lazy frame.
+    pub lf: LazyFrame,
+    /// Its rows, known from the result's metadata without reading it.
+    pub rows: u64,
+}
+
+impl From<DataFrame> for Input {
+    fn from(df: DataFrame) -> Input {
+        Input { rows: df.height() as u64, lf: df.lazy() }
+    }
+}
+
 /// Runs steps over `input`, reading referenced handles from `frames`, and collects the result.
 pub fn run(
-    input: DataFrame,
+    input: Input,
     steps: &[Step],
-    frames: &HashMap<Handle, DataFrame>,
+    frames: &HashMap<Handle, Input>,
     limits: &Limits,
 ) -> Result<DataFrame> {
     let plan = build(input, steps, frames, limits)?;
@@ -424,28 +440,28 @@ pub fn run(
 
 /// Builds the lazy plan of `steps` over `input` (eager where Polars needs data to plan, as pivot).
 pub fn build(
-    input: DataFrame,
+    input: Input,
     steps: &[Step],
-    frames: &HashMap<Handle, DataFrame>,
+    frames: &HashMap<Handle, Input>,
     limits: &Limits,
 ) -> Result<LazyFrame> {
     // An upper bound on the rows flowing through, to refuse cross joins before they run.
-    let mut rows_bound = input.height() as u64;
-    let mut lf = input.lazy();
+    let mut rows_bound = input.rows;
+    let mut lf = input.lf;
     for step in steps {
-        let frame = |h: &Handle| -> Result<&DataFrame> {
+        let frame = |h: &Handle| -> Result<&Input> {
             frames.get(h).ok_or_else(|| Error::NotFound(format!("handle {h} not found")))
         };
         rows_bound = match step {
             Step::Join { right, how, .. } => {
-                let right_rows = frame(right)?.height() as u64;
+                let right_rows = frame(right)?.rows;
                 if how == "cross" {
                     limits.check_cross_join(rows_bound, right_rows)?;
                 }
                 rows_bound.saturating_mul(right_rows.max(1))
             }
             Step::Concat { inputs, .. } => inputs.iter().try_fold(rows_bound, |acc, h| {
-                Ok::<_, Error>(acc.saturating_add(frame(h)?.height() as u64))
+                Ok::<_, Error>(acc.saturating_add(frame(h)?.rows))
             })?,
             _ => rows_bound,
         };
@@ -485,7 +501,7 @@ fn per_column(
 fn apply<'a>(
     lf: LazyFrame,
     step: &Step,
-    frame: &impl Fn(&Handle) -> Result<&'a DataFrame>,
+    frame: &impl Fn(&Handle) -> Result<&'a Input>,
 ) -> Result<LazyFrame> {
     Ok(match step {
         Step::Filter { predicate } => lf.filter(expr::parse("predicate", predicate)?),
@@ -533,7 +549,7 @@ fn apply<'a>(
             if let Some(s) = suffix {
                 args = args.with_suffix(Some(s.as_str().into()));
             }
-            lf.join(frame(right)?.clone().lazy(), l, r, args)
+            lf.join(frame(right)?.lf.clone(), l, r, args)
         }
         Step::AsofJoin {
             right,
@@ -592,12 +608,12 @@ fn apply<'a>(
             if let Some(s) = suffix {
                 args = args.with_suffix(Some(s.as_str().into()));
             }
-            lf.join(frame(right)?.clone().lazy(), [col(l.as_str())], [col(r.as_str())], args)
+            lf.join(frame(right)?.lf.clone(), [col(l.as_str())], [col(r.as_str())], args)
         }
         Step::Concat { inputs, how } => {
             let mut parts = vec![lf];
             for h in inputs {
-                parts.push(frame(h)?.clone().lazy());
+                parts.push(frame(h)?.lf.clone());
             }
             let relaxed = UnionArgs { to_supertypes: true, ..Default::default() };
             match how.as_str() {

@@ -21,7 +21,7 @@ fn pipeline_matches_polars() {
         step(serde_json::json!({"op": "with_columns", "columns": {"q2": "qty * 2"}})),
         step(serde_json::json!({"op": "head", "n": 2})),
     ];
-    let got = run(df.clone(), &steps, &HashMap::new(), &limits()).unwrap();
+    let got = run(df.clone().into(), &steps, &HashMap::new(), &limits()).unwrap();
     let want = df
         .lazy()
         .filter(col("qty").gt(lit(10)))
@@ -36,7 +36,7 @@ fn pipeline_matches_polars() {
 fn cross_join_guard_refuses_before_running() {
     let df = df!("a" => (0..1000i64).collect::<Vec<_>>()).unwrap();
     let right = Handle::random();
-    let frames = HashMap::from([(right.clone(), df.clone())]);
+    let frames = HashMap::from([(right.clone(), Input::from(df.clone()))]);
     let mut limits = limits();
     limits.max_cross_join_rows = 10_000;
     let steps = vec![Step::Join {
@@ -47,7 +47,7 @@ fn cross_join_guard_refuses_before_running() {
         how: "cross".into(),
         suffix: None,
     }];
-    let err = build(df, &steps, &frames, &limits).err().expect("refused");
+    let err = build(df.into(), &steps, &frames, &limits).err().expect("refused");
     assert!(matches!(err, Error::ResourceExhausted(_)), "{err:?}");
 }
 
@@ -55,7 +55,7 @@ fn cross_join_guard_refuses_before_running() {
 fn unknown_parameter_values_name_the_parameter() {
     let df = df!("a" => [1i64]).unwrap();
     let steps = vec![step(serde_json::json!({"op": "unique", "keep": "sometimes"}))];
-    let err = run(df, &steps, &HashMap::new(), &limits()).unwrap_err();
+    let err = run(df.into(), &steps, &HashMap::new(), &limits()).unwrap_err();
     assert!(err.to_string().contains("`keep`"), "{err}");
 }
 

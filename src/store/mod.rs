@@ -100,6 +100,14 @@ pub trait StateStore: Send + Sync + 'static {
     /// The result as a lazy sequence of record batches.
     fn open_batches(&self, handle: &Handle) -> Result<BatchStream>;
 
+    /// A lazy Polars scan of the result, when the store can offer one (a local file that Polars
+    /// reads itself, with projection and predicate pushdown, so an operation does not need the
+    /// whole input in memory); `None` means load it whole.
+    fn scan(&self, handle: &Handle) -> Result<Option<polars::prelude::LazyFrame>> {
+        let _ = handle;
+        Ok(None)
+    }
+
     /// Deletes a result; `false` when there was nothing to delete. Safe to race.
     fn delete(&self, handle: &Handle) -> Result<bool>;
 

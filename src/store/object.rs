@@ -440,6 +440,16 @@ impl StateStore for ObjectStateStore {
         ObjectStateStore::remove_orphans(self, grace)
     }
 
+    fn scan(&self, handle: &Handle) -> Result<Option<polars::prelude::LazyFrame>> {
+        use polars::prelude::{IpcScanOptions, LazyFrame, PlRefPath, UnifiedScanArgs};
+        let Some(dir) = &self.local_dir else { return Ok(None) };
+        let path = dir.join("results").join(format!("{handle}.arrow"));
+        // A missing file is loaded the usual way, which recovers it from lineage.
+        let Some(text) = path.to_str().filter(|_| path.exists()) else { return Ok(None) };
+        let lf = LazyFrame::scan_ipc(PlRefPath::new(text), IpcScanOptions::default(), UnifiedScanArgs::default())?;
+        Ok(Some(lf))
+    }
+
     fn put_doc(&self, key: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
         let path = self.doc_path(key);
         let mode = if create_only { PutMode::Create } else { PutMode::Overwrite };

@@ -64,7 +64,7 @@ fn large_results_go_up_in_parts_and_come_back_by_range() {
     let n = 3_000_000i64;
     let frame = df!("a" => (0..n).collect::<Vec<_>>(), "b" => (0..n).map(|i| i as f64).collect::<Vec<_>>()).unwrap();
     let meta = store.put(&frame, meta_for(&frame)).unwrap();
-    assert!(meta.num_bytes > 2 * 8 << 20, "bigger than one part: {}", meta.num_bytes);
+    assert!(meta.num_bytes > 2 * (8 << 20), "bigger than one part: {}", meta.num_bytes);
     let stream = store.open_batches(&meta.handle).unwrap();
     let mut batches = 0;
     let mut rows = 0;
