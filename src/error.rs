@@ -8,6 +8,8 @@
 use polars::prelude::PolarsError;
 use tonic::{Code, Status};
 
+pub use crate::protocol::RETRY_AFTER;
+
 /// Longest message sent to a client.
 const MAX_MESSAGE_CHARS: usize = 1_000;
 
@@ -26,9 +28,13 @@ pub enum Error {
     /// The request touches something it may not, such as a path outside the data root.
     #[error("{0}")]
     PermissionDenied(String),
-    /// A configured limit was reached; retry later or ask for less.
+    /// A configured limit was reached; ask for less.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The worker is busy right now; the same request will succeed later (RESOURCE_EXHAUSTED
+    /// with a `retry-after` hint in seconds).
+    #[error("{0}")]
+    Overloaded(String),
     /// The operation ran longer than the request timeout.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -55,7 +61,7 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::ResourceExhausted(_) | Error::Overloaded(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
@@ -101,7 +107,11 @@ impl From<Error> for Status {
         } else {
             tracing::warn!(code = ?err.code(), error = %msg, "request failed");
         }
-        Status::new(err.code(), msg)
+        let mut status = Status::new(err.code(), msg);
+        if let Error::Overloaded(_) = err {
+            status.metadata_mut().insert(RETRY_AFTER, tonic::metadata::MetadataValue::from_static("1"));
+        }
+        status
     }
 }
 

@@ -93,8 +93,8 @@ impl Admission {
         match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(Error::Unavailable("worker is shutting down".into())),
-            Err(_elapsed) => Err(Error::ResourceExhausted(
-                "worker busy: no operation slot became free in time (POLARWAY_MAX_CONCURRENT_OPS)"
+            Err(_elapsed) => Err(Error::Overloaded(
+                "worker busy: no operation slot became free in time (POLARWAY_MAX_CONCURRENT_OPS); retry after 1 s"
                     .into(),
             )),
         }
@@ -110,7 +110,10 @@ mod tests {
         let admission = Admission::new(1, Duration::from_millis(20));
         let _held = admission.try_admit().await.unwrap();
         let err = admission.try_admit().await.unwrap_err();
-        assert!(matches!(err, Error::ResourceExhausted(_)));
+        assert!(matches!(err, Error::Overloaded(_)));
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(status.metadata().get(crate::error::RETRY_AFTER).unwrap(), "1");
     }
 
     #[test]

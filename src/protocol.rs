@@ -5,3 +5,6 @@ pub const AFFINITY_HEADER: &str = "x-polarway-affinity";
 
 /// DoPut header carrying a client-chosen idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "x-polarway-idempotency-key";
+
+/// Trailer on RESOURCE_EXHAUSTED when the worker was only busy: seconds before a retry.
+pub const RETRY_AFTER: &str = "retry-after";

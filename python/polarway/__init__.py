@@ -73,7 +73,7 @@ def _retryable(err: Exception) -> bool:
             sign in text for sign in _TRANSPORT_FAILURES):
         return True
     # RESOURCE_EXHAUSTED is retried only when the server says when to come back.
-    return "retry-after" in text
+    return "retry-after" in text or "retry after" in text
 
 
 class Client:

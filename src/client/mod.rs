@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER};
+use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER, RETRY_AFTER};
 
 /// Backoff between attempts.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ pub struct Client {
 fn retryable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
-        Code::ResourceExhausted => status.metadata().get("retry-after").is_some(),
+        Code::ResourceExhausted => status.metadata().get(RETRY_AFTER).is_some(),
         // The call died in transport (a worker killed mid-call, a proxy resetting the stream):
         // nobody answered it, and every call this client makes is safe to repeat.
         Code::Unknown | Code::Internal => {

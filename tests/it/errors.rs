@@ -284,9 +284,49 @@ async fn a_full_worker_sheds_load_quickly() {
     let started = std::time::Instant::now();
     let err = c.action("filter", json!({"input": h, "predicate": "x > 1"})).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert_eq!(err.metadata().get("retry-after").unwrap(), "1", "a busy worker says when to retry");
     assert!(started.elapsed() < Duration::from_secs(2), "refused quickly: {:?}", started.elapsed());
     slow.await.unwrap().unwrap();
     // Once the slot frees, the same request succeeds.
     c.action("filter", json!({"input": h, "predicate": "x > 1"})).await.unwrap();
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_on_every_worker_at_once_delete_each_result_once() {
+    let state = tempfile::tempdir().unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let dir = state.path().to_path_buf();
+        workers.push(
+            TestServer::start_with(Mode::External, move |c| {
+                c.store = polarway::config::StoreConfig::Directory(dir);
+                c.result_ttl = Duration::from_millis(100);
+                c.gc_interval = Duration::from_millis(1);
+            })
+            .await,
+        );
+    }
+    let mut c = workers[0].client().await;
+    for i in 0..60i64 {
+        c.upload("t", &df!("x" => [i]).unwrap()).await;
+    }
+    let pinned = handle_of(&c.upload("pinned", &frame()).await);
+    c.action("pin", json!({"handle": pinned})).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let sweeps = workers.iter().map(|w| {
+        let engine = w.engine.clone();
+        tokio::spawn(async move { engine.sweep().await })
+    });
+    let mut deleted = 0;
+    for sweep in sweeps.collect::<Vec<_>>() {
+        deleted += sweep.await.unwrap().expect("no sweep fails on a result another deleted").0;
+    }
+    assert!(deleted <= 60, "each result deleted at most once: {deleted}");
+    let left: Vec<_> = std::fs::read_dir(state.path().join("results")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "only the pinned result's files remain: {left:?}");
+    assert_same(&c.get(&pinned).await.unwrap(), &frame(), "pinned is intact");
+    for w in workers {
+        w.stop().await;
+    }
 }
