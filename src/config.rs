@@ -52,6 +52,11 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_STATE_URL")]
     pub state_url: Option<String>,
 
+    /// Local directory where results from a remote object store are copied so Polars can scan
+    /// large inputs lazily (default: `polarway-scratch` in the system temp directory).
+    #[arg(long, env = "POLARWAY_SCRATCH_DIR")]
+    pub scratch_dir: Option<PathBuf>,
+
     /// Bytes of decoded results each worker keeps in its LRU cache (external store only).
     #[arg(long, env = "POLARWAY_CACHE_BYTES", default_value_t = 1 << 30)]
     pub cache_bytes: u64,
@@ -152,6 +157,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Bytes of decoded results cached per worker.
     pub cache_bytes: u64,
+    /// Local copies of remote results for lazy scans.
+    pub scratch_dir: PathBuf,
     /// Age after which interrupted uploads are removed.
     pub orphan_grace: Duration,
     /// A command other than serving.
@@ -240,6 +247,7 @@ impl Args {
             },
             log_format: self.log_format,
             cache_bytes: self.cache_bytes,
+            scratch_dir: self.scratch_dir.unwrap_or_else(|| std::env::temp_dir().join("polarway-scratch")),
             orphan_grace: Duration::from_secs(self.orphan_grace_secs),
             command: self.command,
             job_lease: Duration::from_secs(self.job_lease_secs.max(1)),

@@ -56,6 +56,8 @@ pub struct ObjectStateStore {
     root: ObjectPath,
     /// The directory behind a local backend, for removing staging files a killed worker left.
     local_dir: Option<PathBuf>,
+    /// Local disk where remote results are copied for Polars to scan lazily.
+    scratch: PathBuf,
     runtime: Runtime,
 }
 
@@ -77,7 +79,51 @@ impl ObjectStateStore {
         local_dir: Option<PathBuf>,
         runtime: Runtime,
     ) -> Self {
-        Self { store, root, local_dir, runtime }
+        let scratch = std::env::temp_dir().join("polarway-scratch");
+        Self { store, root, local_dir, scratch, runtime }
+    }
+
+    /// Where remote results are copied to be scanned lazily (default: the system temp directory).
+    pub fn with_scratch_dir(mut self, scratch: PathBuf) -> Self {
+        self.scratch = scratch;
+        self
+    }
+
+    /// Copies a remote result to the scratch directory, streaming (never whole in memory);
+    /// results are immutable, so a copy made earlier is as good as a new one.
+    fn scratch_copy(&self, handle: &Handle) -> Result<Option<PathBuf>> {
+        let dest = self.scratch.join(format!("{handle}.arrow"));
+        if dest.exists() {
+            return Ok(Some(dest));
+        }
+        let scratch_error =
+            |e: io::Error| Error::Unavailable(format!("scratch directory: {}", e.kind()));
+        std::fs::create_dir_all(&self.scratch).map_err(scratch_error)?;
+        let part = self.scratch.join(format!("{handle}.{}.part", uuid::Uuid::new_v4().simple()));
+        let copied = self.block_on(async {
+            let mut stream = match self.store.get(&self.path(handle, "arrow")).await {
+                Ok(got) => got.into_stream(),
+                Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(store_error("read a result", e)),
+            };
+            let mut file = std::fs::File::create(&part).map_err(scratch_error)?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| store_error("read a result", e))?;
+                file.write_all(&chunk).map_err(scratch_error)?;
+            }
+            Ok(true)
+        });
+        match copied {
+            Ok(true) => {
+                std::fs::rename(&part, &dest).map_err(scratch_error)?;
+                Ok(Some(dest))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                Err(e)
+            }
+        }
     }
 
     /// Opens a local directory (created if missing) as a store.
@@ -133,6 +179,19 @@ impl ObjectStateStore {
     pub fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
         let cutoff = Utc::now() - grace;
         let mut removed = 0;
+        // Scratch copies of remote results: copied again when needed.
+        if let Ok(entries) = std::fs::read_dir(&self.scratch) {
+            for entry in entries.flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| DateTime::<Utc>::from(t) < cutoff)
+                    .unwrap_or(false);
+                if old {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         // Local backend: staging files `<name>#<digits>` of uploads that never completed.
         if let Some(dir) = &self.local_dir {
             let results = dir.join("results");
@@ -442,8 +501,13 @@ impl StateStore for ObjectStateStore {
 
     fn scan(&self, handle: &Handle) -> Result<Option<polars::prelude::LazyFrame>> {
         use polars::prelude::{IpcScanOptions, LazyFrame, PlRefPath, UnifiedScanArgs};
-        let Some(dir) = &self.local_dir else { return Ok(None) };
-        let path = dir.join("results").join(format!("{handle}.arrow"));
+        let path = match &self.local_dir {
+            Some(dir) => dir.join("results").join(format!("{handle}.arrow")),
+            None => match self.scratch_copy(handle)? {
+                Some(copy) => copy,
+                None => return Ok(None),
+            },
+        };
         // A missing file is loaded the usual way, which recovers it from lineage.
         let Some(text) = path.to_str().filter(|_| path.exists()) else { return Ok(None) };
         let lf = LazyFrame::scan_ipc(PlRefPath::new(text), IpcScanOptions::default(), UnifiedScanArgs::default())?;

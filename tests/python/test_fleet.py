@@ -55,7 +55,11 @@ def store_env(request, tmp_path):
         return
     server = S3() if request.param == "s3" else Azurite()
     try:
-        yield server.env("fleet-test")
+        env = server.env("fleet-test")
+        if request.param == "s3":
+            # No decoded cache: every input is copied to local scratch and scanned lazily.
+            env.update(POLARWAY_CACHE_BYTES="0", POLARWAY_SCRATCH_DIR=str(tmp_path / "scratch"))
+        yield env
     finally:
         server.stop()
 
