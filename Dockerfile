@@ -19,8 +19,9 @@ COPY --from=build /src/target/release/polarway-grpc /usr/local/bin/polarway-grpc
 USER polarway
 WORKDIR /var/lib/polarway
 ENV POLARWAY_BIND_ADDRESS=0.0.0.0:50051 \
-    POLARWAY_LOG_FORMAT=json
-EXPOSE 50051
+    POLARWAY_LOG_FORMAT=json \
+    POLARWAY_METRICS_ADDRESS=0.0.0.0:9464
+EXPOSE 50051 9464
 # The worker answers gRPC health once it listens; a TCP probe needs no extra tools.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/50051"]

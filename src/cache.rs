@@ -39,8 +39,11 @@ impl ResultCache {
     /// The cached frame, counting a hit or a miss.
     pub fn get(&self, handle: &Handle) -> Option<DataFrame> {
         let found = self.inner.lock().expect("cache lock").entries.get(handle).map(|(f, _)| f.clone());
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let m = crate::metrics::metrics();
+        let (counter, exported) =
+            if found.is_some() { (&self.hits, &m.cache_hits) } else { (&self.misses, &m.cache_misses) };
         counter.fetch_add(1, Ordering::Relaxed);
+        exported.inc();
         found
     }
 

@@ -38,6 +38,10 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_BIND_ADDRESS", default_value = "127.0.0.1:50051")]
     pub bind_address: String,
 
+    /// Address of the HTTP endpoint serving /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "POLARWAY_METRICS_ADDRESS", default_value = "127.0.0.1:9464")]
+    pub metrics_address: String,
+
     /// Where results are kept: `memory` (this process) or `external` (POLARWAY_STATE_DIR).
     #[arg(long, env = "POLARWAY_HANDLE_STORE", value_enum, default_value = "memory")]
     pub handle_store: HandleStore,
@@ -143,6 +147,8 @@ pub enum Command {
 pub struct Config {
     /// Address to listen on.
     pub bind_address: SocketAddr,
+    /// Address of the metrics and health endpoint.
+    pub metrics_address: SocketAddr,
     /// Which store holds results.
     pub store: StoreConfig,
     /// Sandbox root for file operations, canonicalised.
@@ -185,6 +191,9 @@ impl Args {
     pub fn try_into_config(self) -> Result<Config, String> {
         let bind_address: SocketAddr = self.bind_address.parse().map_err(|e| {
             format!("POLARWAY_BIND_ADDRESS: `{}` is not a socket address: {e}", self.bind_address)
+        })?;
+        let metrics_address: SocketAddr = self.metrics_address.parse().map_err(|e| {
+            format!("POLARWAY_METRICS_ADDRESS: `{}` is not a socket address: {e}", self.metrics_address)
         })?;
         let store = match (self.handle_store, self.state_dir, self.state_url) {
             (HandleStore::Memory, _, _) => StoreConfig::Memory,
@@ -231,6 +240,7 @@ impl Args {
         };
         Ok(Config {
             bind_address,
+            metrics_address,
             store,
             data_dir,
             result_ttl: Duration::from_secs(self.result_ttl_secs),

@@ -501,7 +501,11 @@ impl Engine {
                     deleted += 1;
                 }
             }
-            Ok((deleted, store.remove_orphans(grace)?))
+            let orphans = store.remove_orphans(grace)?;
+            let m = crate::metrics::metrics();
+            m.gc_deleted.with_label_values(&["expired"]).inc_by(deleted as u64);
+            m.gc_deleted.with_label_values(&["orphan"]).inc_by(orphans as u64);
+            Ok((deleted, orphans))
         })
         .await
     }
@@ -574,6 +578,7 @@ impl Engine {
         self.limits.check_shape(frame.height(), frame.width())?;
         let store = self.store.clone();
         let meta = self.blocking(move || store.put(&frame, meta)).await?;
+        crate::metrics::metrics().handles_created.inc();
         tracing::info!(handle = %meta.handle, rows = meta.num_rows, bytes = meta.num_bytes, op = %meta.lineage.op, "result persisted");
         Ok(meta)
     }

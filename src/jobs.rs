@@ -186,6 +186,7 @@ impl Jobs {
                     store.put_doc(&job_key(&id), encode(&job), false)?;
                 }
                 store.put_doc(&queue_key(&id), Vec::new(), false)?;
+                crate::metrics::metrics().jobs_queued.inc();
                 tracing::info!(job = %id, "job queued");
                 Ok(job)
             })
@@ -282,6 +283,8 @@ impl Jobs {
         job.updated_at = Utc::now();
         self.save(&job).await?;
         tracing::info!(job = %id, generation, "job started");
+        let running = crate::metrics::metrics().jobs_running.clone();
+        running.inc();
 
         // Renew the lease while the operation runs.
         let renew = {
@@ -302,6 +305,7 @@ impl Jobs {
             Err(e) => Err(e),
         };
         renew.abort();
+        running.dec();
 
         let mut job = self.get(id).await?;
         if job.state != JobState::Cancelled {
@@ -311,6 +315,7 @@ impl Jobs {
                     job.result = Some(meta.handle);
                 }
                 Err(e) => {
+                    crate::metrics::metrics().jobs_failed.inc();
                     job.state = JobState::Failed;
                     job.error = Some(JobError { code: e.code() as i32, message: e.to_string() });
                 }

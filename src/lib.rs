@@ -22,6 +22,8 @@ pub mod handle;
 pub mod limits;
 /// Batch jobs queued in the shared store, claimed with leases.
 pub mod jobs;
+/// Prometheus metrics and the health/readiness endpoint.
+pub mod metrics;
 /// Polars operations and their JSON specs.
 pub mod ops;
 /// Header names shared by the server and clients.

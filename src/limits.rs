@@ -37,12 +37,14 @@ impl Limits {
     /// Refuses a result whose shape exceeds the row or column limit.
     pub fn check_shape(&self, rows: usize, columns: usize) -> Result<()> {
         if rows as u64 > self.max_result_rows {
+            rejected("result_rows");
             return Err(Error::ResourceExhausted(format!(
                 "result has {rows} rows; the limit is {} (POLARWAY_MAX_RESULT_ROWS)",
                 self.max_result_rows
             )));
         }
         if columns as u64 > self.max_result_columns {
+            rejected("result_columns");
             return Err(Error::ResourceExhausted(format!(
                 "result has {columns} columns; the limit is {} (POLARWAY_MAX_RESULT_COLUMNS)",
                 self.max_result_columns
@@ -55,6 +57,7 @@ impl Limits {
     pub fn check_cross_join(&self, left_rows: u64, right_rows: u64) -> Result<()> {
         let rows = left_rows.saturating_mul(right_rows);
         if rows > self.max_cross_join_rows {
+            rejected("cross_join_rows");
             return Err(Error::ResourceExhausted(format!(
                 "cross join would produce {rows} rows; the limit is {} (POLARWAY_MAX_CROSS_JOIN_ROWS)",
                 self.max_cross_join_rows
@@ -66,6 +69,7 @@ impl Limits {
     /// Refuses an upload once it has passed the byte limit.
     pub fn check_put_bytes(&self, bytes: u64) -> Result<()> {
         if bytes > self.max_put_bytes {
+            rejected("put_bytes");
             return Err(Error::ResourceExhausted(format!(
                 "upload exceeds {} bytes (POLARWAY_MAX_PUT_BYTES)",
                 self.max_put_bytes
@@ -93,12 +97,19 @@ impl Admission {
         match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(Error::Unavailable("worker is shutting down".into())),
-            Err(_elapsed) => Err(Error::Overloaded(
+            Err(_elapsed) => Err({
+                rejected("concurrency");
+                Error::Overloaded(
                 "worker busy: no operation slot became free in time (POLARWAY_MAX_CONCURRENT_OPS); retry after 1 s"
                     .into(),
-            )),
+            )
+            }),
         }
     }
+}
+
+fn rejected(limit: &'static str) {
+    crate::metrics::metrics().limit_rejections.with_label_values(&[limit]).inc();
 }
 
 #[cfg(test)]

@@ -46,8 +46,21 @@ async fn run() -> i32 {
             return 2;
         }
     };
+    let metrics_listener = match polarway::metrics::bind(config.metrics_address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "polarway-grpc: POLARWAY_METRICS_ADDRESS: cannot listen on {}: {e}",
+                config.metrics_address
+            );
+            return 2;
+        }
+    };
+    let metrics_address = metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tokio::spawn(polarway::metrics::serve(metrics_listener));
+    polarway::metrics::READY.store(true, std::sync::atomic::Ordering::Relaxed);
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(address = %address, store = ?config.store, "polarway-grpc listening");
+    tracing::info!(address = %address, metrics = %metrics_address, store = ?config.store, "polarway-grpc listening");
     if let Err(e) = polarway::server::serve(config, listener, shutdown_signal()).await {
         eprintln!("polarway-grpc: {e}");
         return 1;
@@ -87,5 +100,6 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    polarway::metrics::READY.store(false, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutdown requested; draining");
 }

@@ -53,8 +53,11 @@ pub async fn serve_engine(
     let jobs = Jobs::new(engine.clone(), worker, config.job_lease);
     let puller = tokio::spawn(jobs.clone().run(config.job_poll));
     let service = PolarwayFlight::new(engine, jobs).into_server();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<PolarwayFlight>>().await;
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -35,6 +35,8 @@ use crate::engine::{self, Engine};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::jobs::{Job, JobError, JobState, Jobs};
+use crate::limits::Limits;
+use crate::metrics::RequestTimer;
 use crate::ops::Step;
 use crate::store::ResultMeta;
 
@@ -169,21 +171,14 @@ fn flight_error(err: FlightError) -> Status {
 async fn read_table(
     first: FlightData,
     rest: Streaming<FlightData>,
-    max_bytes: u64,
+    limits: Limits,
 ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), Status> {
     let received = Arc::new(AtomicU64::new(0));
     let counted = stream::once(async { Ok(first) }).chain(rest).map(move |item| {
         let data = item.map_err(|s| FlightError::Tonic(Box::new(s)))?;
         let total = received.fetch_add((data.data_header.len() + data.data_body.len()) as u64, Ordering::Relaxed)
             + (data.data_header.len() + data.data_body.len()) as u64;
-        if total > max_bytes {
-            return Err(FlightError::Tonic(Box::new(
-                Error::ResourceExhausted(format!(
-                    "upload exceeds {max_bytes} bytes (POLARWAY_MAX_PUT_BYTES)"
-                ))
-                .into(),
-            )));
-        }
+        limits.check_put_bytes(total).map_err(|e| FlightError::Tonic(Box::new(e.into())))?;
         Ok(data)
     });
     // A message with no IPC header carries only the descriptor or app metadata (pyarrow's
@@ -273,7 +268,8 @@ impl FlightService for PolarwayFlight {
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
         let span = rpc_span("ListFlights");
-        async move {
+        let timer = RequestTimer::start("ListFlights");
+        let result: std::result::Result<_, Status> = async move {
             let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
             let mut infos = Vec::new();
             for meta in self.engine.list().await? {
@@ -290,7 +286,9 @@ impl FlightService for PolarwayFlight {
             Ok(Response::new(Box::pin(stream::iter(infos)) as Self::ListFlightsStream))
         }
         .instrument(span)
-        .await
+        .await;
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
     }
 
     async fn get_flight_info(
@@ -298,13 +296,16 @@ impl FlightService for PolarwayFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
         let span = rpc_span("GetFlightInfo");
-        async move {
+        let timer = RequestTimer::start("GetFlightInfo");
+        let result: std::result::Result<_, Status> = async move {
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
             tracing::Span::current().record("handle", meta.handle.as_str());
             Ok(Response::new(self.info_for(&meta).await?))
         }
         .instrument(span)
-        .await
+        .await;
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
     }
 
     async fn poll_flight_info(
@@ -312,7 +313,8 @@ impl FlightService for PolarwayFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<PollInfo>, Status> {
         let span = rpc_span("PollFlightInfo");
-        async move {
+        let timer = RequestTimer::start("PollFlightInfo");
+        let result: std::result::Result<_, Status> = async move {
             let descriptor = request.get_ref();
             let job = match job_id(descriptor)? {
                 // A poll of a queued job.
@@ -333,7 +335,9 @@ impl FlightService for PolarwayFlight {
             Ok(Response::new(self.poll_info(job).await?))
         }
         .instrument(span)
-        .await
+        .await;
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
     }
 
     async fn get_schema(
@@ -341,7 +345,8 @@ impl FlightService for PolarwayFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
         let span = rpc_span("GetSchema");
-        async move {
+        let timer = RequestTimer::start("GetSchema");
+        let result: std::result::Result<_, Status> = async move {
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
             let schema = self.engine.open(&meta.handle).await?.schema;
             let options = arrow::ipc::writer::IpcWriteOptions::default();
@@ -350,7 +355,9 @@ impl FlightService for PolarwayFlight {
             Ok(Response::new(result))
         }
         .instrument(span)
-        .await
+        .await;
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
     }
 
     async fn do_get(
@@ -358,14 +365,17 @@ impl FlightService for PolarwayFlight {
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
         let span = rpc_span("DoGet");
-        async move {
+        let timer = RequestTimer::start("DoGet");
+        let result: std::result::Result<_, Status> = async move {
             let handle = Handle::from_ticket(&request.get_ref().ticket)?;
             tracing::Span::current().record("handle", handle.as_str());
             let result = self.engine.open(&handle).await?;
             Ok(Response::new(stream_batches(result.schema, result.batches)))
         }
         .instrument(span)
-        .await
+        .await;
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
     }
 
     async fn do_put(
@@ -373,7 +383,8 @@ impl FlightService for PolarwayFlight {
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
         let span = rpc_span("DoPut");
-        async move {
+        let timer = RequestTimer::start("DoPut");
+        let result: std::result::Result<_, Status> = async move {
             let mut idempotency_key = request
                 .metadata()
                 .get(IDEMPOTENCY_KEY_HEADER)
@@ -413,15 +424,16 @@ impl FlightService for PolarwayFlight {
                     DescriptorType::Unknown => {}
                 }
             }
-            let max = self.engine.limits().max_put_bytes;
-            let (schema, batches) = read_table(first, incoming, max).await?;
+            let (schema, batches) = read_table(first, incoming, self.engine.limits().clone()).await?;
             let meta = self.engine.upload(name, idempotency_key, schema, batches).await?;
             tracing::Span::current().record("handle", meta.handle.as_str());
             let result = PutResult { app_metadata: engine::result_json(&meta).to_string().into() };
             Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoPutStream))
         }
         .instrument(span)
-        .await
+        .await;
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
     }
 
     async fn do_exchange(
@@ -429,7 +441,8 @@ impl FlightService for PolarwayFlight {
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
         let span = rpc_span("DoExchange");
-        async move {
+        let timer = RequestTimer::start("DoExchange");
+        let result: std::result::Result<_, Status> = async move {
             let mut incoming = request.into_inner();
             let first = incoming
                 .message()
@@ -452,14 +465,15 @@ impl FlightService for PolarwayFlight {
             }
             let command: ExchangeCommand = serde_json::from_slice(&cmd)
                 .map_err(|e| Error::invalid(format!("exchange command: {e}")))?;
-            let max = self.engine.limits().max_put_bytes;
-            let (schema, batches) = read_table(first, incoming, max).await?;
+            let (schema, batches) = read_table(first, incoming, self.engine.limits().clone()).await?;
             let frame = self.engine.exchange(command.steps, schema, batches).await?;
             let (schema, batches) = convert::frame_to_batches(&frame)?;
             Ok(Response::new(stream_batches(schema, Box::new(batches.into_iter().map(Ok)))))
         }
         .instrument(span)
-        .await
+        .await;
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
     }
 
     async fn do_action(
@@ -468,7 +482,8 @@ impl FlightService for PolarwayFlight {
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         let span = tracing::info_span!("rpc", method = "DoAction", action = %action.r#type);
-        async move {
+        let timer = RequestTimer::start("DoAction");
+        let result: std::result::Result<_, Status> = async move {
             let body: bytes::Bytes = match action.r#type.as_str() {
                 catalog::RENEW_FLIGHT_ENDPOINT => {
                     let req = RenewFlightEndpointRequest::decode(action.body)
@@ -503,7 +518,9 @@ impl FlightService for PolarwayFlight {
             Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoActionStream))
         }
         .instrument(span)
-        .await
+        .await;
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
     }
 
     async fn list_actions(

@@ -110,6 +110,7 @@ impl ObjectStateStore {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| store_error("read a result", e))?;
                 file.write_all(&chunk).map_err(scratch_error)?;
+                crate::metrics::metrics().store_read.inc_by(chunk.len() as u64);
             }
             Ok(true)
         });
@@ -171,7 +172,11 @@ impl ObjectStateStore {
     }
 
     fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
-        self.block_on(self.store.get_range(path, range)).map_err(|e| store_error("read a result", e))
+        let bytes = self
+            .block_on(self.store.get_range(path, range))
+            .map_err(|e| store_error("read a result", e))?;
+        crate::metrics::metrics().store_read.inc_by(bytes.len() as u64);
+        Ok(bytes)
     }
 
     /// Deletes staging files and result data without metadata older than `grace`: what a worker
@@ -326,7 +331,10 @@ impl Iterator for RangeReader {
         let block = self.blocks.next()?;
         let range = block_range(&block);
         let bytes = match self.runtime.block_on(self.store.get_range(&self.path, range)) {
-            Ok(bytes) => bytes,
+            Ok(bytes) => {
+                crate::metrics::metrics().store_read.inc_by(bytes.len() as u64);
+                bytes
+            }
             Err(e) => return Some(Err(store_error("read a result", e))),
         };
         match self.decoder.read_record_batch(&block, &Buffer::from(bytes)) {
@@ -361,6 +369,7 @@ impl StateStore for ObjectStateStore {
             return Err(e);
         }
         meta.num_bytes = out.finish()?;
+        crate::metrics::metrics().store_written.inc_by(meta.num_bytes);
         // The meta appears last: until then the handle does not exist for any worker.
         let body = PutPayload::from(serde_json::to_vec(&meta).expect("meta serialises"));
         let create = PutOptions { mode: PutMode::Create, ..Default::default() };
@@ -420,6 +429,9 @@ impl StateStore for ObjectStateStore {
                     return Err(Error::Unavailable(format!("state store: cannot open a result: {}", e.kind())));
                 }
             };
+            if let Ok(stat) = file.metadata() {
+                crate::metrics::metrics().store_read.inc_by(stat.len());
+            }
             let reader = arrow::ipc::reader::FileReader::try_new(io::BufReader::with_capacity(1 << 20, file), None)
                 .map_err(|e| Error::Internal(format!("stored result {handle} is unreadable: {e}")))?;
             let schema = reader.schema();

@@ -27,6 +27,7 @@ impl Worker {
             .env_clear()
             .envs(env.iter().copied())
             .env("POLARWAY_BIND_ADDRESS", "127.0.0.1:0")
+            .env("POLARWAY_METRICS_ADDRESS", "127.0.0.1:0")
             .env("POLARWAY_HANDLE_STORE", "external")
             .env("POLARWAY_STATE_DIR", state_dir)
             .env("POLARWAY_LOG_FORMAT", "json")

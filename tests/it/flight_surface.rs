@@ -183,3 +183,24 @@ async fn exchange_runs_a_pipeline_without_persisting() {
     assert_eq!(token.as_ref(), &[1u8, 2, 3]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_port_answers_grpc_health() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let server = TestServer::start(Mode::Memory).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let overall = health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    assert_eq!(overall.into_inner().status, 1, "SERVING");
+    let flight = health
+        .check(HealthCheckRequest { service: "arrow.flight.protocol.FlightService".into() })
+        .await
+        .unwrap();
+    assert_eq!(flight.into_inner().status, 1, "SERVING");
+    server.stop().await;
+}

@@ -16,13 +16,14 @@ class Worker:
 
     def __init__(self, **env):
         full_env = {"PATH": os.environ.get("PATH", ""), "POLARWAY_BIND_ADDRESS": "127.0.0.1:0",
-                    "POLARWAY_LOG_FORMAT": "json", **env}
+                    "POLARWAY_METRICS_ADDRESS": "127.0.0.1:0", "POLARWAY_LOG_FORMAT": "json", **env}
         self.proc = subprocess.Popen([BIN], env=full_env, stdout=subprocess.PIPE, text=True)
         self.address = None
         for line in self.proc.stdout:
             record = json.loads(line)
             if record["fields"].get("message") == "polarway-grpc listening":
                 self.address = record["fields"]["address"]
+                self.metrics_address = record["fields"]["metrics"]
                 break
         if self.address is None:
             raise RuntimeError(f"worker exited with {self.proc.wait()} before listening")
