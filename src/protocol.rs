@@ -8,3 +8,6 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "x-polarway-idempotency-key";
 
 /// Trailer on RESOURCE_EXHAUSTED when the worker was only busy: seconds before a retry.
 pub const RETRY_AFTER: &str = "retry-after";
+
+/// Request header naming a call; echoed on the answer and carried in the worker's logs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -40,7 +40,7 @@ use crate::metrics::RequestTimer;
 use crate::ops::Step;
 use crate::store::ResultMeta;
 
-pub use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER};
+pub use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
 
@@ -239,8 +239,37 @@ fn stream_batches(
     Box::pin(encoded)
 }
 
-fn rpc_span(method: &'static str) -> tracing::Span {
-    tracing::info_span!("rpc", method, handle = tracing::field::Empty)
+fn rpc_span(method: &'static str, request_id: &str) -> tracing::Span {
+    tracing::info_span!("rpc", method, request_id, handle = tracing::field::Empty)
+}
+
+/// The client's `x-request-id`, or a new one: it names the call in logs and comes back in the
+/// response metadata.
+fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Echoes the request id on the answer, success or error.
+fn with_request_id<T>(
+    result: std::result::Result<Response<T>, Status>,
+    id: &str,
+) -> std::result::Result<Response<T>, Status> {
+    let Ok(value) = tonic::metadata::MetadataValue::try_from(id) else { return result };
+    match result {
+        Ok(mut response) => {
+            response.metadata_mut().insert(REQUEST_ID_HEADER, value);
+            Ok(response)
+        }
+        Err(mut status) => {
+            status.metadata_mut().insert(REQUEST_ID_HEADER, value);
+            Err(status)
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -267,7 +296,8 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
-        let span = rpc_span("ListFlights");
+        let id = request_id(request.metadata());
+        let span = rpc_span("ListFlights", &id);
         let timer = RequestTimer::start("ListFlights");
         let result: std::result::Result<_, Status> = async move {
             let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
@@ -288,14 +318,15 @@ impl FlightService for PolarwayFlight {
         .instrument(span)
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        result
+        with_request_id(result, &id)
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let span = rpc_span("GetFlightInfo");
+        let id = request_id(request.metadata());
+        let span = rpc_span("GetFlightInfo", &id);
         let timer = RequestTimer::start("GetFlightInfo");
         let result: std::result::Result<_, Status> = async move {
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
@@ -305,14 +336,15 @@ impl FlightService for PolarwayFlight {
         .instrument(span)
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        result
+        with_request_id(result, &id)
     }
 
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<PollInfo>, Status> {
-        let span = rpc_span("PollFlightInfo");
+        let id = request_id(request.metadata());
+        let span = rpc_span("PollFlightInfo", &id);
         let timer = RequestTimer::start("PollFlightInfo");
         let result: std::result::Result<_, Status> = async move {
             let descriptor = request.get_ref();
@@ -337,14 +369,15 @@ impl FlightService for PolarwayFlight {
         .instrument(span)
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        result
+        with_request_id(result, &id)
     }
 
     async fn get_schema(
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
-        let span = rpc_span("GetSchema");
+        let id = request_id(request.metadata());
+        let span = rpc_span("GetSchema", &id);
         let timer = RequestTimer::start("GetSchema");
         let result: std::result::Result<_, Status> = async move {
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
@@ -357,14 +390,15 @@ impl FlightService for PolarwayFlight {
         .instrument(span)
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        result
+        with_request_id(result, &id)
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
-        let span = rpc_span("DoGet");
+        let id = request_id(request.metadata());
+        let span = rpc_span("DoGet", &id);
         let timer = RequestTimer::start("DoGet");
         let result: std::result::Result<_, Status> = async move {
             let handle = Handle::from_ticket(&request.get_ref().ticket)?;
@@ -375,14 +409,15 @@ impl FlightService for PolarwayFlight {
         .instrument(span)
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        result
+        with_request_id(result, &id)
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
-        let span = rpc_span("DoPut");
+        let id = request_id(request.metadata());
+        let span = rpc_span("DoPut", &id);
         let timer = RequestTimer::start("DoPut");
         let result: std::result::Result<_, Status> = async move {
             let mut idempotency_key = request
@@ -433,14 +468,15 @@ impl FlightService for PolarwayFlight {
         .instrument(span)
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        result
+        with_request_id(result, &id)
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
-        let span = rpc_span("DoExchange");
+        let id = request_id(request.metadata());
+        let span = rpc_span("DoExchange", &id);
         let timer = RequestTimer::start("DoExchange");
         let result: std::result::Result<_, Status> = async move {
             let mut incoming = request.into_inner();
@@ -473,15 +509,16 @@ impl FlightService for PolarwayFlight {
         .instrument(span)
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        result
+        with_request_id(result, &id)
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
+        let id = request_id(request.metadata());
         let action = request.into_inner();
-        let span = tracing::info_span!("rpc", method = "DoAction", action = %action.r#type);
+        let span = tracing::info_span!("rpc", method = "DoAction", request_id = %id, action = %action.r#type);
         let timer = RequestTimer::start("DoAction");
         let result: std::result::Result<_, Status> = async move {
             let body: bytes::Bytes = match action.r#type.as_str() {
@@ -520,7 +557,7 @@ impl FlightService for PolarwayFlight {
         .instrument(span)
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        result
+        with_request_id(result, &id)
     }
 
     async fn list_actions(

@@ -204,3 +204,24 @@ async fn the_grpc_port_answers_grpc_health() {
     assert_eq!(flight.into_inner().status, 1, "SERVING");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_comes_back_on_answers_and_errors() {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    let server = TestServer::start(Mode::Memory).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = FlightServiceClient::new(channel);
+    let mut request = tonic::Request::new(Action::new("shape", r#"{"input": "nope"}"#));
+    request.metadata_mut().insert("x-request-id", "trace-42".parse().unwrap());
+    let status = raw.do_action(request).await.unwrap_err();
+    assert_eq!(status.metadata().get("x-request-id").unwrap(), "trace-42");
+    let mut request = tonic::Request::new(arrow_flight::Criteria::default());
+    request.metadata_mut().insert("x-request-id", "trace-43".parse().unwrap());
+    let answer = raw.list_flights(request).await.unwrap();
+    assert_eq!(answer.metadata().get("x-request-id").unwrap(), "trace-43");
+    server.stop().await;
+}
