@@ -66,3 +66,20 @@ def test_systemd_unit_runs_the_worker_unprivileged():
     if verify:
         subprocess.run([verify, "verify", "--man=no", str(ROOT / "deploy" / "polarway-grpc.service")],
                        capture_output=True)
+
+
+def test_grafana_dashboard_plots_only_exported_metrics():
+    import json
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exported = set(re.findall(r"polarway_[a-z_]+", (ROOT / "src" / "metrics.rs").read_text()))
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"polarway_[a-z_]+", target["expr"]))
+    histogram_series = {f"{m}_bucket" for m in exported}
+    assert used, "the dashboard plots something"
+    assert used <= exported | histogram_series, f"unknown metrics: {used - exported - histogram_series}"
+    for needed in ["polarway_requests_total", "polarway_request_duration_seconds_bucket",
+                   "polarway_store_written_bytes_total", "polarway_handles_created_total"]:
+        assert needed in used
