@@ -123,7 +123,7 @@ pub struct Args {
     pub job_lease_secs: u64,
 
     /// How often an idle worker looks for queued jobs, in milliseconds.
-    #[arg(long, env = "POLARWAY_JOB_POLL_MS", default_value_t = 200)]
+    #[arg(long, env = "POLARWAY_JOB_POLL_MS", default_value_t = 1_000)]
     pub job_poll_ms: u64,
 
     /// What to run; without a command, the Flight server.
