@@ -23,7 +23,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{Engine, Request};
+use crate::engine::Engine;
+use crate::request::Request;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::store::StateStore;

@@ -28,6 +28,8 @@ pub mod metrics;
 pub mod ops;
 /// Header names shared by the server and clients.
 pub mod protocol;
+/// Parsing of DoAction bodies and command descriptors into typed requests.
+pub mod request;
 /// Running a worker: server, expiry sweep, shutdown.
 pub mod server;
 /// Where results live: in memory or as Arrow IPC files.

@@ -58,7 +58,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Request;
+    use crate::request::Request;
 
     #[test]
     fn every_listed_operation_is_known() {

@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use crate::convert;
 use crate::engine::{self, Engine};
+use crate::request;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::jobs::{Job, JobError, JobState, Jobs};
@@ -127,7 +128,7 @@ impl PolarwayFlight {
                 _ => Err(Error::invalid("descriptor path must be one handle")),
             },
             DescriptorType::Cmd => {
-                let request = engine::Request::parse_command(&descriptor.cmd)?;
+                let request = request::Request::parse_command(&descriptor.cmd)?;
                 self.engine.produce(request).await
             }
             DescriptorType::Unknown => Err(Error::invalid("descriptor type is unknown")),

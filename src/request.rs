@@ -1,0 +1,201 @@
+//! Requests: a DoAction's operation name and JSON body, or a command descriptor's JSON, parsed
+//! into a typed [`Request`] the engine executes. Parsing refuses unknown operations and fields,
+//! and validates every handle, before any work starts.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::ops::io::{Format, ReadSpec, WriteSpec};
+use crate::ops::{Pipeline, Step};
+
+/// Action names that are not data operations.
+pub mod actions {
+    /// Run several steps as one plan.
+    pub const PIPELINE: &str = "pipeline";
+    /// A result's column names and types.
+    pub const SCHEMA: &str = "schema";
+    /// A result's rows and columns.
+    pub const SHAPE: &str = "shape";
+    /// The optimised plan of a pipeline.
+    pub const EXPLAIN: &str = "explain";
+    /// Exempt a result from expiry.
+    pub const PIN: &str = "pin";
+    /// Let a pinned result expire again.
+    pub const UNPIN: &str = "unpin";
+    /// Delete a result.
+    pub const DROP_HANDLE: &str = "drop_handle";
+    /// Read CSV from the data root.
+    pub const READ_CSV: &str = "read_csv";
+    /// Read Parquet from the data root.
+    pub const READ_PARQUET: &str = "read_parquet";
+    /// Read an Arrow IPC file from the data root.
+    pub const READ_IPC: &str = "read_ipc";
+    /// Write a result as CSV under the data root.
+    pub const WRITE_CSV: &str = "write_csv";
+    /// Write a result as Parquet under the data root.
+    pub const WRITE_PARQUET: &str = "write_parquet";
+    /// Write a result as an Arrow IPC file under the data root.
+    pub const WRITE_IPC: &str = "write_ipc";
+}
+
+/// A parsed request.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Steps over an input, persisted as a new result.
+    Transform { op: String, pipeline: Pipeline },
+    /// A file read into a new result.
+    Read { format: Format, spec: ReadSpec },
+    /// A result written to a file.
+    Write { format: Format, spec: WriteSpec },
+    /// Column names and types.
+    Schema { input: Handle },
+    /// Rows and columns.
+    Shape { input: Handle },
+    /// The optimised plan.
+    Explain { pipeline: Pipeline },
+    /// Pin or unpin.
+    Pin { handle: Handle, pinned: bool },
+    /// Delete.
+    DropHandle { handle: Handle },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandleArg {
+    handle: Handle,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputArg {
+    input: Handle,
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(op: &str, value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::invalid(format!("`{op}`: {e}")))
+}
+
+impl Request {
+    /// Parses a DoAction: the operation name and its JSON body.
+    pub fn parse(op: &str, body: &[u8]) -> Result<Request> {
+        let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| Error::invalid(format!("`{op}`: body is not valid JSON: {e}")))?
+        };
+        let Value::Object(mut obj) = value else {
+            return Err(Error::invalid(format!("`{op}`: body must be a JSON object")));
+        };
+        use actions::*;
+        let take_handle = |obj: &mut serde_json::Map<String, Value>, key: &str| -> Result<Handle> {
+            match obj.remove(key) {
+                Some(Value::String(s)) => Handle::parse(&s),
+                Some(_) => Err(Error::invalid(format!("`{key}`: must be a handle string"))),
+                None => Err(Error::invalid(format!("`{op}`: missing field `{key}`"))),
+            }
+        };
+        Ok(match op {
+            PIPELINE => Request::Transform {
+                op: op.to_string(),
+                pipeline: from_value(op, Value::Object(obj))?,
+            },
+            EXPLAIN => Request::Explain { pipeline: from_value(op, Value::Object(obj))? },
+            SCHEMA => Request::Schema { input: from_value::<InputArg>(op, Value::Object(obj))?.input },
+            SHAPE => Request::Shape { input: from_value::<InputArg>(op, Value::Object(obj))?.input },
+            PIN | UNPIN => Request::Pin {
+                handle: from_value::<HandleArg>(op, Value::Object(obj))?.handle,
+                pinned: op == PIN,
+            },
+            DROP_HANDLE => {
+                Request::DropHandle { handle: from_value::<HandleArg>(op, Value::Object(obj))?.handle }
+            }
+            READ_CSV | READ_PARQUET | READ_IPC => Request::Read {
+                format: match op {
+                    READ_CSV => Format::Csv,
+                    READ_PARQUET => Format::Parquet,
+                    _ => Format::Ipc,
+                },
+                spec: from_value(op, Value::Object(obj))?,
+            },
+            WRITE_CSV | WRITE_PARQUET | WRITE_IPC => Request::Write {
+                format: match op {
+                    WRITE_CSV => Format::Csv,
+                    WRITE_PARQUET => Format::Parquet,
+                    _ => Format::Ipc,
+                },
+                spec: from_value(op, Value::Object(obj))?,
+            },
+            _ => {
+                let input = match op {
+                    "join" | "asof_join" => take_handle(&mut obj, "left")?,
+                    "concat" => {
+                        let mut inputs: Vec<Handle> = match obj.remove("inputs") {
+                            Some(v) => from_value(op, v)?,
+                            None => return Err(Error::invalid("`concat`: missing field `inputs`")),
+                        };
+                        if inputs.is_empty() {
+                            return Err(Error::invalid("`inputs`: concat needs at least one handle"));
+                        }
+                        let first = inputs.remove(0);
+                        obj.insert("inputs".into(), serde_json::to_value(inputs).expect("handles"));
+                        first
+                    }
+                    _ => take_handle(&mut obj, "input")?,
+                };
+                obj.insert("op".into(), Value::String(op.to_string()));
+                let step: Step = serde_json::from_value(Value::Object(obj)).map_err(|e| {
+                    let msg = e.to_string();
+                    if msg.starts_with("unknown variant") {
+                        Error::invalid(format!("unknown operation `{op}`"))
+                    } else {
+                        Error::invalid(format!("`{op}`: {msg}"))
+                    }
+                })?;
+                Request::Transform { op: op.to_string(), pipeline: Pipeline { input, steps: vec![step] } }
+            }
+        })
+    }
+
+    /// Parses a command descriptor: a JSON object whose `op` names the operation.
+    pub fn parse_command(cmd: &[u8]) -> Result<Request> {
+        let value: Value = serde_json::from_slice(cmd)
+            .map_err(|e| Error::invalid(format!("command is not valid JSON: {e}")))?;
+        let Value::Object(mut obj) = value else {
+            return Err(Error::invalid("command must be a JSON object"));
+        };
+        let op = match obj.remove("op") {
+            Some(Value::String(op)) => op,
+            _ => return Err(Error::invalid("command: missing string field `op`")),
+        };
+        Request::parse(&op, &serde_json::to_vec(&Value::Object(obj)).expect("json"))
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_parse_into_requests() {
+        let h = Handle::random();
+        let body = format!(r#"{{"input": "{h}", "predicate": "a > 1"}}"#);
+        match Request::parse("filter", body.as_bytes()).unwrap() {
+            Request::Transform { pipeline, .. } => {
+                assert_eq!(pipeline.input, h);
+                assert_eq!(pipeline.steps, vec![Step::Filter { predicate: "a > 1".into() }]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = Request::parse("no_such_op", body.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("unknown operation"), "{err}");
+        let err = Request::parse("filter", b"{not json").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        let err = Request::parse("filter", format!(r#"{{"input": "{h}", "predicat": "a"}}"#).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("predicat"), "{err}");
+    }
+
+}
