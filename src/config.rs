@@ -42,6 +42,11 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_METRICS_ADDRESS", default_value = "127.0.0.1:9464")]
     pub metrics_address: String,
 
+    /// JSON file of accepted tokens (SHA-256 digests) and users; when set, every call needs
+    /// `authorization: Bearer <token>` (see README).
+    #[arg(long, env = "POLARWAY_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
     /// Where results are kept: `memory` (this process) or `external` (POLARWAY_STATE_DIR).
     #[arg(long, env = "POLARWAY_HANDLE_STORE", value_enum, default_value = "memory")]
     pub handle_store: HandleStore,
@@ -149,6 +154,8 @@ pub struct Config {
     pub bind_address: SocketAddr,
     /// Address of the metrics and health endpoint.
     pub metrics_address: SocketAddr,
+    /// Token authentication; `None` accepts every call.
+    pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
     /// Which store holds results.
     pub store: StoreConfig,
     /// Sandbox root for file operations, canonicalised.
@@ -238,9 +245,14 @@ impl Args {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        let auth = match &self.auth_tokens_file {
+            Some(path) => Some(std::sync::Arc::new(crate::auth::Authenticator::from_file(path)?)),
+            None => None,
+        };
         Ok(Config {
             bind_address,
             metrics_address,
+            auth,
             store,
             data_dir,
             result_ttl: Duration::from_secs(self.result_ttl_secs),

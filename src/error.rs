@@ -25,6 +25,9 @@ pub enum Error {
     /// The request is malformed: bad JSON, unknown operation or column, bad expression, wrong type.
     #[error("{0}")]
     InvalidArgument(String),
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The request touches something it may not, such as a path outside the data root.
     #[error("{0}")]
     PermissionDenied(String),
@@ -60,6 +63,7 @@ impl Error {
         match self {
             Error::NotFound(_) => Code::NotFound,
             Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) | Error::Overloaded(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
@@ -74,7 +78,8 @@ impl Error {
         match Code::from_i32(code) {
             Code::NotFound => Error::NotFound(msg),
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Error::InvalidArgument(msg),
-            Code::PermissionDenied | Code::Unauthenticated => Error::PermissionDenied(msg),
+            Code::PermissionDenied => Error::PermissionDenied(msg),
+            Code::Unauthenticated => Error::Unauthenticated(msg),
             Code::ResourceExhausted => Error::ResourceExhausted(msg),
             Code::DeadlineExceeded => Error::DeadlineExceeded(msg),
             Code::Unavailable => Error::Unavailable(msg),

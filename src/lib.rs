@@ -2,6 +2,8 @@
 //!
 //! Dependencies point one way: [`flight`] (protocol) -> [`engine`] -> [`ops`] / [`store`].
 
+/// Token authentication: bearer tokens and signed Handshake tokens.
+pub mod auth;
 /// A bytes-bounded LRU of decoded results, per worker.
 pub mod cache;
 /// The Rust client: retries, deadlines, affinity, endpoint hashing; independent of the server.

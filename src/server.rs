@@ -52,7 +52,7 @@ pub async fn serve_engine(
     );
     let jobs = Jobs::new(engine.clone(), worker, config.job_lease);
     let puller = tokio::spawn(jobs.clone().run(config.job_poll));
-    let service = PolarwayFlight::new(engine, jobs).into_server();
+    let service = PolarwayFlight::new(engine, jobs).with_auth(config.auth.clone()).into_server();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<PolarwayFlight>>().await;
     let result = tonic::transport::Server::builder()

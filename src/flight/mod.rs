@@ -30,6 +30,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::auth::{Authenticator, Principal};
 use crate::convert;
 use crate::engine::{self, Engine};
 use crate::request;
@@ -43,12 +44,16 @@ use crate::store::ResultMeta;
 
 pub use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER};
 
+/// The header carrying credentials.
+const AUTHORIZATION: &str = "authorization";
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
 
 /// The Flight service of one worker.
 pub struct PolarwayFlight {
     engine: Arc<Engine>,
     jobs: Arc<Jobs>,
+    auth: Option<Arc<Authenticator>>,
 }
 
 /// The command descriptor that names a queued job.
@@ -74,7 +79,24 @@ fn job_id(descriptor: &FlightDescriptor) -> Result<Option<Handle>> {
 impl PolarwayFlight {
     /// A service over `engine`, queueing batch jobs in `jobs`.
     pub fn new(engine: Arc<Engine>, jobs: Arc<Jobs>) -> Self {
-        Self { engine, jobs }
+        Self { engine, jobs, auth: None }
+    }
+
+    /// Requires credentials on every call when `auth` is set.
+    pub fn with_auth(mut self, auth: Option<Arc<Authenticator>>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The caller, when authentication is on; UNAUTHENTICATED without valid credentials.
+    fn authorize(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Principal>> {
+        match &self.auth {
+            None => Ok(None),
+            Some(auth) => {
+                let header = metadata.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+                auth.authenticate(header).map(Some)
+            }
+        }
     }
 
     /// The `PollInfo` for a job's current state.
@@ -287,10 +309,30 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
+        let issued = match &self.auth {
+            None => None,
+            Some(auth) => {
+                let header = request.metadata().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+                let (principal, token) = auth.handshake(header)?;
+                tracing::info!(tenant = %principal.tenant, "handshake authenticated");
+                Some(token)
+            }
+        };
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.unwrap_or_default();
-        let reply = HandshakeResponse { protocol_version: first.protocol_version, payload: first.payload };
-        Ok(Response::new(Box::pin(stream::once(async { Ok(reply) }))))
+        let reply = HandshakeResponse {
+            protocol_version: first.protocol_version,
+            payload: issued.clone().map(bytes::Bytes::from).unwrap_or(first.payload),
+        };
+        let mut response: Response<Self::HandshakeStream> =
+            Response::new(Box::pin(stream::once(async { Ok(reply) })));
+        if let Some(token) = issued {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Status::from(Error::Internal("token is not a valid header".into())))?;
+            response.metadata_mut().insert(AUTHORIZATION, value);
+        }
+        Ok(response)
     }
 
     async fn list_flights(
@@ -298,9 +340,11 @@ impl FlightService for PolarwayFlight {
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
         let id = request_id(request.metadata());
+        let authorized = self.authorize(request.metadata());
         let span = rpc_span("ListFlights", &id);
         let timer = RequestTimer::start("ListFlights");
         let result: std::result::Result<_, Status> = async move {
+            authorized?;
             let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
             let mut infos = Vec::new();
             for meta in self.engine.list().await? {
@@ -327,9 +371,11 @@ impl FlightService for PolarwayFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
         let id = request_id(request.metadata());
+        let authorized = self.authorize(request.metadata());
         let span = rpc_span("GetFlightInfo", &id);
         let timer = RequestTimer::start("GetFlightInfo");
         let result: std::result::Result<_, Status> = async move {
+            authorized?;
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
             tracing::Span::current().record("handle", meta.handle.as_str());
             Ok(Response::new(self.info_for(&meta).await?))
@@ -345,9 +391,11 @@ impl FlightService for PolarwayFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<PollInfo>, Status> {
         let id = request_id(request.metadata());
+        let authorized = self.authorize(request.metadata());
         let span = rpc_span("PollFlightInfo", &id);
         let timer = RequestTimer::start("PollFlightInfo");
         let result: std::result::Result<_, Status> = async move {
+            authorized?;
             let descriptor = request.get_ref();
             let job = match job_id(descriptor)? {
                 // A poll of a queued job.
@@ -378,9 +426,11 @@ impl FlightService for PolarwayFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
         let id = request_id(request.metadata());
+        let authorized = self.authorize(request.metadata());
         let span = rpc_span("GetSchema", &id);
         let timer = RequestTimer::start("GetSchema");
         let result: std::result::Result<_, Status> = async move {
+            authorized?;
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
             let schema = self.engine.open(&meta.handle).await?.schema;
             let options = arrow::ipc::writer::IpcWriteOptions::default();
@@ -399,9 +449,11 @@ impl FlightService for PolarwayFlight {
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
         let id = request_id(request.metadata());
+        let authorized = self.authorize(request.metadata());
         let span = rpc_span("DoGet", &id);
         let timer = RequestTimer::start("DoGet");
         let result: std::result::Result<_, Status> = async move {
+            authorized?;
             let handle = Handle::from_ticket(&request.get_ref().ticket)?;
             tracing::Span::current().record("handle", handle.as_str());
             let result = self.engine.open(&handle).await?;
@@ -418,9 +470,11 @@ impl FlightService for PolarwayFlight {
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
         let id = request_id(request.metadata());
+        let authorized = self.authorize(request.metadata());
         let span = rpc_span("DoPut", &id);
         let timer = RequestTimer::start("DoPut");
         let result: std::result::Result<_, Status> = async move {
+            authorized?;
             let mut idempotency_key = request
                 .metadata()
                 .get(IDEMPOTENCY_KEY_HEADER)
@@ -477,9 +531,11 @@ impl FlightService for PolarwayFlight {
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
         let id = request_id(request.metadata());
+        let authorized = self.authorize(request.metadata());
         let span = rpc_span("DoExchange", &id);
         let timer = RequestTimer::start("DoExchange");
         let result: std::result::Result<_, Status> = async move {
+            authorized?;
             let mut incoming = request.into_inner();
             let first = incoming
                 .message()
@@ -518,10 +574,12 @@ impl FlightService for PolarwayFlight {
         request: Request<Action>,
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
         let id = request_id(request.metadata());
+        let authorized = self.authorize(request.metadata());
         let action = request.into_inner();
         let span = tracing::info_span!("rpc", method = "DoAction", request_id = %id, action = %action.r#type);
         let timer = RequestTimer::start("DoAction");
         let result: std::result::Result<_, Status> = async move {
+            authorized?;
             let body: bytes::Bytes = match action.r#type.as_str() {
                 catalog::RENEW_FLIGHT_ENDPOINT => {
                     let req = RenewFlightEndpointRequest::decode(action.body)
@@ -563,8 +621,9 @@ impl FlightService for PolarwayFlight {
 
     async fn list_actions(
         &self,
-        _request: Request<Empty>,
+        request: Request<Empty>,
     ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
+        self.authorize(request.metadata())?;
         let actions = catalog::ACTIONS.iter().map(|(name, description)| {
             Ok(ActionType { r#type: name.to_string(), description: description.to_string() })
         });

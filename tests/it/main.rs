@@ -2,6 +2,7 @@
 
 mod fixture;
 
+mod auth;
 mod client;
 mod errors;
 mod external;
