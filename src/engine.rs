@@ -26,6 +26,7 @@ use crate::limits::{Admission, Limits};
 use crate::ops::io::{self as file_io, Format, ReadSpec, WriteSpec};
 use crate::ops::{self, Input, Pipeline, Step};
 use crate::request::Request;
+use crate::tenant;
 use crate::store::{
     self, BatchStream, Lineage, MemoryStore, ObjectStateStore, ResultMeta, StateStore,
 };
@@ -213,8 +214,9 @@ impl Engine {
     pub async fn live_meta(&self, handle: &Handle) -> Result<ResultMeta> {
         let store = self.store.clone();
         let h = handle.clone();
+        // Another tenant's result answers exactly like one that never existed.
         match self.blocking(move || store.meta(&h)).await? {
-            Some(meta) if meta.is_live(Utc::now()) => Ok(meta),
+            Some(meta) if meta.is_live(Utc::now()) && meta.tenant == tenant::current() => Ok(meta),
             _ => Err(Error::NotFound(format!("handle {handle} not found or expired"))),
         }
     }
@@ -288,7 +290,8 @@ impl Engine {
         let store = self.store.clone();
         let now = Utc::now();
         let mut metas = self.blocking(move || store.list()).await?;
-        metas.retain(|m| m.is_live(now));
+        let tenant = tenant::current();
+        metas.retain(|m| m.is_live(now) && m.tenant == tenant);
         metas.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.handle.cmp(&b.handle)));
         Ok(metas)
     }
@@ -397,6 +400,7 @@ impl Engine {
     ) -> ResultMeta {
         let now = Utc::now();
         ResultMeta {
+            tenant: tenant::current(),
             affinity: affinity.unwrap_or_else(|| handle.to_string()),
             handle,
             name,
@@ -427,7 +431,7 @@ impl Engine {
             }
         }
         let params = serde_json::to_value(&pipeline).expect("pipeline serialises");
-        let key = json!({"op": op, "params": params});
+        let key = json!({"op": op, "params": params, "tenant": tenant::current()});
         let handle = Handle::derive(key.to_string().as_bytes());
         if let Some(meta) = self.existing(&handle).await? {
             return Ok(meta);
@@ -478,7 +482,7 @@ impl Engine {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
         let params = serde_json::to_value(&spec).expect("spec serialises");
-        let key = json!({"op": "read", "format": format, "params": params, "size": stat.len(), "modified": modified.to_string()});
+        let key = json!({"op": "read", "format": format, "params": params, "size": stat.len(), "modified": modified.to_string(), "tenant": tenant::current()});
         let handle = Handle::derive(key.to_string().as_bytes());
         if let Some(meta) = self.existing(&handle).await? {
             return Ok(meta);
@@ -525,7 +529,9 @@ impl Engine {
     ) -> Result<ResultMeta> {
         let handle = match &idempotency_key {
             Some(key) => {
-                let handle = Handle::derive(json!({"op": "upload", "key": key}).to_string().as_bytes());
+                let handle = Handle::derive(
+                    json!({"op": "upload", "key": key, "tenant": tenant::current()}).to_string().as_bytes(),
+                );
                 if let Some(meta) = self.existing(&handle).await? {
                     return Ok(meta);
                 }

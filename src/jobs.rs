@@ -73,6 +73,9 @@ pub struct Job {
     pub result: Option<Handle>,
     /// The error, once failed.
     pub error: Option<JobError>,
+    /// The tenant that queued it; only it can poll or cancel it.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,7 +165,8 @@ impl Jobs {
             return Err(Error::invalid("only operations that make a result can run as jobs"));
         }
         let value: Value = serde_json::from_slice(command).expect("parsed above");
-        let id = Handle::derive(serde_json::json!({"job": value}).to_string().as_bytes());
+        let tenant = crate::tenant::current();
+        let id = Handle::derive(serde_json::json!({"job": value, "tenant": tenant}).to_string().as_bytes());
         let store = self.store.clone();
         self.engine
             .blocking(move || {
@@ -176,6 +180,7 @@ impl Jobs {
                     worker: None,
                     result: None,
                     error: None,
+                    tenant,
                 };
                 if !store.put_doc(&job_key(&id), encode(&job), true)? {
                     let existing = read_job(store.as_ref(), &id)?.ok_or_else(|| {
@@ -194,8 +199,16 @@ impl Jobs {
             .await
     }
 
-    /// A job's record, or NOT_FOUND.
+    /// A job's record, or NOT_FOUND (also for another tenant's job).
     pub async fn get(&self, id: &Handle) -> Result<Job> {
+        let job = self.record(id).await?;
+        if job.tenant != crate::tenant::current() {
+            return Err(Error::NotFound(format!("job {id} not found")));
+        }
+        Ok(job)
+    }
+
+    async fn record(&self, id: &Handle) -> Result<Job> {
         let store = self.store.clone();
         let key = id.clone();
         self.engine
@@ -275,7 +288,7 @@ impl Jobs {
     }
 
     async fn execute(&self, id: &Handle, generation: u64) -> Result<()> {
-        let mut job = self.get(id).await?;
+        let mut job = self.record(id).await?;
         if matches!(job.state, JobState::Done | JobState::Failed | JobState::Cancelled) {
             return self.finish(id).await;
         }
@@ -302,13 +315,14 @@ impl Jobs {
             })
         };
         let outcome = match Request::parse_command(&serde_json::to_vec(&job.command).expect("json")) {
-            Ok(request) => self.engine.produce(request).await,
+            // The job runs as the tenant that queued it.
+            Ok(request) => crate::tenant::scope(job.tenant.clone(), self.engine.produce(request)).await,
             Err(e) => Err(e),
         };
         renew.abort();
         running.dec();
 
-        let mut job = self.get(id).await?;
+        let mut job = self.record(id).await?;
         if job.state != JobState::Cancelled {
             match outcome {
                 Ok(meta) => {

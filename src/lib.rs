@@ -32,6 +32,8 @@ pub mod ops;
 pub mod protocol;
 /// Parsing of DoAction bodies and command descriptors into typed requests.
 pub mod request;
+/// The calling tenant, carried with each request.
+pub mod tenant;
 /// Running a worker: server, expiry sweep, shutdown.
 pub mod server;
 /// Where results live: in memory or as Arrow IPC files.

@@ -343,7 +343,8 @@ impl FlightService for PolarwayFlight {
         let authorized = self.authorize(request.metadata());
         let span = rpc_span("ListFlights", &id);
         let timer = RequestTimer::start("ListFlights");
-        let result: std::result::Result<_, Status> = async move {
+        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
+        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
             authorized?;
             let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
             let mut infos = Vec::new();
@@ -360,7 +361,7 @@ impl FlightService for PolarwayFlight {
             }
             Ok(Response::new(Box::pin(stream::iter(infos)) as Self::ListFlightsStream))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)
@@ -374,13 +375,14 @@ impl FlightService for PolarwayFlight {
         let authorized = self.authorize(request.metadata());
         let span = rpc_span("GetFlightInfo", &id);
         let timer = RequestTimer::start("GetFlightInfo");
-        let result: std::result::Result<_, Status> = async move {
+        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
+        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
             authorized?;
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
             tracing::Span::current().record("handle", meta.handle.as_str());
             Ok(Response::new(self.info_for(&meta).await?))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)
@@ -394,7 +396,8 @@ impl FlightService for PolarwayFlight {
         let authorized = self.authorize(request.metadata());
         let span = rpc_span("PollFlightInfo", &id);
         let timer = RequestTimer::start("PollFlightInfo");
-        let result: std::result::Result<_, Status> = async move {
+        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
+        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
             authorized?;
             let descriptor = request.get_ref();
             let job = match job_id(descriptor)? {
@@ -415,7 +418,7 @@ impl FlightService for PolarwayFlight {
             };
             Ok(Response::new(self.poll_info(job).await?))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)
@@ -429,7 +432,8 @@ impl FlightService for PolarwayFlight {
         let authorized = self.authorize(request.metadata());
         let span = rpc_span("GetSchema", &id);
         let timer = RequestTimer::start("GetSchema");
-        let result: std::result::Result<_, Status> = async move {
+        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
+        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
             authorized?;
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
             let schema = self.engine.open(&meta.handle).await?.schema;
@@ -438,7 +442,7 @@ impl FlightService for PolarwayFlight {
                 .map_err(|e| Status::from(Error::from(e)))?;
             Ok(Response::new(result))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)
@@ -452,14 +456,15 @@ impl FlightService for PolarwayFlight {
         let authorized = self.authorize(request.metadata());
         let span = rpc_span("DoGet", &id);
         let timer = RequestTimer::start("DoGet");
-        let result: std::result::Result<_, Status> = async move {
+        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
+        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
             authorized?;
             let handle = Handle::from_ticket(&request.get_ref().ticket)?;
             tracing::Span::current().record("handle", handle.as_str());
             let result = self.engine.open(&handle).await?;
             Ok(Response::new(stream_batches(result.schema, result.batches)))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)
@@ -473,7 +478,8 @@ impl FlightService for PolarwayFlight {
         let authorized = self.authorize(request.metadata());
         let span = rpc_span("DoPut", &id);
         let timer = RequestTimer::start("DoPut");
-        let result: std::result::Result<_, Status> = async move {
+        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
+        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
             authorized?;
             let mut idempotency_key = request
                 .metadata()
@@ -520,7 +526,7 @@ impl FlightService for PolarwayFlight {
             let result = PutResult { app_metadata: engine::result_json(&meta).to_string().into() };
             Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoPutStream))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)
@@ -534,7 +540,8 @@ impl FlightService for PolarwayFlight {
         let authorized = self.authorize(request.metadata());
         let span = rpc_span("DoExchange", &id);
         let timer = RequestTimer::start("DoExchange");
-        let result: std::result::Result<_, Status> = async move {
+        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
+        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
             authorized?;
             let mut incoming = request.into_inner();
             let first = incoming
@@ -563,7 +570,7 @@ impl FlightService for PolarwayFlight {
             let (schema, batches) = convert::frame_to_batches(&frame)?;
             Ok(Response::new(stream_batches(schema, Box::new(batches.into_iter().map(Ok)))))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)
@@ -578,7 +585,8 @@ impl FlightService for PolarwayFlight {
         let action = request.into_inner();
         let span = tracing::info_span!("rpc", method = "DoAction", request_id = %id, action = %action.r#type);
         let timer = RequestTimer::start("DoAction");
-        let result: std::result::Result<_, Status> = async move {
+        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
+        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
             authorized?;
             let body: bytes::Bytes = match action.r#type.as_str() {
                 catalog::RENEW_FLIGHT_ENDPOINT => {
@@ -613,7 +621,7 @@ impl FlightService for PolarwayFlight {
             let result = arrow_flight::Result { body };
             Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoActionStream))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)

@@ -65,6 +65,9 @@ pub struct ResultMeta {
     /// send it as a header so a load balancer keeps the chain on one worker.
     #[serde(default)]
     pub affinity: String,
+    /// The tenant that made the result; only it can see the result.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 impl ResultMeta {

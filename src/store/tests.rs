@@ -16,6 +16,7 @@ fn meta_for(frame: &DataFrame) -> ResultMeta {
         pinned: false,
         lineage: Lineage { op: "upload".into(), params: serde_json::json!({}), inputs: vec![] },
         affinity: String::new(),
+        tenant: None,
     }
 }
 

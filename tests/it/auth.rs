@@ -88,3 +88,80 @@ async fn handshake_tokens_work_on_every_worker_sharing_the_file() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_reach_another_tenants_results() {
+    use arrow_flight::{CancelFlightInfoRequest, RenewFlightEndpointRequest};
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let file = json!({
+        "signing_key": "a-long-shared-signing-key-for-tests",
+        "tokens": [
+            {"tenant": "acme", "sha256": hex(b"acme-token")},
+            {"tenant": "globex", "sha256": hex(b"globex-token")}
+        ],
+    });
+    std::fs::write(&path, file.to_string()).unwrap();
+    for mode in MODES {
+        let auth = Arc::new(polarway::auth::Authenticator::from_file(&path).unwrap());
+        let server = TestServer::start_with(mode, |c| {
+            c.auth = Some(auth.clone());
+            c.job_poll = std::time::Duration::from_millis(20);
+        })
+        .await;
+        let mut a = server.client().await;
+        a.inner.add_header("authorization", "Bearer acme-token").unwrap();
+        let mut b = server.client().await;
+        b.inner.add_header("authorization", "Bearer globex-token").unwrap();
+
+        let df = df!("x" => [1i64, 2, 3]).unwrap();
+        let h = handle_of(&a.upload("secret", &df).await);
+        let info = a.inner.get_flight_info(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap();
+        let job = a
+            .inner
+            .poll_flight_info(FlightDescriptor::new_cmd(json!({"op": "head", "input": h, "n": 1}).to_string()))
+            .await
+            .unwrap();
+        let job_descriptor = job.flight_descriptor.clone().unwrap();
+        let mine = handle_of(&b.upload("mine", &df).await);
+
+        let not_found = |status: tonic::Status, what: &str| {
+            assert_eq!(status.code(), Code::NotFound, "{mode:?} {what}: {status}");
+        };
+        not_found(b.get(&h).await.unwrap_err(), "DoGet");
+        not_found(to_status(b.inner.get_flight_info(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()), "GetFlightInfo");
+        not_found(to_status(b.inner.get_schema(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()), "GetSchema");
+        not_found(to_status(b.inner.poll_flight_info(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()), "PollFlightInfo");
+        not_found(to_status(b.inner.poll_flight_info(job_descriptor.clone()).await.unwrap_err()), "poll A's job");
+        for (op, body) in [
+            ("filter", json!({"input": h, "predicate": "x > 1"})),
+            ("join", json!({"left": mine, "right": h, "on": ["x"]})),
+            ("concat", json!({"inputs": [mine, h]})),
+            ("schema", json!({"input": h})),
+            ("shape", json!({"input": h})),
+            ("explain", json!({"input": h, "steps": []})),
+            ("pin", json!({"handle": h})),
+            ("unpin", json!({"handle": h})),
+            ("drop_handle", json!({"handle": h})),
+            ("write_csv", json!({"input": h, "path": "stolen.csv"})),
+        ] {
+            not_found(b.action(op, body).await.unwrap_err(), op);
+        }
+        let renew = RenewFlightEndpointRequest { endpoint: Some(info.endpoint[0].clone()) };
+        not_found(to_status(b.inner.do_action(Action::new("RenewFlightEndpoint", renew.encode_to_vec())).await.err().unwrap()), "RenewFlightEndpoint");
+        let cancel = CancelFlightInfoRequest { info: Some(info.clone()) };
+        not_found(to_status(b.inner.do_action(Action::new("CancelFlightInfo", cancel.encode_to_vec())).await.err().unwrap()), "CancelFlightInfo");
+        let listed: Vec<_> = b.inner.list_flights(vec![]).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(listed.len(), 1, "{mode:?}: B lists only its own result");
+
+        // The same request by each tenant names two different results.
+        let fa = handle_of(&a.action("filter", json!({"input": h, "predicate": "x > 1"})).await.unwrap());
+        let fb = handle_of(&b.action("filter", json!({"input": mine, "predicate": "x > 1"})).await.unwrap());
+        assert_ne!(fa, fb);
+        // A still has everything.
+        assert_same(&a.get(&h).await.unwrap(), &df, "owner still reads it");
+        poll_until_done(&mut a, job_descriptor).await;
+        server.stop().await;
+    }
+}
