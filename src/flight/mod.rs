@@ -88,6 +88,16 @@ impl PolarwayFlight {
         self
     }
 
+    fn begin(&self, method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Call {
+        let id = request_id(metadata);
+        Call {
+            authorized: self.authorize(metadata),
+            span: rpc_span(method, &id),
+            timer: RequestTimer::start(method),
+            id,
+        }
+    }
+
     /// The caller, when authentication is on; UNAUTHENTICATED without valid credentials.
     fn authorize(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Principal>> {
         match &self.auth {
@@ -263,7 +273,37 @@ fn stream_batches(
 }
 
 fn rpc_span(method: &'static str, request_id: &str) -> tracing::Span {
-    tracing::info_span!("rpc", method, request_id, handle = tracing::field::Empty)
+    tracing::info_span!(
+        "rpc",
+        method,
+        request_id,
+        action = tracing::field::Empty,
+        handle = tracing::field::Empty
+    )
+}
+
+/// What every RPC does around its own work: name it (request id, span), authenticate it, run it
+/// as the caller's tenant, count it, and echo the request id.
+struct Call {
+    id: String,
+    authorized: Result<Option<Principal>>,
+    span: tracing::Span,
+    timer: RequestTimer,
+}
+
+impl Call {
+    async fn run<T>(
+        self,
+        work: impl Future<Output = std::result::Result<Response<T>, Status>>,
+    ) -> std::result::Result<Response<T>, Status> {
+        let Call { id, authorized, span, timer } = self;
+        let result = match authorized {
+            Err(e) => Err(e.into()),
+            Ok(principal) => crate::tenant::scope(principal.map(|p| p.tenant), work.instrument(span)).await,
+        };
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        with_request_id(result, &id)
+    }
 }
 
 /// The client's `x-request-id`, or a new one: it names the call in logs and comes back in the
@@ -339,13 +379,8 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
-        let id = request_id(request.metadata());
-        let authorized = self.authorize(request.metadata());
-        let span = rpc_span("ListFlights", &id);
-        let timer = RequestTimer::start("ListFlights");
-        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
-        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
-            authorized?;
+        let call = self.begin("ListFlights", request.metadata());
+        call.run(async move {
             let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
             let mut infos = Vec::new();
             for meta in self.engine.list().await? {
@@ -360,45 +395,29 @@ impl FlightService for PolarwayFlight {
                 }
             }
             Ok(Response::new(Box::pin(stream::iter(infos)) as Self::ListFlightsStream))
-        }
-        .instrument(span))
-        .await;
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        with_request_id(result, &id)
+        })
+        .await
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let id = request_id(request.metadata());
-        let authorized = self.authorize(request.metadata());
-        let span = rpc_span("GetFlightInfo", &id);
-        let timer = RequestTimer::start("GetFlightInfo");
-        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
-        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
-            authorized?;
+        let call = self.begin("GetFlightInfo", request.metadata());
+        call.run(async move {
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
             tracing::Span::current().record("handle", meta.handle.as_str());
             Ok(Response::new(self.info_for(&meta).await?))
-        }
-        .instrument(span))
-        .await;
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        with_request_id(result, &id)
+        })
+        .await
     }
 
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<PollInfo>, Status> {
-        let id = request_id(request.metadata());
-        let authorized = self.authorize(request.metadata());
-        let span = rpc_span("PollFlightInfo", &id);
-        let timer = RequestTimer::start("PollFlightInfo");
-        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
-        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
-            authorized?;
+        let call = self.begin("PollFlightInfo", request.metadata());
+        call.run(async move {
             let descriptor = request.get_ref();
             let job = match job_id(descriptor)? {
                 // A poll of a queued job.
@@ -417,70 +436,46 @@ impl FlightService for PolarwayFlight {
                 }
             };
             Ok(Response::new(self.poll_info(job).await?))
-        }
-        .instrument(span))
-        .await;
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        with_request_id(result, &id)
+        })
+        .await
     }
 
     async fn get_schema(
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
-        let id = request_id(request.metadata());
-        let authorized = self.authorize(request.metadata());
-        let span = rpc_span("GetSchema", &id);
-        let timer = RequestTimer::start("GetSchema");
-        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
-        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
-            authorized?;
+        let call = self.begin("GetSchema", request.metadata());
+        call.run(async move {
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
             let schema = self.engine.open(&meta.handle).await?.schema;
             let options = arrow::ipc::writer::IpcWriteOptions::default();
             let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &options))
                 .map_err(|e| Status::from(Error::from(e)))?;
             Ok(Response::new(result))
-        }
-        .instrument(span))
-        .await;
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        with_request_id(result, &id)
+        })
+        .await
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
-        let id = request_id(request.metadata());
-        let authorized = self.authorize(request.metadata());
-        let span = rpc_span("DoGet", &id);
-        let timer = RequestTimer::start("DoGet");
-        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
-        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
-            authorized?;
+        let call = self.begin("DoGet", request.metadata());
+        call.run(async move {
             let handle = Handle::from_ticket(&request.get_ref().ticket)?;
             tracing::Span::current().record("handle", handle.as_str());
             let result = self.engine.open(&handle).await?;
             Ok(Response::new(stream_batches(result.schema, result.batches)))
-        }
-        .instrument(span))
-        .await;
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        with_request_id(result, &id)
+        })
+        .await
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
-        let id = request_id(request.metadata());
-        let authorized = self.authorize(request.metadata());
-        let span = rpc_span("DoPut", &id);
-        let timer = RequestTimer::start("DoPut");
-        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
-        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
-            authorized?;
+        let call = self.begin("DoPut", request.metadata());
+        call.run(async move {
             let mut idempotency_key = request
                 .metadata()
                 .get(IDEMPOTENCY_KEY_HEADER)
@@ -525,24 +520,16 @@ impl FlightService for PolarwayFlight {
             tracing::Span::current().record("handle", meta.handle.as_str());
             let result = PutResult { app_metadata: engine::result_json(&meta).to_string().into() };
             Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoPutStream))
-        }
-        .instrument(span))
-        .await;
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        with_request_id(result, &id)
+        })
+        .await
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
-        let id = request_id(request.metadata());
-        let authorized = self.authorize(request.metadata());
-        let span = rpc_span("DoExchange", &id);
-        let timer = RequestTimer::start("DoExchange");
-        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
-        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
-            authorized?;
+        let call = self.begin("DoExchange", request.metadata());
+        call.run(async move {
             let mut incoming = request.into_inner();
             let first = incoming
                 .message()
@@ -569,25 +556,18 @@ impl FlightService for PolarwayFlight {
             let frame = self.engine.exchange(command.steps, schema, batches).await?;
             let (schema, batches) = convert::frame_to_batches(&frame)?;
             Ok(Response::new(stream_batches(schema, Box::new(batches.into_iter().map(Ok)))))
-        }
-        .instrument(span))
-        .await;
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        with_request_id(result, &id)
+        })
+        .await
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
-        let id = request_id(request.metadata());
-        let authorized = self.authorize(request.metadata());
+        let call = self.begin("DoAction", request.metadata());
         let action = request.into_inner();
-        let span = tracing::info_span!("rpc", method = "DoAction", request_id = %id, action = %action.r#type);
-        let timer = RequestTimer::start("DoAction");
-        let tenant = authorized.as_ref().ok().cloned().flatten().map(|p| p.tenant);
-        let result: std::result::Result<_, Status> = crate::tenant::scope(tenant, async move {
-            authorized?;
+        call.span.record("action", action.r#type.as_str());
+        call.run(async move {
             let body: bytes::Bytes = match action.r#type.as_str() {
                 catalog::RENEW_FLIGHT_ENDPOINT => {
                     let req = RenewFlightEndpointRequest::decode(action.body)
@@ -620,11 +600,8 @@ impl FlightService for PolarwayFlight {
             };
             let result = arrow_flight::Result { body };
             Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoActionStream))
-        }
-        .instrument(span))
-        .await;
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-        with_request_id(result, &id)
+        })
+        .await
     }
 
     async fn list_actions(
