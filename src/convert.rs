@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef as ArrowArrayRef, AsArray, RecordBatch, RecordBatchOptions, make_array,
 };
-use arrow::datatypes::DataType as DataType2;
+use arrow::datatypes::DataType as ArrowDataType;
 use arrow::datatypes::{Field as ArrowField, Schema, SchemaRef};
 use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use polars::prelude::{CompatLevel, DataFrame, DataType, Series};
@@ -96,7 +96,7 @@ pub fn split_batch(batch: &RecordBatch, target_bytes: usize) -> Vec<RecordBatch>
         .schema()
         .fields()
         .iter()
-        .any(|f| matches!(f.data_type(), DataType2::Utf8View | DataType2::BinaryView));
+        .any(|f| matches!(f.data_type(), ArrowDataType::Utf8View | ArrowDataType::BinaryView));
     (0..rows)
         .step_by(per_part)
         .map(|offset| {
@@ -111,8 +111,8 @@ fn compact_views(batch: &RecordBatch) -> RecordBatch {
         .columns()
         .iter()
         .map(|column| match column.data_type() {
-            DataType2::Utf8View => Arc::new(column.as_string_view().gc()) as ArrowArrayRef,
-            DataType2::BinaryView => Arc::new(column.as_binary_view().gc()) as ArrowArrayRef,
+            ArrowDataType::Utf8View => Arc::new(column.as_string_view().gc()) as ArrowArrayRef,
+            ArrowDataType::BinaryView => Arc::new(column.as_binary_view().gc()) as ArrowArrayRef,
             _ => column.clone(),
         })
         .collect();
@@ -137,7 +137,7 @@ fn field_to_polars(field: &ArrowField) -> Result<PolarsField> {
 
 fn array_to_arrow(array: Box<dyn PolarsArray>, field: &ArrowField) -> Result<ArrowArrayRef> {
     // Null arrays carry no buffers; the two sides disagree on how to say so over FFI.
-    if field.data_type() == &DataType2::Null {
+    if field.data_type() == &ArrowDataType::Null {
         return Ok(Arc::new(arrow::array::NullArray::new(array.len())));
     }
     let exported = pffi::export_array_to_c(array);

@@ -221,36 +221,45 @@ impl Engine {
         }
     }
 
-    /// A live result as a lazy batch stream; a result whose data is lost is recomputed first.
-    pub async fn open(&self, handle: &Handle) -> Result<BatchStream> {
-        let meta = self.live_meta(handle).await?;
-        let store = self.store.clone();
-        let h = handle.clone();
-        match self.blocking(move || store.open_batches(&h)).await {
+    /// Reads a live result's data with `read`; when the data is lost, recomputes it from its
+    /// lineage first.
+    async fn read_live<T: Send + 'static>(
+        &self,
+        meta: &ResultMeta,
+        read: impl Fn(&dyn StateStore, &Handle) -> Result<T> + Send + Sync + Clone + 'static,
+    ) -> Result<T> {
+        let attempt = || {
+            let (store, handle, read) = (self.store.clone(), meta.handle.clone(), read.clone());
+            self.blocking(move || read(store.as_ref(), &handle))
+        };
+        match attempt().await {
             Err(Error::NotFound(_)) => {
-                self.recover(&meta).await?;
-                let store = self.store.clone();
-                let h = handle.clone();
-                self.blocking(move || store.open_batches(&h)).await
+                self.recover(meta).await?;
+                attempt().await
             }
             other => other,
         }
     }
 
-    /// A live result as a frame: from the cache, else the store (recomputing lost data).
+    /// A live result as a lazy batch stream.
+    pub async fn open(&self, handle: &Handle) -> Result<BatchStream> {
+        let meta = self.live_meta(handle).await?;
+        self.read_live(&meta, |store, h| store.open_batches(h)).await
+    }
+
+    /// A live result's Arrow schema, as DoGet will stream it.
+    pub async fn schema(&self, handle: &Handle) -> Result<SchemaRef> {
+        let meta = self.live_meta(handle).await?;
+        self.read_live(&meta, |store, h| store.schema(h)).await
+    }
+
+    /// A live result as a frame: from the cache, else the store.
     async fn load(&self, handle: &Handle) -> Result<DataFrame> {
         let meta = self.live_meta(handle).await?;
         if let Some(frame) = self.cache.as_ref().and_then(|c| c.get(handle)) {
             return Ok(frame);
         }
-        let read = |store: Arc<dyn StateStore>, h: Handle| self.blocking(move || store.load(&h));
-        let frame = match read(self.store.clone(), handle.clone()).await {
-            Err(Error::NotFound(_)) => {
-                self.recover(&meta).await?;
-                read(self.store.clone(), handle.clone()).await?
-            }
-            other => other?,
-        };
+        let frame = self.read_live(&meta, |store, h| store.load(h)).await?;
         if let Some(cache) = &self.cache {
             cache.insert(handle.clone(), frame.clone());
         }

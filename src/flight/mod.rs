@@ -149,7 +149,7 @@ impl PolarwayFlight {
     }
 
     async fn info_for(&self, meta: &ResultMeta) -> Result<FlightInfo> {
-        let schema = self.engine.open(&meta.handle).await?.schema;
+        let schema = self.engine.schema(&meta.handle).await?;
         flight_info(meta, &schema)
     }
 
@@ -447,7 +447,7 @@ impl FlightService for PolarwayFlight {
         let call = self.begin("GetSchema", request.metadata());
         call.run(async move {
             let meta = self.meta_for_descriptor(request.get_ref()).await?;
-            let schema = self.engine.open(&meta.handle).await?.schema;
+            let schema = self.engine.schema(&meta.handle).await?;
             let options = arrow::ipc::writer::IpcWriteOptions::default();
             let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &options))
                 .map_err(|e| Status::from(Error::from(e)))?;

@@ -66,6 +66,11 @@ impl StateStore for MemoryStore {
         Ok(BatchStream { schema, batches: Box::new(batches.into_iter().map(Ok)) })
     }
 
+    fn schema(&self, handle: &Handle) -> Result<arrow::datatypes::SchemaRef> {
+        // From the frame's own schema: no need to convert its columns.
+        convert::arrow_schema(&self.get(handle)?.0)
+    }
+
     fn delete(&self, handle: &Handle) -> Result<bool> {
         Ok(self.entries.write().expect("store lock").remove(handle).is_some())
     }

@@ -103,6 +103,11 @@ pub trait StateStore: Send + Sync + 'static {
     /// The result as a lazy sequence of record batches.
     fn open_batches(&self, handle: &Handle) -> Result<BatchStream>;
 
+    /// The result's Arrow schema (opening a stored file reads only its footer).
+    fn schema(&self, handle: &Handle) -> Result<SchemaRef> {
+        Ok(self.open_batches(handle)?.schema)
+    }
+
     /// A lazy Polars scan of the result, when the store can offer one (a local file that Polars
     /// reads itself, with projection and predicate pushdown, so an operation does not need the
     /// whole input in memory); `None` means load it whole.
