@@ -9,9 +9,14 @@
 //! {
 //!   "signing_key": "a long random string, the same on every worker",
 //!   "tokens": [{"tenant": "acme", "sha256": "<hex of sha256(token)>"}],
-//!   "users": [{"username": "alice", "password_sha256": "<hex>", "tenant": "acme"}]
+//!   "users": [{"username": "alice", "password_sha256": "<hex>", "tenant": "acme"}],
+//!   "certificates": [{"tenant": "acme", "sha256": "<hex of sha256(client certificate DER)>"}],
+//!   "quotas": {"acme": {"max_bytes": 10000000000, "max_handles": 5000}}
 //! }
 //! ```
+//!
+//! A client certificate listed under `certificates` (verified by mTLS first) names its tenant
+//! without a token.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +29,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
+use crate::quota::Quota;
 
 /// Lifetime of a bearer token issued by `Handshake`.
 const ISSUED_TOKEN_SECS: i64 = 12 * 3600;
@@ -37,6 +43,17 @@ struct TokensFile {
     tokens: Vec<TokenEntry>,
     #[serde(default)]
     users: Vec<UserEntry>,
+    #[serde(default)]
+    certificates: Vec<TokenEntry>,
+    #[serde(default)]
+    quotas: HashMap<String, QuotaEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaEntry {
+    max_bytes: Option<u64>,
+    max_handles: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +81,8 @@ pub struct Principal {
 /// Checks credentials against the tokens file.
 pub struct Authenticator {
     tokens: Vec<([u8; 32], String)>,
+    certificates: HashMap<[u8; 32], String>,
+    quotas: HashMap<String, Quota>,
     users: HashMap<String, ([u8; 32], String)>,
     key: Vec<u8>,
 }
@@ -88,7 +107,7 @@ fn digest_hex(param: &str, text: &str) -> std::result::Result<[u8; 32], String> 
 }
 
 fn valid_tenant(tenant: &str) -> bool {
-    !tenant.is_empty()
+    tenant.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && tenant.len() <= 64
         && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -117,7 +136,19 @@ impl Authenticator {
             }
             users.insert(u.username, (digest_hex("password_sha256", &u.password_sha256)?, u.tenant));
         }
-        Ok(Authenticator { tokens, users, key: file.signing_key.into_bytes() })
+        let mut certificates = HashMap::new();
+        for c in file.certificates {
+            if !valid_tenant(&c.tenant) {
+                return Err(format!("POLARWAY_AUTH_TOKENS_FILE: bad tenant name `{}`", c.tenant));
+            }
+            certificates.insert(digest_hex("certificates.sha256", &c.sha256.to_ascii_lowercase())?, c.tenant);
+        }
+        let quotas = file
+            .quotas
+            .into_iter()
+            .map(|(tenant, q)| (tenant, Quota { max_bytes: q.max_bytes, max_handles: q.max_handles }))
+            .collect();
+        Ok(Authenticator { tokens, certificates, quotas, users, key: file.signing_key.into_bytes() })
     }
 
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
@@ -152,6 +183,17 @@ impl Authenticator {
             }
         }
         found.map(|tenant| Principal { tenant }).ok_or_else(refused)
+    }
+
+    /// Quotas the file sets for particular tenants.
+    pub fn quotas(&self) -> &HashMap<String, Quota> {
+        &self.quotas
+    }
+
+    /// The tenant of a client certificate (DER) that the TLS layer has already verified.
+    pub fn certificate(&self, der: &[u8]) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(der).into();
+        self.certificates.get(&digest).map(|tenant| Principal { tenant: tenant.clone() })
     }
 
     /// Checks `authorization: Basic ...` and issues a signed bearer token.

@@ -47,6 +47,32 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
 
+    /// PEM certificate chain for TLS on the Flight port; with POLARWAY_TLS_KEY the port speaks only TLS.
+    #[arg(long, env = "POLARWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching POLARWAY_TLS_CERT.
+    #[arg(long, env = "POLARWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates; when set, clients must present a certificate issued by one of them (mTLS).
+    #[arg(long, env = "POLARWAY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes, in seconds; changed files are used for
+    /// new connections without a restart.
+    #[arg(long, env = "POLARWAY_TLS_RELOAD_SECS", default_value_t = 10)]
+    pub tls_reload_secs: u64,
+
+    /// Most bytes of live results one tenant may hold (0 = unlimited); the tokens file may set
+    /// other figures per tenant.
+    #[arg(long, env = "POLARWAY_TENANT_MAX_BYTES", default_value_t = 0)]
+    pub tenant_max_bytes: u64,
+
+    /// Most live results one tenant may hold (0 = unlimited).
+    #[arg(long, env = "POLARWAY_TENANT_MAX_HANDLES", default_value_t = 0)]
+    pub tenant_max_handles: u64,
+
     /// Where results are kept: `memory` (this process) or `external` (POLARWAY_STATE_DIR).
     #[arg(long, env = "POLARWAY_HANDLE_STORE", value_enum, default_value = "memory")]
     pub handle_store: HandleStore,
@@ -106,6 +132,16 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_MAX_CROSS_JOIN_ROWS", default_value_t = 100_000_000)]
     pub max_cross_join_rows: u64,
 
+    /// Memory one SQL query may use for joins, sorts and aggregations before RESOURCE_EXHAUSTED.
+    #[arg(long, env = "POLARWAY_MAX_SQL_MEMORY_BYTES", default_value_t = 4 << 30)]
+    pub max_sql_memory_bytes: usize,
+
+    /// How string and binary view columns (Utf8View, BinaryView) are sent: `view`, or `utf8` /
+    /// `large_utf8` for drivers that cannot read views; clients override it per call with the
+    /// `x-polarway-view-types` header.
+    #[arg(long, env = "POLARWAY_VIEW_TYPES", default_value = "view")]
+    pub view_types: String,
+
     /// Operations that may run at once on this worker (0 = number of cores).
     #[arg(long, env = "POLARWAY_MAX_CONCURRENT_OPS", default_value_t = 0)]
     pub max_concurrent_ops: usize,
@@ -156,6 +192,12 @@ pub struct Config {
     pub metrics_address: SocketAddr,
     /// Token authentication; `None` accepts every call.
     pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
+    /// TLS on the Flight port; `None` = plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// How view-typed columns are sent unless a call asks otherwise.
+    pub view_types: crate::convert::ViewTypes,
+    /// Quota of every tenant without its own in the tokens file.
+    pub tenant_quota: crate::quota::Quota,
     /// Which store holds results.
     pub store: StoreConfig,
     /// Sandbox root for file operations, canonicalised.
@@ -249,10 +291,30 @@ impl Args {
             Some(path) => Some(std::sync::Arc::new(crate::auth::Authenticator::from_file(path)?)),
             None => None,
         };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca,
+                reload_interval: Duration::from_secs(self.tls_reload_secs.max(1)),
+            }),
+            _ => None,
+        };
+        if let Some(files) = &tls {
+            files.load().map_err(|e| format!("POLARWAY_TLS_CERT: {e}"))?;
+        }
         Ok(Config {
             bind_address,
             metrics_address,
             auth,
+            tls,
+            view_types: crate::convert::ViewTypes::parse(&self.view_types).ok_or_else(|| {
+                format!("POLARWAY_VIEW_TYPES: `{}` is not one of view, utf8, large_utf8", self.view_types)
+            })?,
+            tenant_quota: crate::quota::Quota {
+                max_bytes: (self.tenant_max_bytes > 0).then_some(self.tenant_max_bytes),
+                max_handles: (self.tenant_max_handles > 0).then_some(self.tenant_max_handles),
+            },
             store,
             data_dir,
             result_ttl: Duration::from_secs(self.result_ttl_secs),
@@ -263,6 +325,7 @@ impl Args {
                 max_result_rows: self.max_result_rows,
                 max_result_columns: self.max_result_columns,
                 max_cross_join_rows: self.max_cross_join_rows,
+                max_sql_memory_bytes: self.max_sql_memory_bytes,
                 max_concurrent_ops,
                 queue_timeout: Duration::from_millis(self.queue_timeout_ms),
                 request_timeout: Duration::from_secs(self.request_timeout_secs),

@@ -193,3 +193,71 @@ mod tests {
         assert_eq!(back.schema(), df.schema());
     }
 }
+
+/// How view types (Utf8View, BinaryView) go to clients: as they are, or as the older
+/// offset-based types that some drivers need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ViewTypes {
+    /// Send views as they are (no copy).
+    #[default]
+    View,
+    /// Utf8View -> Utf8, BinaryView -> Binary.
+    Utf8,
+    /// Utf8View -> LargeUtf8, BinaryView -> LargeBinary.
+    LargeUtf8,
+}
+
+impl ViewTypes {
+    /// `view`, `utf8` or `large_utf8`.
+    pub fn parse(text: &str) -> Option<ViewTypes> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "view" | "keep" => Some(ViewTypes::View),
+            "utf8" | "string" => Some(ViewTypes::Utf8),
+            "large_utf8" | "large" | "large_string" => Some(ViewTypes::LargeUtf8),
+            _ => None,
+        }
+    }
+
+    fn map_type(self, dtype: &ArrowDataType) -> ArrowDataType {
+        use ArrowDataType as T;
+        match (self, dtype) {
+            (ViewTypes::View, t) => t.clone(),
+            (ViewTypes::Utf8, T::Utf8View) => T::Utf8,
+            (ViewTypes::Utf8, T::BinaryView) => T::Binary,
+            (ViewTypes::LargeUtf8, T::Utf8View) => T::LargeUtf8,
+            (ViewTypes::LargeUtf8, T::BinaryView) => T::LargeBinary,
+            (_, T::List(f)) => T::List(Arc::new(self.map_field(f))),
+            (_, T::LargeList(f)) => T::LargeList(Arc::new(self.map_field(f))),
+            (_, T::FixedSizeList(f, n)) => T::FixedSizeList(Arc::new(self.map_field(f)), *n),
+            (_, T::Struct(fields)) => T::Struct(fields.iter().map(|f| self.map_field(f)).collect()),
+            (_, t) => t.clone(),
+        }
+    }
+
+    fn map_field(self, field: &ArrowField) -> ArrowField {
+        field.clone().with_data_type(self.map_type(field.data_type()))
+    }
+
+    /// The schema clients get for a result of `schema`.
+    pub fn schema(self, schema: &SchemaRef) -> SchemaRef {
+        if self == ViewTypes::View {
+            return schema.clone();
+        }
+        let fields: Vec<ArrowField> = schema.fields().iter().map(|f| self.map_field(f)).collect();
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    }
+
+    /// `batch` with its columns cast to `schema` (from [`ViewTypes::schema`]).
+    pub fn batch(self, batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+        if self == ViewTypes::View || batch.schema().fields() == schema.fields() {
+            return Ok(batch);
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}

@@ -22,9 +22,11 @@ use crate::config::{Config, StoreConfig};
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
+use crate::names;
 use crate::limits::{Admission, Limits};
 use crate::ops::io::{self as file_io, Format, ReadSpec, WriteSpec};
 use crate::ops::{self, Input, Pipeline, Step};
+use crate::quota::Quotas;
 use crate::request::Request;
 use crate::tenant;
 use crate::store::{
@@ -43,6 +45,7 @@ pub struct Engine {
     cache: Option<ResultCache>,
     executions: AtomicU64,
     recoveries: AtomicU64,
+    quotas: Quotas,
 }
 
 /// The JSON clients get for a result.
@@ -93,6 +96,10 @@ impl Engine {
             ttl: chrono::Duration::from_std(config.result_ttl)
                 .map_err(|_| Error::invalid("result TTL out of range"))?,
             executions: AtomicU64::new(0),
+            quotas: Quotas::new(
+                config.tenant_quota,
+                config.auth.as_ref().map(|a| a.quotas().clone()).unwrap_or_default(),
+            ),
         })
     }
 
@@ -154,6 +161,16 @@ impl Engine {
         })
     }
 
+    /// Runs async work (an SQL query) in an operation slot within the request timeout.
+    pub async fn admitted<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        self.timed(async {
+            let _slot = self.admission.try_admit().await?;
+            self.executions.fetch_add(1, Ordering::Relaxed);
+            f.await
+        })
+        .await
+    }
+
     /// Executes a DoAction and returns its JSON answer.
     pub async fn action(&self, op: &str, body: &[u8]) -> Result<Value> {
         let request = Request::parse(op, body)?;
@@ -186,13 +203,12 @@ impl Engine {
                     .await?;
                 Ok(json!({"plan": plan}))
             }
-            Request::Pin { handle, pinned } => {
-                let mut meta = self.live_meta(&handle).await?;
-                meta.pinned = pinned;
-                let store = self.store.clone();
-                let saved = meta.clone();
-                self.blocking(move || store.write_meta(&saved)).await?;
-                Ok(result_json(&meta))
+            Request::Pin { handle, pinned } => Ok(result_json(&self.set_pinned(&handle, pinned).await?)),
+            Request::Name { handle, name } => {
+                let meta = self.bind_name(&name, &handle).await?;
+                let mut answer = result_json(&meta);
+                answer["name"] = Value::String(name);
+                Ok(answer)
             }
             Request::DropHandle { handle } => {
                 self.drop_handle(&handle).await?;
@@ -324,10 +340,12 @@ impl Engine {
 
     /// Deletes a live result.
     pub async fn drop_handle(&self, handle: &Handle) -> Result<()> {
-        self.live_meta(handle).await?;
+        let meta = self.live_meta(handle).await?;
         let store = self.store.clone();
         let h = handle.clone();
-        self.blocking(move || store.delete(&h)).await?;
+        if self.blocking(move || store.delete(&h)).await? {
+            self.quotas.remove(&meta);
+        }
         Ok(())
     }
 
@@ -425,8 +443,17 @@ impl Engine {
 
     async fn persist(&self, frame: DataFrame, meta: ResultMeta) -> Result<ResultMeta> {
         self.limits.check_shape(frame.height(), frame.width())?;
+        if self.quotas.enabled() {
+            if self.quotas.needs_census() {
+                let store = self.store.clone();
+                let metas = self.blocking(move || store.list()).await?;
+                self.quotas.record_census(&metas);
+            }
+            self.quotas.check(meta.tenant.as_deref(), frame.estimated_size() as u64)?;
+        }
         let store = self.store.clone();
         let meta = self.blocking(move || store.put(&frame, meta)).await?;
+        self.quotas.add(&meta);
         crate::metrics::metrics().handles_created.inc();
         tracing::info!(handle = %meta.handle, rows = meta.num_rows, bytes = meta.num_bytes, op = %meta.lineage.op, "result persisted");
         Ok(meta)
@@ -548,6 +575,28 @@ impl Engine {
             }
             None => Handle::random(),
         };
+        let lineage = Lineage {
+            op: "upload".into(),
+            params: json!({"name": name, "idempotency_key": idempotency_key}),
+            inputs: vec![],
+        };
+        let meta = self.store_batches(handle, name.clone(), lineage, schema, batches).await?;
+        // A name that can be a table name also names the dataset for SQL.
+        if let Some(name) = name.filter(|n| names::is_valid(n)) {
+            self.bind_name(&name, &meta.handle).await?;
+        }
+        Ok(meta)
+    }
+
+    /// Persists arrow-rs batches (an upload, an SQL result) as the result `handle`.
+    pub async fn store_batches(
+        &self,
+        handle: Handle,
+        name: Option<String>,
+        lineage: Lineage,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<ResultMeta> {
         let frame = self
             .blocking(move || {
                 let mut frame = convert::batches_to_frame(&schema, &batches)?;
@@ -555,13 +604,55 @@ impl Engine {
                 Ok(frame)
             })
             .await?;
-        let lineage = Lineage {
-            op: "upload".into(),
-            params: json!({"name": name, "idempotency_key": idempotency_key}),
-            inputs: vec![],
-        };
         let meta = self.new_meta(handle, name, &frame, lineage, None);
         self.persist(frame, meta).await
+    }
+
+    /// Pins or unpins a live result.
+    pub async fn set_pinned(&self, handle: &Handle, pinned: bool) -> Result<ResultMeta> {
+        let mut meta = self.live_meta(handle).await?;
+        if meta.pinned != pinned {
+            meta.pinned = pinned;
+            let store = self.store.clone();
+            let saved = meta.clone();
+            self.blocking(move || store.write_meta(&saved)).await?;
+        }
+        Ok(meta)
+    }
+
+    /// Binds `name` to a live result of the caller's tenant.
+    pub async fn bind_name(&self, name: &str, handle: &Handle) -> Result<ResultMeta> {
+        names::check(name)?;
+        let meta = self.live_meta(handle).await?;
+        let (store, tenant, name, h) = (self.store.clone(), tenant::current(), name.to_string(), handle.clone());
+        self.blocking(move || names::bind(&*store, tenant.as_deref(), &name, &h)).await?;
+        Ok(meta)
+    }
+
+    /// The live result `name` names for the caller's tenant, if any.
+    pub async fn resolve_name(&self, name: &str) -> Result<Option<ResultMeta>> {
+        let (store, tenant, owned) = (self.store.clone(), tenant::current(), name.to_string());
+        let Some(handle) = self.blocking(move || names::resolve(&*store, tenant.as_deref(), &owned)).await? else {
+            return Ok(None);
+        };
+        match self.live_meta(&handle).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The caller's named datasets whose results are live, by name.
+    pub async fn named(&self) -> Result<Vec<(String, ResultMeta)>> {
+        let (store, tenant) = (self.store.clone(), tenant::current());
+        let all = self.blocking(move || names::list(&*store, tenant.as_deref())).await?;
+        let mut named = Vec::new();
+        for name in all {
+            if let Some(meta) = self.resolve_name(&name).await? {
+                named.push((name, meta));
+            }
+        }
+        Ok(named)
     }
 
     /// Runs steps over a streamed-in table without persisting anything (DoExchange).

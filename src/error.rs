@@ -50,6 +50,12 @@ pub enum Error {
     /// The client cancelled the work (a cancelled batch job).
     #[error("{0}")]
     Cancelled(String),
+    /// What the client asked to create exists already (an ingest into an existing table).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A protocol feature this service does not offer.
+    #[error("{0}")]
+    Unimplemented(String),
 }
 
 impl Error {
@@ -70,6 +76,8 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
             Error::Cancelled(_) => Code::Cancelled,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Unimplemented(_) => Code::Unimplemented,
         }
     }
 
@@ -84,7 +92,9 @@ impl Error {
             Code::DeadlineExceeded => Error::DeadlineExceeded(msg),
             Code::Unavailable => Error::Unavailable(msg),
             Code::Cancelled | Code::Aborted => Error::Cancelled(msg),
-            Code::Ok | Code::Unknown | Code::AlreadyExists | Code::Unimplemented | Code::Internal | Code::DataLoss => {
+            Code::AlreadyExists => Error::AlreadyExists(msg),
+            Code::Unimplemented => Error::Unimplemented(msg),
+            Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
                 Error::Internal(msg)
             }
         }

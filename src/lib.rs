@@ -26,14 +26,22 @@ pub mod limits;
 pub mod jobs;
 /// Prometheus metrics and the health/readiness endpoint.
 pub mod metrics;
+/// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.
+pub mod names;
 /// Polars operations and their JSON specs.
 pub mod ops;
+/// Per-tenant quotas on bytes stored and live results.
+pub mod quota;
 /// Header names shared by the server and clients.
 pub mod protocol;
 /// Parsing of DoAction bodies and command descriptors into typed requests.
 pub mod request;
 /// The calling tenant, carried with each request.
 pub mod tenant;
+/// TLS and mTLS on the Flight port, with certificates reloaded from disk.
+pub mod tls;
+/// SQL over a tenant's named datasets with DataFusion, reading stored IPC files directly.
+pub mod sql;
 /// Running a worker: server, expiry sweep, shutdown.
 pub mod server;
 /// Where results live: in memory or as Arrow IPC files.

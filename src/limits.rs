@@ -25,6 +25,8 @@ pub struct Limits {
     pub max_result_columns: u64,
     /// Most rows a cross join may produce.
     pub max_cross_join_rows: u64,
+    /// Memory one SQL query may use for joins, sorts and aggregations.
+    pub max_sql_memory_bytes: usize,
     /// Operations running at once.
     pub max_concurrent_ops: usize,
     /// Longest wait for an operation slot.
@@ -108,7 +110,8 @@ impl Admission {
     }
 }
 
-fn rejected(limit: &'static str) {
+/// Counts a refusal by `limit` in the metrics.
+pub(crate) fn rejected(limit: &'static str) {
     crate::metrics::metrics().limit_rejections.with_label_values(&[limit]).inc();
 }
 

@@ -60,7 +60,7 @@ async fn run() -> i32 {
     tokio::spawn(polarway::metrics::serve(metrics_listener));
     polarway::metrics::READY.store(true, std::sync::atomic::Ordering::Relaxed);
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(address = %address, metrics = %metrics_address, store = ?config.store, "polarway-grpc listening");
+    tracing::info!(address = %address, metrics = %metrics_address, tls = config.tls.is_some(), store = ?config.store, "polarway-grpc listening");
     if let Err(e) = polarway::server::serve(config, listener, shutdown_signal()).await {
         eprintln!("polarway-grpc: {e}");
         return 1;

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub gc_deleted: IntCounterVec,
     /// Requests refused by a limit, by limit.
     pub limit_rejections: IntCounterVec,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: IntCounter,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -76,6 +78,7 @@ impl Metrics {
             store_written: counter("polarway_store_written_bytes_total", "Bytes written to the state store."),
             store_read: counter("polarway_store_read_bytes_total", "Bytes read from the state store."),
             handles_created: counter("polarway_handles_created_total", "Results created."),
+            tls_handshake_failures: counter("polarway_tls_handshake_failures_total", "TLS handshakes refused or timed out."),
             cache_hits: counter("polarway_cache_hits_total", "Decoded-result cache hits."),
             cache_misses: counter("polarway_cache_misses_total", "Decoded-result cache misses."),
             jobs_queued: counter("polarway_jobs_queued_total", "Batch jobs queued."),

@@ -11,3 +11,6 @@ pub const RETRY_AFTER: &str = "retry-after";
 
 /// Request header naming a call; echoed on the answer and carried in the worker's logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How a call wants view-typed columns sent: `view`, `utf8` or `large_utf8`.
+pub const VIEW_TYPES_HEADER: &str = "x-polarway-view-types";

@@ -26,6 +26,8 @@ pub mod actions {
     pub const UNPIN: &str = "unpin";
     /// Delete a result.
     pub const DROP_HANDLE: &str = "drop_handle";
+    /// Give a result a name: a table for Flight SQL.
+    pub const NAME: &str = "name";
     /// Read CSV from the data root.
     pub const READ_CSV: &str = "read_csv";
     /// Read Parquet from the data root.
@@ -59,6 +61,8 @@ pub enum Request {
     Pin { handle: Handle, pinned: bool },
     /// Delete.
     DropHandle { handle: Handle },
+    /// Bind a dataset name to a result.
+    Name { handle: Handle, name: String },
 }
 
 #[derive(Deserialize)]
@@ -109,6 +113,17 @@ impl Request {
                 handle: from_value::<HandleArg>(op, Value::Object(obj))?.handle,
                 pinned: op == PIN,
             },
+            NAME => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct NameArg {
+                    handle: Handle,
+                    name: String,
+                }
+                let arg: NameArg = from_value(op, Value::Object(obj))?;
+                crate::names::check(&arg.name)?;
+                Request::Name { handle: arg.handle, name: arg.name }
+            }
             DROP_HANDLE => {
                 Request::DropHandle { handle: from_value::<HandleArg>(op, Value::Object(obj))?.handle }
             }

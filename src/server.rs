@@ -11,6 +11,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::flight::PolarwayFlight;
 use crate::jobs::Jobs;
+use crate::tls::Tls;
 
 /// Serves Flight on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(
@@ -52,16 +53,27 @@ pub async fn serve_engine(
     );
     let jobs = Jobs::new(engine.clone(), worker, config.job_lease);
     let puller = tokio::spawn(jobs.clone().run(config.job_poll));
-    let service = PolarwayFlight::new(engine, jobs).with_auth(config.auth.clone()).into_server();
+    let service = PolarwayFlight::new(engine, jobs)
+        .with_auth(config.auth.clone())
+        .with_view_types(config.view_types)
+        .into_server();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<PolarwayFlight>>().await;
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health_service)
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| Error::Unavailable(format!("server failed: {e}")));
+        .add_service(service);
+    let result = match &config.tls {
+        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await,
+        Some(files) => {
+            let tls = Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?;
+            let (incoming, acceptor) = tls.incoming(listener);
+            let result = router.serve_with_incoming_shutdown(incoming, shutdown).await;
+            acceptor.abort();
+            result
+        }
+    }
+    .map_err(|e| Error::Unavailable(format!("server failed: {e}")));
     sweeper.abort();
     puller.abort();
     result

@@ -89,6 +89,7 @@ class Client:
         tls_root_certs: Optional[bytes] = None,
         cert_chain: Optional[bytes] = None,
         private_key: Optional[bytes] = None,
+        token: Optional[str] = None,
     ):
         if not locations:
             raise ValueError("at least one location")
@@ -96,6 +97,7 @@ class Client:
         self.action_timeout = action_timeout
         self.stream_timeout = stream_timeout
         self.retry = retry or RetryPolicy()
+        self._auth = [(b"authorization", f"Bearer {token}".encode())] if token else []
         kwargs = {}
         if tls_root_certs:
             kwargs["tls_root_certs"] = tls_root_certs
@@ -116,7 +118,7 @@ class Client:
 
     def _call(self, affinity: Optional[str], timeout: float, fn: Callable[[flight.FlightClient, flight.FlightCallOptions], T],
               extra_headers: Sequence[tuple] = ()) -> T:
-        headers = list(extra_headers)
+        headers = list(extra_headers) + self._auth
         if affinity:
             headers.append((AFFINITY_HEADER, affinity.encode()))
         options = flight.FlightCallOptions(timeout=timeout, headers=headers)

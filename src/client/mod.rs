@@ -20,7 +20,10 @@ use arrow_flight::{Action, FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER, RETRY_AFTER};
@@ -59,6 +62,21 @@ pub struct ClientConfig {
     pub stream_timeout: Duration,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
+    /// TLS settings for `https://` endpoints.
+    pub tls: Option<TlsOptions>,
+    /// Bearer token sent on every call (`authorization: Bearer <token>`).
+    pub token: Option<String>,
+}
+
+/// How the client checks the service and proves who it is over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM CA certificates that the server's certificate must chain to.
+    pub ca_pem: Vec<u8>,
+    /// PEM client certificate chain and key, for services that require mTLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to verify in the server's certificate, when it differs from the endpoint's host.
+    pub domain: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +85,8 @@ impl Default for ClientConfig {
             action_timeout: Duration::from_secs(30),
             stream_timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
+            tls: None,
+            token: None,
         }
     }
 }
@@ -93,10 +113,26 @@ impl Handle {
     }
 }
 
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Credentials(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type FlightClient = FlightServiceClient<InterceptedService<Channel, Credentials>>;
+
 /// A client over one or more endpoints.
 #[derive(Clone)]
 pub struct Client {
     endpoints: Vec<(String, Channel)>,
+    credentials: Credentials,
     config: ClientConfig,
 }
 
@@ -117,22 +153,44 @@ fn retryable(status: &Status) -> bool {
 }
 
 impl Client {
-    /// A client for `endpoints` (`http://host:port`); connections open on first use.
+    /// A client for `endpoints` (`http://host:port`, or `https://host:port` with
+    /// [`ClientConfig::tls`]); connections open on first use.
     pub fn new(endpoints: &[&str], config: ClientConfig) -> Result<Client, Status> {
         if endpoints.is_empty() {
             return Err(Status::invalid_argument("at least one endpoint"));
         }
+        let tls = config.tls.as_ref().map(|options| {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&options.ca_pem));
+            if let Some((cert, key)) = &options.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(domain) = &options.domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            tls
+        });
         let endpoints = endpoints
             .iter()
             .map(|e| {
-                let channel = Endpoint::from_shared(e.to_string())
-                    .map_err(|err| Status::invalid_argument(format!("endpoint {e}: {err}")))?
-                    .connect_timeout(Duration::from_secs(5))
-                    .connect_lazy();
-                Ok((e.to_string(), channel))
+                let invalid = |err: &dyn std::fmt::Display| Status::invalid_argument(format!("endpoint {e}: {err}"));
+                let mut endpoint = Endpoint::from_shared(e.to_string())
+                    .map_err(|err| invalid(&err))?
+                    .connect_timeout(Duration::from_secs(5));
+                if let Some(tls) = &tls {
+                    endpoint = endpoint.tls_config(tls.clone()).map_err(|err| invalid(&err))?;
+                }
+                Ok((e.to_string(), endpoint.connect_lazy()))
             })
             .collect::<Result<_, Status>>()?;
-        Ok(Client { endpoints, config })
+        let token = match &config.token {
+            None => None,
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("the token is not a valid header value"))?,
+            ),
+        };
+        Ok(Client { endpoints, credentials: Credentials(token), config })
     }
 
     /// Endpoint indexes in the order to try them for `affinity`.
@@ -150,14 +208,14 @@ impl Client {
 
     async fn with_retries<T, F, Fut>(&self, affinity: Option<&str>, call: F) -> Result<T, Status>
     where
-        F: Fn(FlightServiceClient<Channel>) -> Fut,
+        F: Fn(FlightClient) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let order = self.order(affinity);
         let mut attempt = 0u32;
         loop {
             let (_, channel) = &self.endpoints[order[attempt as usize % order.len()]];
-            let client = FlightServiceClient::new(channel.clone())
+            let client = FlightServiceClient::with_interceptor(channel.clone(), self.credentials.clone())
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX);
             match call(client).await {

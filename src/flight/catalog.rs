@@ -51,6 +51,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("pin", r#"{"handle": h} -> the result, exempt from expiry"#),
     ("unpin", r#"{"handle": h} -> the result, expiring again"#),
     ("drop_handle", r#"{"handle": h} -> {"dropped": true}"#),
+    ("name", r#"{"handle": h, "name": "trades"} -> the result, now the table `trades` for Flight SQL"#),
     (RENEW_FLIGHT_ENDPOINT, "standard: RenewFlightEndpointRequest -> FlightEndpoint with the new expiration_time"),
     (CANCEL_FLIGHT_INFO, "standard: CancelFlightInfoRequest -> CancelFlightInfoResult; deletes the results"),
 ];

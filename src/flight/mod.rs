@@ -6,6 +6,7 @@
 //! bounded channel so a large result is never whole in memory.
 
 pub mod catalog;
+pub mod sql;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,7 +32,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::auth::{Authenticator, Principal};
-use crate::convert;
+use crate::convert::{self, ViewTypes};
+use crate::sql::SqlEngine;
 use crate::engine::{self, Engine};
 use crate::request;
 use crate::error::{Error, Result};
@@ -42,7 +44,7 @@ use crate::metrics::RequestTimer;
 use crate::ops::Step;
 use crate::store::ResultMeta;
 
-pub use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER};
+pub use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, VIEW_TYPES_HEADER};
 
 /// The header carrying credentials.
 const AUTHORIZATION: &str = "authorization";
@@ -54,6 +56,8 @@ pub struct PolarwayFlight {
     engine: Arc<Engine>,
     jobs: Arc<Jobs>,
     auth: Option<Arc<Authenticator>>,
+    sql: sql::FlightSql,
+    views: ViewTypes,
 }
 
 /// The command descriptor that names a queued job.
@@ -79,7 +83,24 @@ fn job_id(descriptor: &FlightDescriptor) -> Result<Option<Handle>> {
 impl PolarwayFlight {
     /// A service over `engine`, queueing batch jobs in `jobs`.
     pub fn new(engine: Arc<Engine>, jobs: Arc<Jobs>) -> Self {
-        Self { engine, jobs, auth: None }
+        let sql = sql::FlightSql::new(SqlEngine::new(engine.clone(), engine.limits().max_sql_memory_bytes));
+        Self { engine, jobs, auth: None, sql, views: ViewTypes::default() }
+    }
+
+    /// Sends view-typed columns as `views` unless a call asks otherwise.
+    pub fn with_view_types(mut self, views: ViewTypes) -> Self {
+        self.views = views;
+        self
+    }
+
+    /// The view-type choice of a call: its header, else the worker's default.
+    fn views<T>(&self, request: &Request<T>) -> Result<ViewTypes> {
+        match request.metadata().get(VIEW_TYPES_HEADER).map(|v| v.to_str().unwrap_or("")) {
+            None => Ok(self.views),
+            Some(text) => ViewTypes::parse(text).ok_or_else(|| {
+                Error::invalid(format!("{VIEW_TYPES_HEADER}: `{text}` is not one of view, utf8, large_utf8"))
+            }),
+        }
     }
 
     /// Requires credentials on every call when `auth` is set.
@@ -88,29 +109,30 @@ impl PolarwayFlight {
         self
     }
 
-    fn begin(&self, method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Call {
-        let id = request_id(metadata);
+    fn begin<T>(&self, method: &'static str, request: &Request<T>) -> Call {
+        let id = request_id(request.metadata());
         Call {
-            authorized: self.authorize(metadata),
+            authorized: self.authorize(request),
             span: rpc_span(method, &id),
             timer: RequestTimer::start(method),
             id,
         }
     }
 
-    /// The caller, when authentication is on; UNAUTHENTICATED without valid credentials.
-    fn authorize(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Principal>> {
-        match &self.auth {
-            None => Ok(None),
-            Some(auth) => {
-                let header = metadata.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-                auth.authenticate(header).map(Some)
-            }
+    /// The caller, when authentication is on: a client certificate the tokens file names, else
+    /// the bearer token; UNAUTHENTICATED without valid credentials.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<Option<Principal>> {
+        let Some(auth) = &self.auth else { return Ok(None) };
+        let certificate = request.peer_certs().and_then(|certs| certs.first().map(|c| c.to_vec()));
+        if let Some(principal) = certificate.and_then(|der| auth.certificate(&der)) {
+            return Ok(Some(principal));
         }
+        let header = request.metadata().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        auth.authenticate(header).map(Some)
     }
 
     /// The `PollInfo` for a job's current state.
-    async fn poll_info(&self, job: Job) -> Result<PollInfo> {
+    async fn poll_info(&self, job: Job, views: ViewTypes) -> Result<PollInfo> {
         match job.state {
             JobState::Pending | JobState::Running => {
                 let descriptor = job_descriptor(&job.id);
@@ -128,7 +150,7 @@ impl PolarwayFlight {
                 let handle = job.result.ok_or_else(|| Error::Internal("done job without a result".into()))?;
                 let meta = self.engine.live_meta(&handle).await?;
                 Ok(PollInfo {
-                    info: Some(self.info_for(&meta).await?),
+                    info: Some(self.info_for(&meta, views).await?),
                     flight_descriptor: None,
                     progress: Some(1.0),
                     expiration_time: (!meta.pinned).then(|| timestamp(meta.expires_at)),
@@ -148,9 +170,9 @@ impl PolarwayFlight {
         FlightServiceServer::new(self).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 
-    async fn info_for(&self, meta: &ResultMeta) -> Result<FlightInfo> {
+    async fn info_for(&self, meta: &ResultMeta, views: ViewTypes) -> Result<FlightInfo> {
         let schema = self.engine.schema(&meta.handle).await?;
-        flight_info(meta, &schema)
+        flight_info(meta, &views.schema(&schema))
     }
 
     async fn meta_for_descriptor(&self, descriptor: &FlightDescriptor) -> Result<ResultMeta> {
@@ -186,6 +208,11 @@ fn flight_info(meta: &ResultMeta, schema: &SchemaRef) -> Result<FlightInfo> {
         .with_total_bytes(meta.num_bytes as i64)
         .with_ordered(true)
         .with_app_metadata(engine::result_json(meta).to_string()))
+}
+
+/// The Flight SQL command a descriptor carries, if any.
+fn sql_command(descriptor: &FlightDescriptor) -> Option<arrow_flight::sql::Command> {
+    (descriptor.r#type() == DescriptorType::Cmd).then(|| sql::decode(&descriptor.cmd)).flatten()
 }
 
 fn flight_error(err: FlightError) -> Status {
@@ -238,12 +265,17 @@ async fn read_table(
 fn stream_batches(
     schema: SchemaRef,
     batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    views: ViewTypes,
 ) -> BoxStream<FlightData> {
+    let schema_out = views.schema(&schema);
+    let target = schema_out.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(2);
     tokio::task::spawn_blocking(move || {
         let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for batch in batches {
-                let batch = batch.map_err(|e| FlightError::Tonic(Box::new(e.into())))?;
+                let batch = batch
+                    .and_then(|b| views.batch(b, &target))
+                    .map_err(|e| FlightError::Tonic(Box::new(e.into())))?;
                 for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
                     if tx.blocking_send(Ok(part)).is_err() {
                         return Ok(()); // the client went away
@@ -265,7 +297,7 @@ fn stream_batches(
     });
     let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
     let encoded = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
+        .with_schema(schema_out)
         .with_max_flight_data_size(convert::BATCH_TARGET_BYTES)
         .build(batches)
         .map_err(flight_error);
@@ -379,15 +411,16 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
-        let call = self.begin("ListFlights", request.metadata());
+        let call = self.begin("ListFlights", &request);
         call.run(async move {
+            let views = self.views(&request)?;
             let prefix = String::from_utf8_lossy(&request.get_ref().expression).to_string();
             let mut infos = Vec::new();
             for meta in self.engine.list().await? {
                 if !prefix.is_empty() && !meta.name.as_deref().unwrap_or("").starts_with(&prefix) {
                     continue;
                 }
-                match self.info_for(&meta).await {
+                match self.info_for(&meta, views).await {
                     Ok(info) => infos.push(Ok(info)),
                     // Dropped or expired since the listing: not an error.
                     Err(Error::NotFound(_)) => {}
@@ -403,11 +436,22 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let call = self.begin("GetFlightInfo", request.metadata());
+        let call = self.begin("GetFlightInfo", &request);
         call.run(async move {
-            let meta = self.meta_for_descriptor(request.get_ref()).await?;
+            let views = self.views(&request)?;
+            let descriptor = request.get_ref();
+            if let Some(cmd) = sql_command(descriptor) {
+                return Ok(Response::new(match self.sql.info(cmd).await? {
+                    sql::Info::Result(meta) => {
+                        tracing::Span::current().record("handle", meta.handle.as_str());
+                        self.info_for(&meta, views).await?
+                    }
+                    sql::Info::Metadata(schema, ticket) => sql::metadata_info(descriptor.clone(), &schema, ticket)?,
+                }));
+            }
+            let meta = self.meta_for_descriptor(descriptor).await?;
             tracing::Span::current().record("handle", meta.handle.as_str());
-            Ok(Response::new(self.info_for(&meta).await?))
+            Ok(Response::new(self.info_for(&meta, views).await?))
         })
         .await
     }
@@ -416,8 +460,9 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<PollInfo>, Status> {
-        let call = self.begin("PollFlightInfo", request.metadata());
+        let call = self.begin("PollFlightInfo", &request);
         call.run(async move {
+            let views = self.views(&request)?;
             let descriptor = request.get_ref();
             let job = match job_id(descriptor)? {
                 // A poll of a queued job.
@@ -428,14 +473,14 @@ impl FlightService for PolarwayFlight {
                 None => {
                     let meta = self.meta_for_descriptor(descriptor).await?;
                     return Ok(Response::new(PollInfo {
-                        info: Some(self.info_for(&meta).await?),
+                        info: Some(self.info_for(&meta, views).await?),
                         flight_descriptor: None,
                         progress: Some(1.0),
                         expiration_time: (!meta.pinned).then(|| timestamp(meta.expires_at)),
                     }));
                 }
             };
-            Ok(Response::new(self.poll_info(job).await?))
+            Ok(Response::new(self.poll_info(job, views).await?))
         })
         .await
     }
@@ -444,10 +489,17 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
-        let call = self.begin("GetSchema", request.metadata());
+        let call = self.begin("GetSchema", &request);
         call.run(async move {
-            let meta = self.meta_for_descriptor(request.get_ref()).await?;
-            let schema = self.engine.schema(&meta.handle).await?;
+            let views = self.views(&request)?;
+            let schema = match sql_command(request.get_ref()) {
+                Some(cmd) => self.sql.schema(cmd).await?,
+                None => {
+                    let meta = self.meta_for_descriptor(request.get_ref()).await?;
+                    self.engine.schema(&meta.handle).await?
+                }
+            };
+            let schema = views.schema(&schema);
             let options = arrow::ipc::writer::IpcWriteOptions::default();
             let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &options))
                 .map_err(|e| Status::from(Error::from(e)))?;
@@ -460,12 +512,21 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
-        let call = self.begin("DoGet", request.metadata());
+        let call = self.begin("DoGet", &request);
         call.run(async move {
-            let handle = Handle::from_ticket(&request.get_ref().ticket)?;
+            let views = self.views(&request)?;
+            let ticket = &request.get_ref().ticket;
+            if !ticket.starts_with(b"pw1_")
+                && let Some(cmd) = sql::decode(ticket)
+            {
+                let batch = self.sql.metadata(cmd).await?;
+                let schema = batch.schema();
+                return Ok(Response::new(stream_batches(schema, Box::new(std::iter::once(Ok(batch))), views)));
+            }
+            let handle = Handle::from_ticket(ticket)?;
             tracing::Span::current().record("handle", handle.as_str());
             let result = self.engine.open(&handle).await?;
-            Ok(Response::new(stream_batches(result.schema, result.batches)))
+            Ok(Response::new(stream_batches(result.schema, result.batches, views)))
         })
         .await
     }
@@ -474,7 +535,7 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
-        let call = self.begin("DoPut", request.metadata());
+        let call = self.begin("DoPut", &request);
         call.run(async move {
             let mut idempotency_key = request
                 .metadata()
@@ -486,6 +547,12 @@ impl FlightService for PolarwayFlight {
                 .message()
                 .await?
                 .ok_or_else(|| Status::from(Error::invalid("empty upload stream")))?;
+            if let Some(cmd) = first.flight_descriptor.as_ref().and_then(sql_command) {
+                let (schema, batches) = read_table(first, incoming, self.engine.limits().clone()).await?;
+                let app_metadata = self.sql.put(cmd, schema, batches).await?;
+                let result = PutResult { app_metadata };
+                return Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoPutStream));
+            }
             let mut name = None;
             if let Some(descriptor) = &first.flight_descriptor {
                 match descriptor.r#type() {
@@ -528,8 +595,9 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
-        let call = self.begin("DoExchange", request.metadata());
+        let call = self.begin("DoExchange", &request);
         call.run(async move {
+            let views = self.views(&request)?;
             let mut incoming = request.into_inner();
             let first = incoming
                 .message()
@@ -555,7 +623,7 @@ impl FlightService for PolarwayFlight {
             let (schema, batches) = read_table(first, incoming, self.engine.limits().clone()).await?;
             let frame = self.engine.exchange(command.steps, schema, batches).await?;
             let (schema, batches) = convert::frame_to_batches(&frame)?;
-            Ok(Response::new(stream_batches(schema, Box::new(batches.into_iter().map(Ok)))))
+            Ok(Response::new(stream_batches(schema, Box::new(batches.into_iter().map(Ok)), views)))
         })
         .await
     }
@@ -564,10 +632,15 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Action>,
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
-        let call = self.begin("DoAction", request.metadata());
+        let call = self.begin("DoAction", &request);
         let action = request.into_inner();
         call.span.record("action", action.r#type.as_str());
         call.run(async move {
+            if sql::is_sql_action(&action.r#type) {
+                let answer = self.sql.action(&action.r#type, action.body).await?;
+                let results: Vec<_> = answer.map(|body| Ok(arrow_flight::Result { body })).into_iter().collect();
+                return Ok(Response::new(Box::pin(stream::iter(results)) as Self::DoActionStream));
+            }
             let body: bytes::Bytes = match action.r#type.as_str() {
                 catalog::RENEW_FLIGHT_ENDPOINT => {
                     let req = RenewFlightEndpointRequest::decode(action.body)
@@ -608,8 +681,12 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Empty>,
     ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
-        self.authorize(request.metadata())?;
-        let actions = catalog::ACTIONS.iter().map(|(name, description)| {
+        self.authorize(&request)?;
+        let sql_actions = [
+            (sql::CREATE_PREPARED_STATEMENT, "Flight SQL: ActionCreatePreparedStatementRequest"),
+            (sql::CLOSE_PREPARED_STATEMENT, "Flight SQL: ActionClosePreparedStatementRequest"),
+        ];
+        let actions = catalog::ACTIONS.iter().chain(sql_actions.iter()).map(|(name, description)| {
             Ok(ActionType { r#type: name.to_string(), description: description.to_string() })
         });
         Ok(Response::new(Box::pin(stream::iter(actions.collect::<Vec<_>>()))))

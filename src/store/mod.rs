@@ -116,6 +116,18 @@ pub trait StateStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The object store results live in, for readers that go to it themselves (DataFusion);
+    /// `None` when results are not files (the memory store).
+    fn object_store(&self) -> Option<std::sync::Arc<dyn object_store::ObjectStore>> {
+        None
+    }
+
+    /// Where a result's Arrow IPC file lives in [`StateStore::object_store`].
+    fn object_path(&self, handle: &Handle) -> Option<object_store::path::Path> {
+        let _ = handle;
+        None
+    }
+
     /// Deletes a result; `false` when there was nothing to delete. Safe to race.
     fn delete(&self, handle: &Handle) -> Result<bool>;
 

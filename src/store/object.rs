@@ -351,6 +351,14 @@ fn block_range(block: &Block) -> Range<u64> {
 }
 
 impl StateStore for ObjectStateStore {
+    fn object_store(&self) -> Option<Arc<dyn ObjectStore>> {
+        Some(self.store.clone())
+    }
+
+    fn object_path(&self, handle: &Handle) -> Option<ObjectPath> {
+        Some(self.path(handle, "arrow"))
+    }
+
     fn put(&self, frame: &DataFrame, mut meta: ResultMeta) -> Result<ResultMeta> {
         let (schema, batches) = convert::frame_to_batches(frame)?;
         let mut out = ObjectWriter::new(self, self.path(&meta.handle, "arrow"));

@@ -165,3 +165,58 @@ async fn a_tenant_cannot_reach_another_tenants_results() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_quotas_refuse_creations_past_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let file = json!({
+        "signing_key": "a-long-shared-signing-key-for-tests",
+        "tokens": [
+            {"tenant": "acme", "sha256": hex(b"acme-token")},
+            {"tenant": "globex", "sha256": hex(b"globex-token")}
+        ],
+        "quotas": {"acme": {"max_handles": 3}},
+    });
+    std::fs::write(&path, file.to_string()).unwrap();
+    for mode in MODES {
+        let auth = Arc::new(polarway::auth::Authenticator::from_file(&path).unwrap());
+        // Every other tenant: at most 1 MB.
+        let server = TestServer::start_with(mode, |c| {
+            c.auth = Some(auth.clone());
+            c.tenant_quota.max_bytes = Some(1 << 20);
+        })
+        .await;
+        let mut a = server.client().await;
+        a.inner.add_header("authorization", "Bearer acme-token").unwrap();
+        let mut b = server.client().await;
+        b.inner.add_header("authorization", "Bearer globex-token").unwrap();
+
+        let df = df!("x" => [1i64, 2, 3]).unwrap();
+        let first = handle_of(&a.upload("t", &df).await);
+        a.action("filter", json!({"input": first, "predicate": "x > 1"})).await.unwrap();
+        a.action("filter", json!({"input": first, "predicate": "x > 2"})).await.unwrap();
+        let refused = a.action("filter", json!({"input": first, "predicate": "x > 0"})).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{mode:?}: {refused}");
+        assert!(refused.message().contains("quota is 3"), "{}", refused.message());
+        // Repeating a request that names an existing result is not a new result.
+        a.action("filter", json!({"input": first, "predicate": "x > 1"})).await.unwrap();
+        // Dropping one makes room.
+        let second = handle_of(&a.action("filter", json!({"input": first, "predicate": "x > 2"})).await.unwrap());
+        a.action("drop_handle", json!({"handle": second})).await.unwrap();
+        a.action("filter", json!({"input": first, "predicate": "x > 0"})).await.unwrap();
+
+        // The other tenant is limited by bytes, not by acme's count.
+        for i in 0..5 {
+            b.upload(&format!("small{i}"), &df).await;
+        }
+        let big = df!("x" => (0..400_000i64).collect::<Vec<_>>()).unwrap();
+        let refused = b
+            .try_upload(FlightDescriptor::new_path(vec!["big".into()]), &big)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{mode:?}: {refused}");
+        assert!(refused.message().contains("bytes"), "{}", refused.message());
+        server.stop().await;
+    }
+}

@@ -11,3 +11,5 @@ mod jobs;
 mod flight_surface;
 mod operations;
 mod roundtrip;
+mod sql;
+mod tls;

@@ -24,12 +24,13 @@ class Worker:
             if record["fields"].get("message") == "polarway-grpc listening":
                 self.address = record["fields"]["address"]
                 self.metrics_address = record["fields"]["metrics"]
+                self.tls = bool(record["fields"].get("tls"))
                 break
         if self.address is None:
             raise RuntimeError(f"worker exited with {self.proc.wait()} before listening")
         self.log = []
         threading.Thread(target=self._drain, daemon=True).start()
-        self.location = f"grpc://{self.address}"
+        self.location = f"{'grpc+tls' if self.tls else 'grpc'}://{self.address}"
 
     def _drain(self):
         for line in self.proc.stdout:
@@ -39,8 +40,8 @@ class Worker:
         """How many results this worker computed or stored, from its own log."""
         return sum(1 for r in self.log if r["fields"].get("message") == "result persisted")
 
-    def client(self):
-        return flight.FlightClient(self.location)
+    def client(self, **options):
+        return flight.FlightClient(self.location, **options)
 
     def stop(self):
         self.proc.terminate()

@@ -67,14 +67,18 @@ class S3:
 class Nginx:
     """nginx running deploy/nginx-grpc.conf, with the upstream pointed at the given workers."""
 
-    def __init__(self, addresses):
+    def __init__(self, addresses, tls_dir=None):
+        """With `tls_dir`, runs deploy/nginx-grpc-tls.conf with its files taken from that directory."""
         self.dir = tempfile.mkdtemp(prefix="polarway-nginx-")
         self.port = free_port()
-        site = (ROOT / "deploy" / "nginx-grpc.conf").read_text()
+        conf_name = "nginx-grpc-tls.conf" if tls_dir else "nginx-grpc.conf"
+        site = (ROOT / "deploy" / conf_name).read_text()
+        if tls_dir:
+            site = site.replace("/etc/polarway/tls/", f"{tls_dir}/")
         site = re.sub(r"(?m)^\s*server 127\.0\.0\.1:\d+ [^\n]*\n", "", site)
         servers = "".join(f"    server {a} max_fails=1 fail_timeout=5s;\n" for a in addresses)
         site = site.replace("    keepalive 64;", servers + "\n    keepalive 64;")
-        site = site.replace("listen 127.0.0.1:8815 http2;", f"listen 127.0.0.1:{self.port} http2;")
+        site = re.sub(r"listen 127\.0\.0\.1:8815 ", f"listen 127.0.0.1:{self.port} ", site)
         main = f"""
 user root;
 daemon off;
@@ -95,7 +99,7 @@ http {{
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.proc = subprocess.Popen([nginx, "-c", conf, "-p", self.dir])
         wait_for(lambda: port_open(self.port), "nginx")
-        self.location = f"grpc://127.0.0.1:{self.port}"
+        self.location = f"{'grpc+tls' if tls_dir else 'grpc'}://127.0.0.1:{self.port}"
 
     def stop(self):
         self.proc.terminate()

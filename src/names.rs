@@ -1,0 +1,99 @@
+//! Named datasets: a tenant's names for its results, the tables that Flight SQL queries.
+//!
+//! A name is bound by an upload with descriptor path `[name]`, by the `name` action, or by Flight
+//! SQL ingest. Bindings are small documents in the shared store (`names/<tenant>/<name>.json`),
+//! so every worker on the store resolves every name, and each tenant has its own namespace. A
+//! name follows its result: when the result expires or is dropped the name no longer resolves.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::store::StateStore;
+
+/// The namespace of calls without authentication (tenant names start with a letter or digit).
+const ANONYMOUS: &str = "-";
+
+/// What a name document holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Binding {
+    handle: Handle,
+}
+
+/// Whether `name` can name a dataset: an SQL identifier that needs no quoting in lower case,
+/// `[a-z_][a-z0-9_]*`, up to 128 characters. (DataFusion folds unquoted identifiers to lower case.)
+pub fn is_valid(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 128
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Refuses a name that cannot be a table name.
+pub fn check(name: &str) -> Result<()> {
+    if is_valid(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "`{name}` cannot name a dataset: use lower-case letters, digits and `_`, starting with a letter or `_`, at most 128"
+        )))
+    }
+}
+
+fn prefix(tenant: Option<&str>) -> String {
+    format!("names/{}", tenant.unwrap_or(ANONYMOUS))
+}
+
+fn key(tenant: Option<&str>, name: &str) -> String {
+    format!("{}/{name}.json", prefix(tenant))
+}
+
+/// Binds `name` to `handle` for `tenant`, replacing an earlier binding. Blocking.
+pub fn bind(store: &dyn StateStore, tenant: Option<&str>, name: &str, handle: &Handle) -> Result<()> {
+    check(name)?;
+    let doc = serde_json::to_vec(&Binding { handle: handle.clone() }).map_err(|e| Error::Internal(e.to_string()))?;
+    store.put_doc(&key(tenant, name), doc, false)?;
+    Ok(())
+}
+
+/// The handle `name` is bound to for `tenant`, if any. Blocking.
+pub fn resolve(store: &dyn StateStore, tenant: Option<&str>, name: &str) -> Result<Option<Handle>> {
+    if !is_valid(name) {
+        return Ok(None);
+    }
+    match store.get_doc(&key(tenant, name))? {
+        None => Ok(None),
+        Some(bytes) => {
+            let binding: Binding = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Internal(format!("name `{name}`: unreadable binding: {e}")))?;
+            Ok(Some(binding.handle))
+        }
+    }
+}
+
+/// Every name `tenant` has bound, sorted. Blocking.
+pub fn list(store: &dyn StateStore, tenant: Option<&str>) -> Result<Vec<String>> {
+    let mut names: Vec<String> = store
+        .list_docs(&prefix(tenant))?
+        .into_iter()
+        .filter_map(|key| key.rsplit('/').next()?.strip_suffix(".json").map(str::to_string))
+        .filter(|name| is_valid(name))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain_identifiers() {
+        for good in ["trades", "_t", "t2_x", &"a".repeat(128)] {
+            assert!(is_valid(good), "{good}");
+        }
+        for bad in ["", "2t", "Trades", "a-b", "a.b", "a/b", "../x", "a b", &"a".repeat(129)] {
+            assert!(!is_valid(bad), "{bad}");
+        }
+    }
+}

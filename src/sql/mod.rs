@@ -1,0 +1,316 @@
+//! SQL over a tenant's named datasets, with DataFusion.
+//!
+//! Each query gets its own `SessionContext` whose only schema resolves table names through the
+//! caller's tenant namespace ([`crate::names`]), so a query can see nothing else: no other
+//! tenant's data, no files (DDL such as `CREATE EXTERNAL TABLE`, DML such as `COPY` and `INSERT`,
+//! and statements such as `SET` are refused before planning, and URL tables are off). With an
+//! object store, DataFusion reads the stored Arrow IPC files itself through the store's
+//! `ObjectStore`, by range, without Polars; with the memory store it scans the stored frame's
+//! buffers, shared without a copy. A query's result is persisted like any other, as a handle
+//! derived from the query, its parameters and the results its tables named, so a repeat on any
+//! worker names the same result.
+
+mod tables;
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use serde_json::json;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::store::{Lineage, ResultMeta};
+use crate::tenant;
+
+/// The one catalog Flight SQL clients see.
+pub const CATALOG: &str = "polarway";
+/// The one schema in it.
+pub const SCHEMA: &str = "public";
+/// The URL the state store is registered under in each session.
+const STORE_URL: &str = "polarway://state";
+
+/// How an ingest treats an existing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    /// Refuse.
+    Fail,
+    /// Add the rows.
+    Append,
+    /// Replace the table.
+    Replace,
+}
+
+/// SQL over one worker's engine.
+pub struct SqlEngine {
+    engine: Arc<Engine>,
+    memory_limit: usize,
+}
+
+/// A planned query and the results its tables resolved to.
+struct Planned {
+    frame: datafusion::dataframe::DataFrame,
+    inputs: Vec<Handle>,
+}
+
+fn sql_error(e: DataFusionError) -> Error {
+    match e {
+        DataFusionError::ResourcesExhausted(m) => Error::ResourceExhausted(format!("query: {m}")),
+        DataFusionError::ArrowError(e, _) => Error::from(*e),
+        DataFusionError::External(e) => match e.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(e) => Error::Internal(e.to_string()),
+        },
+        DataFusionError::Context(_, inner) => sql_error(*inner),
+        DataFusionError::Shared(e) => Error::invalid(format!("query: {e}")),
+        DataFusionError::Internal(m) => Error::Internal(format!("query: {m}")),
+        other => Error::invalid(format!("query: {}", other.strip_backtrace())),
+    }
+}
+
+/// Rewrites `?` placeholders (ADBC, JDBC) as `$1`, `$2`, ... in the order they appear, which is
+/// how DataFusion numbers parameters. Text inside literals and comments is left alone.
+fn number_placeholders(query: &str) -> Result<String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !query.contains('?') {
+        return Ok(query.to_string());
+    }
+    let tokens = Tokenizer::new(&GenericDialect {}, query)
+        .tokenize_with_location()
+        .map_err(|e| Error::invalid(format!("query: {e}")))?;
+    // Byte offset of each line start, to turn (line, column in chars) into a byte position.
+    let line_starts: Vec<usize> =
+        std::iter::once(0).chain(query.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let column = usize::try_from(column).ok()?.checked_sub(1)?;
+        Some(start + query[start..].char_indices().nth(column).map_or(query.len() - start, |(i, _)| i))
+    };
+    let mut out = String::with_capacity(query.len() + 8);
+    let mut copied = 0;
+    let mut n = 0;
+    for token in tokens {
+        if !matches!(&token.token, Token::Placeholder(p) if p == "?") {
+            continue;
+        }
+        let at = offset(token.span.start.line, token.span.start.column)
+            .filter(|&at| query[at..].starts_with('?'))
+            .ok_or_else(|| Error::Internal("query: cannot place a parameter".into()))?;
+        n += 1;
+        out.push_str(&query[copied..at]);
+        out.push_str(&format!("${n}"));
+        copied = at + 1;
+    }
+    out.push_str(&query[copied..]);
+    Ok(out)
+}
+
+/// Whether rows of schema `b` can be appended to a table of schema `a`: the same column names,
+/// and types that differ at most in string or binary layout (Utf8, LargeUtf8, Utf8View) or nullability.
+fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    fn family(t: &DataType) -> DataType {
+        match t {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+            other => other.clone(),
+        }
+    }
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
+            x.name() == y.name() && family(x.data_type()) == family(y.data_type())
+        })
+}
+
+impl SqlEngine {
+    /// SQL over `engine`'s results; each query may use up to `memory_limit` bytes for joins,
+    /// sorts and aggregations before it fails with RESOURCE_EXHAUSTED.
+    pub fn new(engine: Arc<Engine>, memory_limit: usize) -> SqlEngine {
+        SqlEngine { engine, memory_limit }
+    }
+
+    fn context(&self, resolved: Arc<Mutex<Vec<Handle>>>) -> Result<SessionContext> {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.memory_limit, 1.0)
+            .build_arc()
+            .map_err(sql_error)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let schema = tables::TenantSchema::new(self.engine.clone(), tenant::current(), resolved);
+        let catalog = datafusion::catalog::MemoryCatalogProvider::new();
+        datafusion::catalog::CatalogProvider::register_schema(&catalog, SCHEMA, Arc::new(schema))
+            .map_err(sql_error)?;
+        ctx.register_catalog(CATALOG, Arc::new(catalog));
+        if let Some(store) = self.engine.store().object_store() {
+            let url = url::Url::parse(STORE_URL).expect("valid URL");
+            ctx.register_object_store(&url, store);
+        }
+        Ok(ctx)
+    }
+
+    async fn plan(&self, query: &str) -> Result<Planned> {
+        let query = &number_placeholders(query)?;
+        let resolved = Arc::new(Mutex::new(Vec::new()));
+        let ctx = self.context(resolved.clone())?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let frame = ctx.sql_with_options(query, options).await.map_err(|e| match e {
+            DataFusionError::Plan(m) if m.contains("not supported") || m.contains("DDL") || m.contains("DML") => {
+                Error::invalid(format!("query: only queries run here (no DDL, DML or statements): {m}"))
+            }
+            e => sql_error(e),
+        })?;
+        let mut inputs = resolved.lock().expect("sql lock").clone();
+        inputs.sort();
+        inputs.dedup();
+        Ok(Planned { frame, inputs })
+    }
+
+    /// The result's schema and the parameters' schema (`$1`, `$2`, ... in order) of a query.
+    pub async fn prepare(&self, query: &str) -> Result<(SchemaRef, SchemaRef)> {
+        let planned = self.plan(query).await?;
+        let mut parameters: Vec<(String, Option<DataType>)> =
+            planned.frame.logical_plan().get_parameter_types().map_err(sql_error)?.into_iter().collect();
+        parameters.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<u64>().unwrap_or(u64::MAX));
+        let fields: Vec<Field> = parameters
+            .into_iter()
+            .map(|(name, dtype)| Field::new(name, dtype.unwrap_or(DataType::Null), true))
+            .collect();
+        let dataset: Schema = planned.frame.schema().as_arrow().clone();
+        Ok((Arc::new(dataset), Arc::new(Schema::new(fields))))
+    }
+
+    /// Runs a query with positional parameters and persists its result.
+    pub async fn query(&self, query: &str, params: Vec<ScalarValue>) -> Result<ResultMeta> {
+        let planned = self.plan(query).await?;
+        let params_text: Vec<String> = params.iter().map(|p| format!("{}:{p}", p.data_type())).collect();
+        let handle = Handle::derive(
+            json!({
+                "op": "sql",
+                "query": query,
+                "params": params_text,
+                "inputs": planned.inputs,
+                "tenant": tenant::current(),
+            })
+            .to_string()
+            .as_bytes(),
+        );
+        if let Ok(meta) = self.engine.live_meta(&handle).await {
+            return Ok(meta);
+        }
+        let frame = if params.is_empty() {
+            planned.frame
+        } else {
+            planned.frame.with_param_values(ParamValues::from(params)).map_err(sql_error)?
+        };
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = self.engine.admitted(async { frame.collect().await.map_err(sql_error) }).await?;
+        let lineage = Lineage {
+            op: "sql".into(),
+            params: json!({"query": query, "params": params_text}),
+            inputs: planned.inputs.iter().map(|h| h.to_string()).collect(),
+        };
+        self.engine.store_batches(handle, None, lineage, schema, batches).await
+    }
+
+    /// Creates, replaces or appends to the caller's table `name`; returns the rows ingested.
+    pub async fn ingest(
+        &self,
+        name: &str,
+        if_exists: IfExists,
+        create: bool,
+        pin: bool,
+        mut schema: SchemaRef,
+        mut batches: Vec<RecordBatch>,
+    ) -> Result<i64> {
+        crate::names::check(name)?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let existing = self.engine.resolve_name(name).await?;
+        match (&existing, if_exists, create) {
+            (Some(_), IfExists::Fail, _) => {
+                return Err(Error::AlreadyExists(format!("table `{name}` exists")));
+            }
+            (None, _, false) => return Err(Error::NotFound(format!("table `{name}` does not exist"))),
+            _ => {}
+        }
+        let mut inputs = Vec::new();
+        if let (Some(old), IfExists::Append) = (&existing, if_exists) {
+            let stored = self.engine.open(&old.handle).await?;
+            if !same_columns(&stored.schema, &schema) {
+                let describe = |s: &SchemaRef| -> Vec<String> {
+                    s.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
+                };
+                return Err(Error::invalid(format!(
+                    "table `{name}` has columns {:?}; the rows sent have {:?}",
+                    describe(&stored.schema),
+                    describe(&schema)
+                )));
+            }
+            let target = stored.schema.clone();
+            let earlier = self
+                .engine
+                .blocking(move || stored.batches.collect::<Result<Vec<_>>>())
+                .await?;
+            for batch in &mut batches {
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .zip(target.fields())
+                    .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                *batch = RecordBatch::try_new(target.clone(), columns)?;
+            }
+            batches.splice(0..0, earlier);
+            schema = target;
+            inputs.push(old.handle.to_string());
+        }
+        let handle = Handle::random();
+        let lineage = Lineage { op: "ingest".into(), params: json!({"table": name}), inputs };
+        let meta = self.engine.store_batches(handle, Some(name.to_string()), lineage, schema, batches).await?;
+        if pin {
+            self.engine.set_pinned(&meta.handle, true).await?;
+        }
+        self.engine.bind_name(name, &meta.handle).await?;
+        // The replaced version expires with its TTL instead of living on pinned.
+        if let Some(old) = existing.filter(|old| old.pinned) {
+            self.engine.set_pinned(&old.handle, false).await?;
+        }
+        Ok(rows as i64)
+    }
+
+    /// The caller's tables with their schemas, by name.
+    pub async fn tables(&self) -> Result<Vec<(String, SchemaRef)>> {
+        let mut tables = Vec::new();
+        for (name, meta) in self.engine.named().await? {
+            match self.engine.schema(&meta.handle).await {
+                Ok(schema) => tables.push((name, schema)),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(tables)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_placeholders;
+
+    #[test]
+    fn question_marks_become_numbered_parameters() {
+        assert_eq!(number_placeholders("SELECT a FROM t WHERE a > ? AND b = ?").unwrap(), "SELECT a FROM t WHERE a > $1 AND b = $2");
+        assert_eq!(
+            number_placeholders("SELECT '?', 'it''s ?' AS \"q?\"\nFROM t -- why?\nWHERE x = ?").unwrap(),
+            "SELECT '?', 'it''s ?' AS \"q?\"\nFROM t -- why?\nWHERE x = $1"
+        );
+        assert_eq!(number_placeholders("SELECT 'é', ?").unwrap(), "SELECT 'é', $1");
+        assert_eq!(number_placeholders("SELECT $1").unwrap(), "SELECT $1");
+    }
+}
