@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -64,7 +63,11 @@ pub async fn serve_engine(
         .add_service(health_service)
         .add_service(service);
     let result = match &config.tls {
-        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await,
+        // No Nagle: small answers (an action's JSON) must not wait for the peer's delayed ACK.
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
         Some(files) => {
             let tls = Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?;
             let (incoming, acceptor) = tls.incoming(listener);
