@@ -66,6 +66,9 @@ pub fn result_json(meta: &ResultMeta) -> Value {
     v
 }
 
+/// Uploads whose chunks average fewer rows than this are joined into one chunk.
+const MIN_CHUNK_ROWS: usize = 64 * 1024;
+
 impl Engine {
     /// An engine for this configuration, with its store opened.
     pub fn try_new(config: &Config) -> Result<Engine> {
@@ -600,7 +603,11 @@ impl Engine {
         let frame = self
             .blocking(move || {
                 let mut frame = convert::batches_to_frame(&schema, &batches)?;
-                frame.rechunk_mut_par();
+                // Many small chunks slow every later operation; large ones cost nothing, and
+                // joining them would copy the whole upload once more.
+                if frame.height() / frame.first_col_n_chunks().max(1) < MIN_CHUNK_ROWS {
+                    frame.rechunk_mut_par();
+                }
                 Ok(frame)
             })
             .await?;

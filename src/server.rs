@@ -12,6 +12,13 @@ use crate::flight::PolarwayFlight;
 use crate::jobs::Jobs;
 use crate::tls::Tls;
 
+/// HTTP/2 receive window per stream.
+const STREAM_WINDOW: u32 = 16 << 20;
+/// HTTP/2 receive window per connection (shared by its streams).
+const CONNECTION_WINDOW: u32 = 64 << 20;
+/// Largest HTTP/2 frame accepted.
+const MAX_FRAME: u32 = 1 << 20;
+
 /// Serves Flight on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(
     config: Config,
@@ -58,8 +65,13 @@ pub async fn serve_engine(
         .into_server();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<PolarwayFlight>>().await;
+    // Flow-control windows sized for bulk streams (h2's 64 KiB default makes an upload wait for a
+    // window update every 64 KiB), and frames up to 1 MiB from clients that send them.
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .add_service(health_service)
         .add_service(service);
     let result = match &config.tls {

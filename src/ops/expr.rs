@@ -16,6 +16,74 @@ pub fn parse_all(param: &str, texts: &[String]) -> Result<Vec<Expr>> {
     texts.iter().map(|t| parse(param, t)).collect()
 }
 
+/// Aggregations for a group_by, and the fix-ups to run after it.
+pub struct Aggregations {
+    /// The expressions inside `.agg(...)`.
+    pub aggs: Vec<Expr>,
+    /// `with_columns` after the aggregation (SQL's NULL for a SUM over no values).
+    pub after: Vec<Expr>,
+    /// Helper columns to drop at the end.
+    pub hidden: Vec<PlSmallStr>,
+}
+
+/// A plain identifier, or a double-quoted one.
+fn identifier(text: &str) -> Option<&str> {
+    let text = text.trim();
+    if let Some(quoted) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        return (!quoted.is_empty() && !quoted.contains('"')).then_some(quoted);
+    }
+    let mut bytes = text.bytes();
+    (bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    .then_some(text)
+}
+
+/// `sum(<column>) [AS <name>]`: the column and the output name.
+fn plain_sum(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim();
+    let head = text.get(..4)?;
+    if !head.eq_ignore_ascii_case("sum(") {
+        return None;
+    }
+    let close = text.find(')')?;
+    let column = identifier(&text[4..close])?;
+    let rest = text[close + 1..].trim();
+    if rest.is_empty() {
+        return Some((column, column));
+    }
+    let (kw, name) = rest.split_at_checked(2)?;
+    if !kw.eq_ignore_ascii_case("as") || !name.starts_with(|c: char| c.is_whitespace() || c == '"') {
+        return None;
+    }
+    Some((column, identifier(name)?))
+}
+
+/// Parses group_by aggregations. SQL's `SUM` is NULL over a group without values, which Polars'
+/// SQL translation expresses as a conditional per group that leaves Polars' fast grouped-sum
+/// path; a plain `sum(col)` is therefore computed as a fast sum and a fast non-null count, and
+/// the NULL applied to the (few) aggregated rows afterwards. Results are the same.
+pub fn parse_aggs(param: &str, texts: &[String]) -> Result<Aggregations> {
+    let mut out = Aggregations { aggs: Vec::new(), after: Vec::new(), hidden: Vec::new() };
+    for (i, text) in texts.iter().enumerate() {
+        match plain_sum(text) {
+            Some((column, name)) => {
+                let count: PlSmallStr = format!("__polarway_count_{i}").into();
+                out.aggs.push(col(column).sum().alias(name));
+                out.aggs.push(col(column).count().alias(count.clone()));
+                out.after.push(
+                    when(col(count.clone()).eq(lit(0)))
+                        .then(lit(NULL))
+                        .otherwise(col(name))
+                        .alias(name),
+                );
+                out.hidden.push(count);
+            }
+            None => out.aggs.push(parse(param, text)?),
+        }
+    }
+    Ok(out)
+}
+
 /// Column references for a list of plain names.
 pub fn columns(names: &[String]) -> Vec<Expr> {
     names.iter().map(|n| col(n.as_str())).collect()

@@ -522,11 +522,16 @@ fn apply<'a>(
         }
         Step::GroupBy { by, aggs, maintain_order } => {
             let keys = expr::parse_all("by", by)?;
-            let aggs = expr::parse_all("aggs", aggs)?;
-            if *maintain_order {
-                lf.group_by_stable(keys).agg(aggs)
+            let parsed = expr::parse_aggs("aggs", aggs)?;
+            let grouped = if *maintain_order {
+                lf.group_by_stable(keys).agg(parsed.aggs)
             } else {
-                lf.group_by(keys).agg(aggs)
+                lf.group_by(keys).agg(parsed.aggs)
+            };
+            if parsed.hidden.is_empty() {
+                grouped
+            } else {
+                grouped.with_columns(parsed.after).drop(cols(parsed.hidden))
             }
         }
         Step::Join { right, on, left_on, right_on, how, suffix } => {

@@ -64,3 +64,26 @@ fn sample_without_seed_is_not_deterministic() {
     assert!(!step(serde_json::json!({"op": "sample", "n": 1})).is_deterministic());
     assert!(step(serde_json::json!({"op": "sample", "n": 1, "seed": 3})).is_deterministic());
 }
+
+#[test]
+fn group_by_sum_is_null_over_no_values_and_keeps_the_sql_names() {
+    let df = df!(
+        "k" => ["a", "a", "b", "c"],
+        "v" => [Some(1i64), Some(2), None, Some(5)],
+    )
+    .unwrap();
+    let steps = vec![step(serde_json::json!({
+        "op": "group_by", "by": ["k"], "aggs": ["sum(v) AS total", "count(v) AS n", "SUM(\"v\")"], "maintain_order": true
+    }))];
+    let out = run(df.into(), &steps, &HashMap::new(), &limits()).unwrap();
+    let want = df!(
+        "k" => ["a", "b", "c"],
+        "total" => [Some(3i64), None, Some(5)],
+        "n" => [2u32, 0, 1],
+        "v" => [Some(3i64), None, Some(5)],
+    )
+    .unwrap();
+    assert_eq!(out.get_column_names(), want.get_column_names());
+    assert!(out.column("total").unwrap().equals_missing(want.column("total").unwrap()), "{out}");
+    assert!(out.column("v").unwrap().equals_missing(want.column("v").unwrap()), "{out}");
+}
