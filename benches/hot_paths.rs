@@ -81,6 +81,7 @@ fn store(c: &mut Criterion) {
         lineage: Lineage { op: "upload".into(), params: serde_json::Value::Null, inputs: vec![] },
         affinity: String::new(),
         tenant: None,
+        checksums: None,
     };
     let stored = store.put(&df, meta(Handle::random())).unwrap();
     let mut group = c.benchmark_group("store_directory");

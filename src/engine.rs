@@ -256,6 +256,19 @@ impl Engine {
                 self.recover(meta).await?;
                 attempt().await
             }
+            // Damaged data is never decoded: it is recomputed from lineage when it can be, and
+            // otherwise reported as lost.
+            Err(Error::DataLoss(damage)) => {
+                tracing::error!(handle = %meta.handle, damage, "stored result failed its checksum");
+                match self.recover(meta).await {
+                    Ok(()) => attempt().await,
+                    Err(Error::NotFound(_)) => Err(Error::DataLoss(format!(
+                        "{damage}; a `{}` cannot be recomputed",
+                        meta.lineage.op
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
             other => other,
         }
     }
@@ -298,7 +311,14 @@ impl Engine {
                     meta.handle, meta.lineage.op
                 ))
             };
-            if meta.lineage.op == "upload" || meta.lineage.op.starts_with("read_") {
+            if meta.lineage.op == "upload" || meta.lineage.op.starts_with("read_") || meta.lineage.op == "sql" || meta.lineage.op == "ingest" {
+                let (store, handle) = (self.store.clone(), meta.handle.clone());
+                if self.blocking(move || Ok(store.damaged(&handle))).await? {
+                    return Err(Error::DataLoss(format!(
+                        "handle {}: its stored data is damaged and a `{}` cannot be recomputed",
+                        meta.handle, meta.lineage.op
+                    )));
+                }
                 return Err(lost());
             }
             let pipeline: Pipeline =
@@ -441,6 +461,7 @@ impl Engine {
             expires_at: now + self.ttl,
             pinned: false,
             lineage,
+            checksums: None,
         }
     }
 

@@ -56,6 +56,9 @@ pub enum Error {
     /// A protocol feature this service does not offer.
     #[error("{0}")]
     Unimplemented(String),
+    /// Stored data failed its checksum and could not be recomputed.
+    #[error("{0}")]
+    DataLoss(String),
 }
 
 impl Error {
@@ -78,6 +81,7 @@ impl Error {
             Error::Cancelled(_) => Code::Cancelled,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unimplemented(_) => Code::Unimplemented,
+            Error::DataLoss(_) => Code::DataLoss,
         }
     }
 
@@ -94,7 +98,8 @@ impl Error {
             Code::Cancelled | Code::Aborted => Error::Cancelled(msg),
             Code::AlreadyExists => Error::AlreadyExists(msg),
             Code::Unimplemented => Error::Unimplemented(msg),
-            Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
+            Code::DataLoss => Error::DataLoss(msg),
+            Code::Ok | Code::Unknown | Code::Internal => {
                 Error::Internal(msg)
             }
         }
@@ -102,7 +107,7 @@ impl Error {
 
     /// Whether the client caused it (logged at `info`) or the worker did (logged at `warn`).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, Error::Internal(_) | Error::Unavailable(_))
+        !matches!(self, Error::Internal(_) | Error::Unavailable(_) | Error::DataLoss(_))
     }
 }
 

@@ -68,6 +68,41 @@ pub struct ResultMeta {
     /// The tenant that made the result; only it can see the result.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Checksums of the stored file, verified on every read (stores that keep files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<Checksums>,
+}
+
+/// CRC-32 checksums of a stored Arrow IPC file, by segment: the first segment runs from the start
+/// of the file through the first record batch, each next one holds one record batch, and the
+/// last one the footer. A reader checks the segment holding each block before decoding it, so a
+/// truncated or altered file is never decoded, let alone served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksums {
+    /// End offset of each segment; the last is the file's size.
+    pub ends: Vec<u64>,
+    /// CRC-32 of each segment.
+    pub crc32: Vec<u32>,
+}
+
+impl Checksums {
+    /// The index and byte range of the segment holding `range`, if one holds it whole.
+    pub fn segment(&self, range: &std::ops::Range<u64>) -> Option<(usize, std::ops::Range<u64>)> {
+        let i = self.ends.partition_point(|&end| end < range.end);
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let end = *self.ends.get(i)?;
+        (start <= range.start && range.end <= end).then_some((i, start..end))
+    }
+
+    /// Whether `bytes` are segment `i` as written.
+    pub fn verify(&self, i: usize, bytes: &[u8]) -> bool {
+        self.crc32.get(i).is_some_and(|&crc| crc32fast::hash(bytes) == crc)
+    }
+
+    /// The file's size as written.
+    pub fn size(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
 }
 
 impl ResultMeta {
@@ -126,6 +161,12 @@ pub trait StateStore: Send + Sync + 'static {
     fn object_path(&self, handle: &Handle) -> Option<object_store::path::Path> {
         let _ = handle;
         None
+    }
+
+    /// Whether a result's data was found damaged and moved aside.
+    fn damaged(&self, handle: &Handle) -> bool {
+        let _ = handle;
+        false
     }
 
     /// Deletes a result; `false` when there was nothing to delete. Safe to race.

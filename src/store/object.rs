@@ -40,7 +40,7 @@ use object_store::{
 use polars::prelude::DataFrame;
 use tokio::runtime::Handle as Runtime;
 
-use super::{BatchStream, ResultMeta, StateStore};
+use super::{BatchStream, Checksums, ResultMeta, StateStore};
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
@@ -157,6 +157,28 @@ impl ObjectStateStore {
         Ok(Self::new(Arc::from(store), root, None, runtime))
     }
 
+    /// Where to read a result's file from.
+    fn source(&self, handle: &Handle) -> Result<Source> {
+        if let Some(dir) = &self.local_dir {
+            return match std::fs::File::open(dir.join("results").join(format!("{handle}.arrow"))) {
+                Ok(file) => Ok(Source::File(file, dir.join("results").join(format!("{handle}.arrow")))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(Error::NotFound(format!("handle {handle}: stored data not found")))
+                }
+                Err(e) => Err(Error::Unavailable(format!("state store: cannot open a result: {}", e.kind()))),
+            };
+        }
+        let path = self.path(handle, "arrow");
+        let size = match self.block_on(self.store.head(&path)) {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound(format!("handle {handle}: stored data not found")));
+            }
+            Err(e) => return Err(store_error("read a result", e)),
+        };
+        Ok(Source::Object { store: self.store.clone(), path, runtime: self.runtime.clone(), size })
+    }
+
     fn path(&self, handle: &Handle, ext: &str) -> ObjectPath {
         self.root.clone().join("results").join(format!("{handle}.{ext}").as_str())
     }
@@ -169,14 +191,6 @@ impl ObjectStateStore {
 
     fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
-    }
-
-    fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
-        let bytes = self
-            .block_on(self.store.get_range(path, range))
-            .map_err(|e| store_error("read a result", e))?;
-        crate::metrics::metrics().store_read.inc_by(bytes.len() as u64);
-        Ok(bytes)
     }
 
     /// Deletes staging files and result data without metadata older than `grace`: what a worker
@@ -244,17 +258,39 @@ impl ObjectStateStore {
 }
 
 /// A `Write` that turns into one PUT when small, or a multipart upload once past [`PART_BYTES`].
+///
+/// Every `flush` closes a checksum segment: the IPC writer is flushed after each record batch, so
+/// segments end where batches end (see [`Checksums`]).
 struct ObjectWriter<'a> {
     owner: &'a ObjectStateStore,
     path: ObjectPath,
     buffer: Vec<u8>,
     upload: Option<WriteMultipart>,
     written: u64,
+    hasher: crc32fast::Hasher,
+    checksums: Checksums,
 }
 
 impl<'a> ObjectWriter<'a> {
     fn new(owner: &'a ObjectStateStore, path: ObjectPath) -> Self {
-        Self { owner, path, buffer: Vec::with_capacity(64 << 10), upload: None, written: 0 }
+        Self {
+            owner,
+            path,
+            buffer: Vec::with_capacity(64 << 10),
+            upload: None,
+            written: 0,
+            hasher: crc32fast::Hasher::new(),
+            checksums: Checksums { ends: Vec::new(), crc32: Vec::new() },
+        }
+    }
+
+    /// Ends the current checksum segment, if it holds anything.
+    fn close_segment(&mut self) {
+        if self.checksums.size() < self.written {
+            let hasher = std::mem::replace(&mut self.hasher, crc32fast::Hasher::new());
+            self.checksums.ends.push(self.written);
+            self.checksums.crc32.push(hasher.finalize());
+        }
     }
 
     fn spill(&mut self) -> io::Result<()> {
@@ -277,7 +313,9 @@ impl<'a> ObjectWriter<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<u64> {
+    /// Completes the object; returns its checksums.
+    fn finish(mut self) -> Result<Checksums> {
+        self.close_segment();
         let _context = self.owner.runtime.enter();
         let fail = |e| store_error("write a result", e);
         match self.upload.take() {
@@ -290,7 +328,7 @@ impl<'a> ObjectWriter<'a> {
                 self.owner.block_on(upload.finish()).map_err(fail)?;
             }
         }
-        Ok(self.written)
+        Ok(self.checksums)
     }
 
     fn abort(mut self) {
@@ -303,6 +341,7 @@ impl<'a> ObjectWriter<'a> {
 impl Write for ObjectWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.buffer.extend_from_slice(buf);
+        self.hasher.update(buf);
         self.written += buf.len() as u64;
         if self.buffer.len() >= PART_BYTES {
             self.spill()?;
@@ -311,38 +350,175 @@ impl Write for ObjectWriter<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.close_segment();
         Ok(())
     }
 }
 
-/// Batches of a stored IPC file, fetched one ranged GET at a time.
-struct RangeReader {
-    store: Arc<dyn ObjectStore>,
-    path: ObjectPath,
-    runtime: Runtime,
+/// Where a stored file's bytes come from: an open local file (which stays readable if a sweep
+/// unlinks it mid-stream) or ranged GETs.
+enum Source {
+    File(std::fs::File, PathBuf),
+    Object { store: Arc<dyn ObjectStore>, path: ObjectPath, runtime: Runtime, size: u64 },
+}
+
+impl Source {
+    /// Moves damaged data aside (`<handle>.arrow.damaged`): the next read finds no data and
+    /// recomputes it from lineage, or reports the loss; the bytes stay for inspection until the
+    /// result is deleted.
+    fn quarantine(&self) {
+        let moved = match self {
+            Source::File(_, path) => std::fs::rename(path, damaged_file(path)).map_err(|e| e.to_string()),
+            Source::Object { store, path, runtime, .. } => runtime
+                .block_on(store.rename(path, &ObjectPath::from(format!("{path}.damaged"))))
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = moved {
+            tracing::warn!(error = %e, "could not move damaged data aside");
+        }
+    }
+
+    fn size(&self) -> Result<u64> {
+        match self {
+            Source::File(file, _) => file
+                .metadata()
+                .map(|m| m.len())
+                .map_err(|e| Error::Unavailable(format!("state store: cannot read a result: {}", e.kind()))),
+            Source::Object { size, .. } => Ok(*size),
+        }
+    }
+
+    fn read(&self, range: Range<u64>) -> Result<Bytes> {
+        let bytes = match self {
+            Source::File(file, _) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; (range.end - range.start) as usize];
+                file.read_exact_at(&mut buf, range.start).map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => Error::DataLoss("stored result is shorter than written".into()),
+                    kind => Error::Unavailable(format!("state store: cannot read a result: {kind}")),
+                })?;
+                Bytes::from(buf)
+            }
+            Source::Object { store, path, runtime, .. } => {
+                runtime.block_on(store.get_range(path, range)).map_err(|e| store_error("read a result", e))?
+            }
+        };
+        crate::metrics::metrics().store_read.inc_by(bytes.len() as u64);
+        Ok(bytes)
+    }
+}
+
+/// A stored IPC file whose every byte is checked against its checksums before it is decoded.
+/// Results written before checksums existed are read unchecked.
+struct VerifiedFile {
+    source: Source,
+    checksums: Option<Checksums>,
+    handle: Handle,
+    size: u64,
+}
+
+impl VerifiedFile {
+    fn open(source: Source, handle: &Handle, checksums: Option<Checksums>) -> Result<VerifiedFile> {
+        let size = source.size()?;
+        if let Some(c) = &checksums
+            && c.size() != size
+        {
+            source.quarantine();
+            return Err(Error::DataLoss(format!(
+                "stored result {handle} is {size} bytes; {} were written",
+                c.size()
+            )));
+        }
+        Ok(VerifiedFile { source, checksums, handle: handle.clone(), size })
+    }
+
+    /// The error for damage found: the data is moved aside first.
+    fn corrupt(&self, what: &str) -> Error {
+        self.source.quarantine();
+        Error::DataLoss(format!("stored result {} is damaged: {what}", self.handle))
+    }
+
+    /// The bytes of `range`, read with (and checked as part of) the segment that holds them.
+    fn read(&self, range: Range<u64>) -> Result<Bytes> {
+        if range.end > self.size || range.start > range.end {
+            return Err(self.corrupt("a block lies outside the file"));
+        }
+        let Some(checksums) = &self.checksums else { return self.source.read(range) };
+        let (i, segment) = checksums.segment(&range).ok_or_else(|| self.corrupt("a block crosses segments"))?;
+        let bytes = self.source.read(segment.clone())?;
+        if !checksums.verify(i, &bytes) {
+            return Err(self.corrupt(&format!("checksum mismatch in bytes {}..{}", segment.start, segment.end)));
+        }
+        let from = (range.start - segment.start) as usize;
+        Ok(bytes.slice(from..from + (range.end - range.start) as usize))
+    }
+
+    /// Checks every byte (before Polars reads the file itself).
+    fn verify_all(&self) -> Result<()> {
+        if let Some(checksums) = &self.checksums {
+            let mut start = 0;
+            for &end in &checksums.ends {
+                self.read(start..end)?;
+                start = end;
+            }
+        }
+        Ok(())
+    }
+
+    fn into_batches(self) -> Result<BatchStream> {
+        if self.size < 10 {
+            return Err(self.corrupt("too short"));
+        }
+        let trailer = self.read(self.size - 10..self.size)?;
+        let trailer: [u8; 10] = trailer[..].try_into().map_err(|_| self.corrupt("short read"))?;
+        let footer_len = read_footer_length(trailer).map_err(|e| self.corrupt(&e.to_string()))? as u64;
+        if footer_len + 10 > self.size {
+            return Err(self.corrupt("footer longer than the file"));
+        }
+        let footer_bytes = self.read(self.size - 10 - footer_len..self.size - 10)?;
+        let footer = root_as_footer(&footer_bytes).map_err(|e| self.corrupt(&e.to_string()))?;
+        let fb_schema = footer.schema().ok_or_else(|| self.corrupt("no schema"))?;
+        let schema: SchemaRef = Arc::new(fb_to_schema(fb_schema));
+        let mut decoder = FileDecoder::new(schema.clone(), footer.version());
+        for block in footer.dictionaries().iter().flatten() {
+            let bytes = self.read(block_range(block))?;
+            decoder
+                .read_dictionary(block, &Buffer::from(bytes))
+                .map_err(|e| self.corrupt(&e.to_string()))?;
+        }
+        let blocks: Vec<Block> = footer.recordBatches().iter().flatten().copied().collect();
+        Ok(BatchStream { schema, batches: Box::new(BlockReader { file: self, decoder, blocks: blocks.into_iter() }) })
+    }
+}
+
+/// Record batches of a [`VerifiedFile`], one block at a time.
+struct BlockReader {
+    file: VerifiedFile,
     decoder: FileDecoder,
     blocks: std::vec::IntoIter<Block>,
 }
 
-impl Iterator for RangeReader {
+impl Iterator for BlockReader {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let block = self.blocks.next()?;
-        let range = block_range(&block);
-        let bytes = match self.runtime.block_on(self.store.get_range(&self.path, range)) {
-            Ok(bytes) => {
-                crate::metrics::metrics().store_read.inc_by(bytes.len() as u64);
-                bytes
-            }
-            Err(e) => return Some(Err(store_error("read a result", e))),
+        let bytes = match self.file.read(block_range(&block)) {
+            Ok(bytes) => bytes,
+            Err(e) => return Some(Err(e)),
         };
         match self.decoder.read_record_batch(&block, &Buffer::from(bytes)) {
             Ok(Some(batch)) => Some(Ok(batch)),
             Ok(None) => self.next(),
-            Err(e) => Some(Err(Error::Internal(format!("stored result is unreadable: {e}")))),
+            Err(e) => Some(Err(self.file.corrupt(&e.to_string()))),
         }
     }
+}
+
+fn damaged_file(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".damaged");
+    PathBuf::from(name)
 }
 
 fn block_range(block: &Block) -> Range<u64> {
@@ -367,16 +543,20 @@ impl StateStore for ObjectStateStore {
             for batch in &batches {
                 for part in convert::split_batch(batch, convert::BATCH_TARGET_BYTES) {
                     writer.write(&part)?;
+                    writer.flush()?;
                 }
             }
             writer.finish()?;
+            writer.flush()?;
             Ok(())
         })();
         if let Err(e) = written {
             out.abort();
             return Err(e);
         }
-        meta.num_bytes = out.finish()?;
+        let checksums = out.finish()?;
+        meta.num_bytes = checksums.size();
+        meta.checksums = Some(checksums);
         crate::metrics::metrics().store_written.inc_by(meta.num_bytes);
         // The meta appears last: until then the handle does not exist for any worker.
         let body = PutPayload::from(serde_json::to_vec(&meta).expect("meta serialises"));
@@ -425,64 +605,9 @@ impl StateStore for ObjectStateStore {
     }
 
     fn open_batches(&self, handle: &Handle) -> Result<BatchStream> {
-        // A local backend reads through one open file: a sweep that unlinks the result while it
-        // streams does not cut the stream.
-        if let Some(dir) = &self.local_dir {
-            let file = match std::fs::File::open(dir.join("results").join(format!("{handle}.arrow"))) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(Error::NotFound(format!("handle {handle}: stored data not found")));
-                }
-                Err(e) => {
-                    return Err(Error::Unavailable(format!("state store: cannot open a result: {}", e.kind())));
-                }
-            };
-            if let Ok(stat) = file.metadata() {
-                crate::metrics::metrics().store_read.inc_by(stat.len());
-            }
-            let reader = arrow::ipc::reader::FileReader::try_new(io::BufReader::with_capacity(1 << 20, file), None)
-                .map_err(|e| Error::Internal(format!("stored result {handle} is unreadable: {e}")))?;
-            let schema = reader.schema();
-            return Ok(BatchStream { schema, batches: Box::new(reader.map(|b| b.map_err(Error::from))) });
-        }
-        let path = self.path(handle, "arrow");
-        let size = match self.block_on(self.store.head(&path)) {
-            Ok(meta) => meta.size,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(Error::NotFound(format!("handle {handle}: stored data not found")));
-            }
-            Err(e) => return Err(store_error("read a result", e)),
-        };
-        let corrupt = |what: &str| Error::Internal(format!("stored result {handle} is unreadable: {what}"));
-        if size < 10 {
-            return Err(corrupt("too short"));
-        }
-        let trailer = self.get_range(&path, size - 10..size)?;
-        let trailer: [u8; 10] = trailer[..].try_into().map_err(|_| corrupt("short read"))?;
-        let footer_len = read_footer_length(trailer).map_err(|e| corrupt(&e.to_string()))? as u64;
-        if footer_len + 10 > size {
-            return Err(corrupt("footer longer than the file"));
-        }
-        let footer_bytes = self.get_range(&path, size - 10 - footer_len..size - 10)?;
-        let footer = root_as_footer(&footer_bytes).map_err(|e| corrupt(&e.to_string()))?;
-        let schema: SchemaRef =
-            Arc::new(fb_to_schema(footer.schema().ok_or_else(|| corrupt("no schema"))?));
-        let mut decoder = FileDecoder::new(schema.clone(), footer.version());
-        for block in footer.dictionaries().iter().flatten() {
-            let bytes = self.get_range(&path, block_range(block))?;
-            decoder
-                .read_dictionary(block, &Buffer::from(bytes))
-                .map_err(|e| corrupt(&e.to_string()))?;
-        }
-        let blocks: Vec<Block> = footer.recordBatches().iter().flatten().copied().collect();
-        let reader = RangeReader {
-            store: self.store.clone(),
-            path,
-            runtime: self.runtime.clone(),
-            decoder,
-            blocks: blocks.into_iter(),
-        };
-        Ok(BatchStream { schema, batches: Box::new(reader) })
+        let checksums = self.meta(handle)?.and_then(|m| m.checksums);
+        let source = self.source(handle)?;
+        VerifiedFile::open(source, handle, checksums)?.into_batches()
     }
 
     fn delete(&self, handle: &Handle) -> Result<bool> {
@@ -491,10 +616,15 @@ impl StateStore for ObjectStateStore {
             Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(store_error("delete a result", e)),
         };
+        let _ = self.block_on(self.store.delete(&self.path(handle, "arrow.damaged")));
         match self.block_on(self.store.delete(&self.path(handle, "arrow"))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
             Err(e) => Err(store_error("delete a result", e)),
         }
+    }
+
+    fn damaged(&self, handle: &Handle) -> bool {
+        self.block_on(self.store.head(&self.path(handle, "arrow.damaged"))).is_ok()
     }
 
     fn list(&self) -> Result<Vec<ResultMeta>> {
@@ -530,6 +660,17 @@ impl StateStore for ObjectStateStore {
         };
         // A missing file is loaded the usual way, which recovers it from lineage.
         let Some(text) = path.to_str().filter(|_| path.exists()) else { return Ok(None) };
+        // Polars reads the file itself: check every byte first.
+        let checksums = self.meta(handle)?.and_then(|m| m.checksums);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Error::Unavailable(format!("state store: cannot open a result: {}", e.kind())))?;
+        if let Err(e) = VerifiedFile::open(Source::File(file, path.clone()), handle, checksums).and_then(|f| f.verify_all()) {
+            if self.local_dir.is_none() {
+                // A bad scratch copy is fetched again next time; the stored object is checked then.
+                let _ = std::fs::remove_file(damaged_file(&path));
+            }
+            return Err(e);
+        }
         let lf = LazyFrame::scan_ipc(PlRefPath::new(text), IpcScanOptions::default(), UnifiedScanArgs::default())?;
         Ok(Some(lf))
     }

@@ -17,6 +17,7 @@ fn meta_for(frame: &DataFrame) -> ResultMeta {
         lineage: Lineage { op: "upload".into(), params: serde_json::json!({}), inputs: vec![] },
         affinity: String::new(),
         tenant: None,
+        checksums: None,
     }
 }
 

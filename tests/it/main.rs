@@ -9,6 +9,7 @@ mod external;
 mod fleet;
 mod jobs;
 mod flight_surface;
+mod integrity;
 mod operations;
 mod roundtrip;
 mod sql;
