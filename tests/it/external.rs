@@ -141,7 +141,12 @@ async fn a_job_whose_worker_is_killed_is_finished_by_another() {
     let done = poll_until_done(&mut cb, job).await;
     let info = done.info.unwrap();
     assert_eq!(info.total_records, 4000);
-    let record = std::fs::read_dir(state.path().join("jobs")).unwrap().next().unwrap().unwrap().path();
+    // The job record (not a staging file of a write in progress).
+    let record = std::fs::read_dir(state.path().join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a job record");
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
     assert_eq!(record["state"], "done");
     assert!(record["worker"].as_str().unwrap().ends_with(&b.addr.to_string()), "{record}");
