@@ -103,7 +103,7 @@ fn operations(c: &mut Criterion) {
     group.sample_size(10);
     for (name, step) in [
         ("filter", serde_json::json!({"op": "filter", "predicate": "qty > 500 AND sym <> 'GOOG'"})),
-        ("group_by", serde_json::json!({"op": "group_by", "by": ["sym"], "aggs": ["sum(qty) AS q", "mean(price) AS p"]})),
+        ("group_by", serde_json::json!({"op": "group_by", "by": ["sym"], "aggs": ["sum(qty) AS q", "avg(price) AS p"]})),
         ("sort", serde_json::json!({"op": "sort", "by": ["price", "id"]})),
         ("with_columns", serde_json::json!({"op": "with_columns", "columns": {"notional": "qty * price"}})),
     ] {

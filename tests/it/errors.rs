@@ -330,3 +330,48 @@ async fn sweeps_on_every_worker_at_once_delete_each_result_once() {
         w.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_count_at_their_declared_size() {
+    use arrow::ipc::writer::IpcWriteOptions;
+    use arrow::ipc::CompressionType;
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use futures::TryStreamExt;
+
+    let server = TestServer::start_with(Mode::Memory, |c| c.limits.max_put_bytes = 1 << 20).await;
+    let mut c = server.client().await;
+    let df = df!("x" => vec![7i64; 20_000]).unwrap();
+    let (schema, batches) = polarway::convert::frame_to_batches(&df).unwrap();
+    let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME)).unwrap();
+    let encoded: Vec<arrow_flight::FlightData> = FlightDataEncoderBuilder::new()
+        .with_options(options)
+        .with_schema(schema)
+        .with_flight_descriptor(Some(arrow_flight::FlightDescriptor::new_path(vec!["z".into()])))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)))
+        .try_collect()
+        .await
+        .unwrap();
+    // Honest: 160 kB of values compress to almost nothing and fit the 1 MiB limit.
+    let ok: Vec<_> = c.inner.do_put(futures::stream::iter(encoded.clone().into_iter().map(Ok))).await.unwrap().try_collect().await.unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&ok[0].app_metadata).unwrap();
+    assert_same(&c.get(meta["handle"].as_str().unwrap()).await.unwrap(), &df, "compressed upload");
+
+    // A bomb: the same bytes declaring 1 TiB once decompressed.
+    let mut bomb = encoded.clone();
+    let last = bomb.last_mut().unwrap();
+    let message = arrow::ipc::root_as_message(&last.data_header).unwrap();
+    let buffers: Vec<_> = message.header_as_record_batch().unwrap().buffers().unwrap().iter().copied().collect();
+    let mut body = last.data_body.to_vec();
+    for b in buffers.iter().filter(|b| b.length() > 0) {
+        body[b.offset() as usize..b.offset() as usize + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    }
+    last.data_body = body.into();
+    let err = c.inner.do_put(futures::stream::iter(bomb.into_iter().map(Ok))).await;
+    let err = match err {
+        Err(e) => to_status(e),
+        Ok(stream) => to_status(stream.try_collect::<Vec<_>>().await.unwrap_err()),
+    };
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert_same(&c.get(meta["handle"].as_str().unwrap()).await.unwrap(), &df, "still serving");
+    server.stop().await;
+}
