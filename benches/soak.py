@@ -4,7 +4,8 @@
     python benches/soak.py --minutes 2       # the CI run (tests/python/test_soak.py)
 
 Two workers on one shared directory behind Debian's nginx. 32 client threads, each with the
-Python router (`polarway.connect`: retries, deadlines, affinity), run a mix: DoGet of a ~1 MB
+Python router (`polarway.connect`: retries and deadlines; no affinity key, so nginx spreads the
+calls over both workers) run a mix: DoGet of a ~1 MB
 result (50%), a new result computed on 100k rows (25%), and small actions (25%). Halfway, one
 worker gets SIGTERM, drains, and is started again on its port. Worker RSS and open file
 descriptors are sampled every 5 s. Then 4x the clients call without retries for 20 s: the
@@ -121,9 +122,9 @@ def main():
                 kind = rng.choices(["get", "create", "action"], weights=[50, 25, 25])[0]
                 try:
                     if kind == "get":
-                        assert pw.fetch(mb.handle, mb.affinity).height == 30_000
+                        assert pw.fetch(mb.handle).height == 30_000
                     elif kind == "create":
-                        pw.action("filter", {"input": big.handle, "predicate": f"qty > {rng.randrange(1000)} AND day <> {i * 100000 + n}"}, big.affinity)
+                        pw.action("filter", {"input": big.handle, "predicate": f"qty > {rng.randrange(1000)} AND day <> {i * 100000 + n}"})
                     else:
                         assert pw.action("shape", {"input": big.handle})["rows"] == 100_000
                     with lock:
