@@ -252,12 +252,17 @@ impl ViewTypes {
         if self == ViewTypes::View || batch.schema().fields() == schema.fields() {
             return Ok(batch);
         }
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        cast_batch(&batch, schema)
     }
+}
+
+/// `batch` with each column cast to the type of the same column of `schema`.
+pub fn cast_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }

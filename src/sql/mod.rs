@@ -259,13 +259,7 @@ impl SqlEngine {
                 .blocking(move || stored.batches.collect::<Result<Vec<_>>>())
                 .await?;
             for batch in &mut batches {
-                let columns = batch
-                    .columns()
-                    .iter()
-                    .zip(target.fields())
-                    .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                *batch = RecordBatch::try_new(target.clone(), columns)?;
+                *batch = crate::convert::cast_batch(batch, &target)?;
             }
             batches.splice(0..0, earlier);
             schema = target;
