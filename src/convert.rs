@@ -58,19 +58,36 @@ pub fn frame_to_batches(df: &DataFrame) -> Result<(SchemaRef, Vec<RecordBatch>)>
 
 /// A frame over the batches' buffers.
 pub fn batches_to_frame(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<DataFrame> {
+    // Polars imports each column as the schema's type without looking: a batch of another
+    // type would be read as the wrong layout.
+    for batch in batches {
+        let fields = batch.schema_ref().fields();
+        let same = fields.len() == schema.fields().len()
+            && fields.iter().zip(schema.fields()).all(|(a, b)| a.data_type() == b.data_type());
+        if !same {
+            return Err(Error::invalid("a record batch does not match the schema of its stream"));
+        }
+    }
     let height: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (i, field) in schema.fields().iter().enumerate() {
-        let pfield = field_to_polars(field)?;
-        let chunks = batches
-            .iter()
-            .map(|b| array_to_polars(b.column(i), &pfield))
-            .collect::<Result<Vec<_>>>()?;
-        let series = if chunks.is_empty() {
-            Series::new_empty(pfield.name.clone(), &DataType::from_arrow_field(&pfield))
-        } else {
-            Series::try_from((&pfield, chunks))?
+        // Polars panics on Arrow types it lacks and on malformed type metadata; the types
+        // come from clients, so that is an answer for them, not a crash.
+        let unsupported = |panic: String| {
+            Error::invalid(format!("column `{}`: not convertible to Polars: {panic}", field.name()))
         };
+        let series = crate::contain::guard(unsupported, || {
+            let pfield = field_to_polars(field)?;
+            let chunks = batches
+                .iter()
+                .map(|b| array_to_polars(b.column(i), &pfield))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(if chunks.is_empty() {
+                Series::new_empty(pfield.name.clone(), &DataType::from_arrow_field(&pfield))
+            } else {
+                Series::try_from((&pfield, chunks))?
+            })
+        })?;
         columns.push(series.into());
     }
     Ok(DataFrame::new(height, columns)?)

@@ -10,6 +10,8 @@ pub mod cache;
 pub mod client;
 /// Command line and environment: the one place configuration is read and validated.
 pub mod config;
+/// Panics of third-party decoders on outside input, contained to the request.
+pub mod contain;
 /// Zero-copy conversion between Polars frames and arrow-rs batches.
 pub mod convert;
 /// One operation's life: admit, load inputs, run, persist.
@@ -18,8 +20,12 @@ pub mod engine;
 pub mod error;
 /// The Arrow Flight service: a thin adapter over the engine.
 pub mod flight;
+/// Entry points for the fuzz targets in `fuzz/`, and the replay of the inputs they found.
+pub mod fuzz;
 /// Result handles, which are also Flight tickets.
 pub mod handle;
+/// Checks on Arrow IPC from clients and the store, before arrow-rs decodes it.
+pub mod ipc;
 /// Size, row, concurrency and time limits.
 pub mod limits;
 /// Batch jobs queued in the shared store, claimed with leases.

@@ -35,7 +35,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::convert::{self, ViewTypes};
 use crate::sql::SqlEngine;
 use crate::engine::{self, Engine};
-use crate::request;
+use crate::{ipc, request};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::jobs::{Job, JobError, JobState, Jobs};
@@ -227,43 +227,10 @@ fn flight_error(err: FlightError) -> Status {
     }
 }
 
-/// The bytes a message's body takes once decoded: its length, or for a compressed record batch
-/// the sum of the uncompressed lengths its buffers declare (Arrow IPC prefixes each compressed
-/// buffer with its uncompressed length as an i64; -1 marks a buffer sent uncompressed).
-fn expanded_body_len(data: &FlightData) -> std::result::Result<u64, FlightError> {
-    let body = data.data_body.len() as u64;
-    if data.data_header.is_empty() {
-        return Ok(body);
-    }
-    let malformed = |m: &str| FlightError::Tonic(Box::new(Error::invalid(format!("malformed Flight data: {m}")).into()));
-    let message = arrow::ipc::root_as_message(&data.data_header).map_err(|e| malformed(&e.to_string()))?;
-    let batch = match message.header_type() {
-        arrow::ipc::MessageHeader::RecordBatch => message.header_as_record_batch(),
-        arrow::ipc::MessageHeader::DictionaryBatch => message.header_as_dictionary_batch().and_then(|d| d.data()),
-        _ => None,
-    };
-    let Some(batch) = batch.filter(|b| b.compression().is_some()) else { return Ok(body) };
-    let mut total = 0u64;
-    for buffer in batch.buffers().iter().flatten() {
-        let (offset, length) = (buffer.offset(), buffer.length());
-        if length == 0 {
-            continue;
-        }
-        let start = usize::try_from(offset).map_err(|_| malformed("negative buffer offset"))?;
-        let prefix = start
-            .checked_add(8)
-            .and_then(|end| data.data_body.get(start..end))
-            .ok_or_else(|| malformed("a compressed buffer lies outside the body"))?;
-        let declared = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
-        total = total.saturating_add(if declared < 0 { length as u64 } else { declared as u64 });
-    }
-    Ok(total.max(body))
-}
-
 /// Reads a client's FlightData stream into batches, counting bytes against the upload limit.
-async fn read_table(
+pub(crate) async fn read_table(
     first: FlightData,
-    rest: Streaming<FlightData>,
+    rest: impl Stream<Item = std::result::Result<FlightData, Status>> + Send + Unpin + 'static,
     limits: Limits,
 ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), Status> {
     let received = Arc::new(AtomicU64::new(0));
@@ -271,7 +238,13 @@ async fn read_table(
         let data = item.map_err(|s| FlightError::Tonic(Box::new(s)))?;
         // Compressed bodies count at the size they claim to decompress to, checked before the
         // decoder allocates it: a small body cannot ask for terabytes.
-        let size = (data.data_header.len() as u64).saturating_add(expanded_body_len(&data)?);
+        // Its schema is checked too: arrow-rs panics on some malformed ones.
+        let body = if data.data_header.is_empty() {
+            data.data_body.len() as u64
+        } else {
+            ipc::check_message(&data.data_header, &data.data_body).map_err(|e| FlightError::Tonic(Box::new(e.into())))?
+        };
+        let size = (data.data_header.len() as u64).saturating_add(body);
         let total = received.fetch_add(size, Ordering::Relaxed).saturating_add(size);
         limits.check_put_bytes(total).map_err(|e| FlightError::Tonic(Box::new(e.into())))?;
         Ok(data)
@@ -282,12 +255,19 @@ async fn read_table(
         let keep = !matches!(item, Ok(data) if data.data_header.is_empty());
         async move { keep }
     });
-    let mut decoder = FlightDataDecoder::new(counted);
+    let mut decoder = crate::contain::Guarded::new(FlightDataDecoder::new(counted), |panic| {
+        FlightError::Tonic(Box::new(Error::invalid(format!("malformed Arrow IPC: {panic}")).into()))
+    });
     let mut schema = None;
     let mut batches = Vec::new();
     while let Some(decoded) = decoder.next().await {
         match decoded.map_err(flight_error)?.payload {
-            DecodedPayload::Schema(s) => schema = Some(s),
+            DecodedPayload::Schema(s) => {
+                if schema.as_ref().is_some_and(|first| first != &s) {
+                    return Err(Error::invalid("the stream changed its schema part way").into());
+                }
+                schema = Some(s)
+            }
             DecodedPayload::RecordBatch(b) => batches.push(b),
             DecodedPayload::None => {}
         }

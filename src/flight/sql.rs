@@ -78,16 +78,36 @@ impl Prepared {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|_| Error::invalid("prepared statement handle: bad parameters"))?;
-        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-        let mut values = Vec::new();
-        for batch in reader {
-            let batch = batch?;
-            for column in batch.columns() {
-                values.push(ScalarValue::try_from_array(column, 0).map_err(|e| Error::invalid(format!("parameter: {e}")))?);
-            }
-        }
-        Ok(values)
+        parameter_values(&bytes)
     }
+}
+
+/// The first row of an Arrow IPC stream of parameters, as scalars.
+pub(crate) fn parameter_values(ipc_stream: &[u8]) -> Result<Vec<ScalarValue>> {
+    // One row of parameters: a few megabytes is generous.
+    crate::ipc::check_stream(ipc_stream, 64 << 20)?;
+    let bad = |panic| Error::invalid(format!("parameters: malformed Arrow IPC: {panic}"));
+    let batches = crate::contain::guard(bad, || {
+        let reader = StreamReader::try_new(std::io::Cursor::new(ipc_stream), None)?;
+        Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+    })?;
+    let mut values = Vec::new();
+    for batch in batches {
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        for column in batch.columns() {
+            values.push(ScalarValue::try_from_array(column, 0).map_err(|e| Error::invalid(format!("parameter: {e}")))?);
+        }
+    }
+    Ok(values)
+}
+
+/// Decodes a prepared statement handle and its bound parameters, as a query would.
+pub(crate) fn prepared_statement(handle: &[u8]) -> Result<(String, Vec<ScalarValue>)> {
+    let prepared = Prepared::parse(handle)?;
+    let values = prepared.values()?;
+    Ok((prepared.query, values))
 }
 
 fn schema_bytes(schema: &SchemaRef) -> Result<Bytes> {

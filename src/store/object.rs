@@ -47,6 +47,9 @@ use crate::handle::Handle;
 
 /// Results smaller than this go up in one PUT; larger ones in multipart chunks of this size.
 const PART_BYTES: usize = 8 << 20;
+/// The most one stored block may decode to. Results are written uncompressed in batches of a few
+/// megabytes, so only a damaged or foreign file claims more.
+const MAX_BLOCK_DECODED_BYTES: u64 = 1 << 30;
 /// Multipart chunks in flight at once per upload.
 const UPLOAD_CONCURRENCY: usize = 4;
 
@@ -478,13 +481,16 @@ impl VerifiedFile {
         let footer_bytes = self.read(self.size - 10 - footer_len..self.size - 10)?;
         let footer = root_as_footer(&footer_bytes).map_err(|e| self.corrupt(&e.to_string()))?;
         let fb_schema = footer.schema().ok_or_else(|| self.corrupt("no schema"))?;
+        crate::ipc::check_schema(fb_schema).map_err(|e| self.corrupt(&e.to_string()))?;
         let schema: SchemaRef = Arc::new(fb_to_schema(fb_schema));
         let mut decoder = FileDecoder::new(schema.clone(), footer.version());
         for block in footer.dictionaries().iter().flatten() {
-            let bytes = self.read(block_range(block))?;
-            decoder
-                .read_dictionary(block, &Buffer::from(bytes))
-                .map_err(|e| self.corrupt(&e.to_string()))?;
+            let range = block_range(block).ok_or_else(|| self.corrupt("a block with impossible bounds"))?;
+            let bytes = self.read(range)?;
+            crate::ipc::check_block(&bytes, MAX_BLOCK_DECODED_BYTES).map_err(|e| self.corrupt(&e.to_string()))?;
+            crate::contain::guard(|panic| self.corrupt(&panic), || {
+                decoder.read_dictionary(block, &Buffer::from(bytes)).map_err(|e| self.corrupt(&e.to_string()))
+            })?;
         }
         let blocks: Vec<Block> = footer.recordBatches().iter().flatten().copied().collect();
         Ok(BatchStream { schema, batches: Box::new(BlockReader { file: self, decoder, blocks: blocks.into_iter() }) })
@@ -503,14 +509,23 @@ impl Iterator for BlockReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         let block = self.blocks.next()?;
-        let bytes = match self.file.read(block_range(&block)) {
+        let Some(range) = block_range(&block) else {
+            return Some(Err(self.file.corrupt("a block with impossible bounds")));
+        };
+        let bytes = match self.file.read(range) {
             Ok(bytes) => bytes,
             Err(e) => return Some(Err(e)),
         };
-        match self.decoder.read_record_batch(&block, &Buffer::from(bytes)) {
+        if let Err(e) = crate::ipc::check_block(&bytes, MAX_BLOCK_DECODED_BYTES) {
+            return Some(Err(self.file.corrupt(&e.to_string())));
+        }
+        let decoded = crate::contain::guard(|panic| self.file.corrupt(&panic), || {
+            self.decoder.read_record_batch(&block, &Buffer::from(bytes)).map_err(|e| self.file.corrupt(&e.to_string()))
+        });
+        match decoded {
             Ok(Some(batch)) => Some(Ok(batch)),
             Ok(None) => self.next(),
-            Err(e) => Some(Err(self.file.corrupt(&e.to_string()))),
+            Err(e) => Some(Err(e)),
         }
     }
 }
@@ -521,9 +536,12 @@ fn damaged_file(path: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn block_range(block: &Block) -> Range<u64> {
-    let start = block.offset() as u64;
-    start..start + block.metaDataLength() as u64 + block.bodyLength() as u64
+/// The bytes of a footer's block; `None` for negative or overflowing figures (a damaged footer).
+fn block_range(block: &Block) -> Option<Range<u64>> {
+    let start = u64::try_from(block.offset()).ok()?;
+    let meta = u64::try_from(block.metaDataLength()).ok()?;
+    let body = u64::try_from(block.bodyLength()).ok()?;
+    Some(start..start.checked_add(meta)?.checked_add(body)?)
 }
 
 impl StateStore for ObjectStateStore {
@@ -660,8 +678,11 @@ impl StateStore for ObjectStateStore {
         };
         // A missing file is loaded the usual way, which recovers it from lineage.
         let Some(text) = path.to_str().filter(|_| path.exists()) else { return Ok(None) };
-        // Polars reads the file itself: check every byte first.
-        let checksums = self.meta(handle)?.and_then(|m| m.checksums);
+        // Polars reads the file itself: check every byte first. A file without checksums (from
+        // before they existed) is read through arrow-rs instead, which refuses what it cannot
+        // decode where Polars' reader may panic.
+        let Some(checksums) = self.meta(handle)?.and_then(|m| m.checksums) else { return Ok(None) };
+        let checksums = Some(checksums);
         let file = std::fs::File::open(&path)
             .map_err(|e| Error::Unavailable(format!("state store: cannot open a result: {}", e.kind())))?;
         if let Err(e) = VerifiedFile::open(Source::File(file, path.clone()), handle, checksums).and_then(|f| f.verify_all()) {

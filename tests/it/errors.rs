@@ -375,3 +375,61 @@ async fn compressed_bodies_count_at_their_declared_size() {
     assert_same(&c.get(meta["handle"].as_str().unwrap()).await.unwrap(), &df, "still serving");
     server.stop().await;
 }
+
+/// The inputs the fuzz targets crashed on (`fuzz/regressions/`), sent to a live worker: each gets
+/// a client error, and the worker keeps serving what it stored before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_found_by_fuzzing_get_client_errors() {
+    use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt};
+    use base64::Engine as _;
+    use futures::TryStreamExt;
+    use prost::Message as _;
+
+    let regressions = |target: &str| -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target);
+        let mut inputs: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(p).unwrap()))
+            .collect();
+        inputs.sort();
+        inputs
+    };
+    let client_error = |code: Code| matches!(code, Code::InvalidArgument | Code::ResourceExhausted);
+    for mode in MODES {
+        let server = TestServer::start(mode).await;
+        let mut c = server.client().await;
+        let h = handle_of(&c.upload("kept", &frame()).await);
+
+        let uploads = regressions("flight_data");
+        assert!(uploads.len() >= 2);
+        for (name, data) in uploads {
+            let messages = polarway::fuzz::flight_messages(&data);
+            let err = match c.inner.do_put(futures::stream::iter(messages.into_iter().map(Ok))).await {
+                Err(e) => to_status(e),
+                Ok(stream) => to_status(stream.try_collect::<Vec<_>>().await.expect_err(&name)),
+            };
+            assert!(client_error(err.code()), "{name}: {err}");
+        }
+
+        let tickets = regressions("ticket");
+        assert!(tickets.len() >= 4);
+        for (name, data) in tickets {
+            // A Flight SQL query command is not a ticket: UNIMPLEMENTED says so.
+            let err = c.inner.do_get(Ticket::new(data.clone())).await.err().map(to_status).expect(&name);
+            assert!(client_error(err.code()) || err.code() == Code::Unimplemented, "{name} as a ticket: {err}");
+            let descriptor = FlightDescriptor::new_cmd(data.clone());
+            let err = c.inner.get_flight_info(descriptor).await.err().map(to_status).expect(&name);
+            assert!(client_error(err.code()), "{name} as a command: {err}");
+            // As the parameters of a prepared statement, the way the fuzz target also reads it.
+            let handle = json!({"query": "SELECT 1", "params": base64::engine::general_purpose::STANDARD.encode(&data)});
+            let cmd = CommandPreparedStatementQuery { prepared_statement_handle: handle.to_string().into() };
+            let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+            let err = c.inner.get_flight_info(descriptor).await.err().map(to_status).expect(&name);
+            assert!(client_error(err.code()), "{name} as parameters: {err}");
+        }
+
+        assert_eq!(c.get(&h).await.unwrap(), frame(), "still serving");
+        server.stop().await;
+    }
+}

@@ -1,0 +1,8 @@
+#![no_main]
+//! libFuzzer target: see `polarway::fuzz::ticket`. With `POLARWAY_FUZZ_SEEDS=<dir>` set, the seed
+//! corpus is written to that directory first.
+
+libfuzzer_sys::fuzz_target!(
+    init: polarway::fuzz::init("ticket"),
+    |data: &[u8]| polarway::fuzz::ticket(data)
+);
