@@ -146,6 +146,11 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_MAX_CONCURRENT_OPS", default_value_t = 0)]
     pub max_concurrent_ops: usize,
 
+    /// Requests that may wait for an operation slot (0 = twice the slots); beyond them a
+    /// request gets RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "POLARWAY_MAX_QUEUED_OPS", default_value_t = 0)]
+    pub max_queued_ops: usize,
+
     /// How long a request may wait for an operation slot before RESOURCE_EXHAUSTED, in milliseconds.
     #[arg(long, env = "POLARWAY_QUEUE_TIMEOUT_MS", default_value_t = 5_000)]
     pub queue_timeout_ms: u64,
@@ -327,6 +332,10 @@ impl Args {
                 max_cross_join_rows: self.max_cross_join_rows,
                 max_sql_memory_bytes: self.max_sql_memory_bytes,
                 max_concurrent_ops,
+                max_queued_ops: match self.max_queued_ops {
+                    0 => 2 * max_concurrent_ops,
+                    n => n,
+                },
                 queue_timeout: Duration::from_millis(self.queue_timeout_ms),
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
             },

@@ -93,7 +93,7 @@ impl Engine {
             read_grace: chrono::Duration::from_std(config.gc_interval)
                 .map_err(|_| Error::invalid("sweep interval out of range"))?,
             store,
-            admission: Admission::new(config.limits.max_concurrent_ops, config.limits.queue_timeout),
+            admission: Admission::new(config.limits.max_concurrent_ops, config.limits.max_queued_ops, config.limits.queue_timeout),
             limits: config.limits.clone(),
             data_dir: config.data_dir.clone(),
             ttl: chrono::Duration::from_std(config.result_ttl)

@@ -6,9 +6,10 @@
 //! worker answers RESOURCE_EXHAUSTED quickly instead of queueing without end.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
 
@@ -29,6 +30,8 @@ pub struct Limits {
     pub max_sql_memory_bytes: usize,
     /// Operations running at once.
     pub max_concurrent_ops: usize,
+    /// Requests that may wait for an operation slot; more are refused at once.
+    pub max_queued_ops: usize,
     /// Longest wait for an operation slot.
     pub queue_timeout: Duration,
     /// Longest an operation may run.
@@ -81,21 +84,57 @@ impl Limits {
     }
 }
 
-/// Slots for concurrent operations.
+/// Slots for concurrent operations, with a bounded queue in front of them.
+///
+/// A request takes a free slot at once, or waits for one in the queue for at most `wait`. When
+/// the queue is full too it is refused at once: under overload the excess learns within a round
+/// trip that it should go elsewhere or come back later, instead of each refusal first waiting out
+/// the queue timeout while the backlog grows.
 #[derive(Debug, Clone)]
 pub struct Admission {
     slots: Arc<Semaphore>,
     wait: Duration,
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+}
+
+/// Leaves the queue when dropped, whether the wait ended with a slot, a timeout or a cancel.
+struct InQueue<'a>(&'a AtomicUsize);
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Admission {
-    /// Creates `slots` slots; a request waits at most `wait` for one.
-    pub fn new(slots: usize, wait: Duration) -> Self {
-        Self { slots: Arc::new(Semaphore::new(slots.max(1))), wait }
+    /// Creates `slots` slots and a queue of `max_queued` waiters; a request waits at most `wait`.
+    pub fn new(slots: usize, max_queued: usize, wait: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            wait,
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_queued,
+        }
     }
 
-    /// Takes a slot, or fails with RESOURCE_EXHAUSTED when none frees up in time.
+    /// Takes a slot, or fails with RESOURCE_EXHAUSTED when the queue is full or no slot frees up
+    /// in time.
     pub async fn try_admit(&self) -> Result<OwnedSemaphorePermit> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(Error::Unavailable("worker is shutting down".into())),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            rejected("queue");
+            return Err(Error::Overloaded(
+                "worker busy: every operation slot is taken and the queue is full (POLARWAY_MAX_QUEUED_OPS); retry after 1 s"
+                    .into(),
+            ));
+        }
+        let _in_queue = InQueue(&self.queued);
         match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(Error::Unavailable("worker is shutting down".into())),
@@ -121,13 +160,34 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admission_times_out_when_full() {
-        let admission = Admission::new(1, Duration::from_millis(20));
+        let admission = Admission::new(1, 4, Duration::from_millis(20));
         let _held = admission.try_admit().await.unwrap();
         let err = admission.try_admit().await.unwrap_err();
         assert!(matches!(err, Error::Overloaded(_)));
+        assert!(err.to_string().contains("in time"), "{err}");
         let status = tonic::Status::from(err);
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert_eq!(status.metadata().get(crate::error::RETRY_AFTER).unwrap(), "1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once_and_a_freed_slot_goes_to_the_queue() {
+        let admission = Admission::new(1, 1, Duration::from_secs(30));
+        let held = admission.try_admit().await.unwrap();
+        let waiting = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.try_admit().await.map(drop) }
+        });
+        while admission.queued.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let started = std::time::Instant::now();
+        let err = admission.try_admit().await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
+        assert!(err.to_string().contains("queue is full"), "{err}");
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(admission.queued.load(Ordering::Relaxed), 0);
     }
 
     #[test]
