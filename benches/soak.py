@@ -83,6 +83,27 @@ def hammer(location, handle, seconds, threads, part):
     return served[0], refused, failures
 
 
+def refusal_histogram(metrics_address):
+    """The worker's polarway_refusal_duration_seconds buckets for DoAction: {upper bound: count}."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10).read().decode()
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("polarway_refusal_duration_seconds_bucket") and 'method="DoAction"' in line:
+            le = line.split('le="')[1].split('"')[0]
+            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def quantile_bound(buckets, q):
+    """The smallest bucket bound holding the q-quantile of a cumulative histogram."""
+    total = buckets.get(float("inf"), 0)
+    for le in sorted(buckets):
+        if total and buckets[le] >= q * total:
+            return le
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10)
@@ -170,6 +191,12 @@ def main():
         # Python process cannot keep 128 threads busy on its own).
         with multiprocessing.get_context("spawn").Pool(4) as pool:
             parts = pool.starmap(hammer, [(nginx.location, big.handle, 20.0, args.clients, p) for p in range(4)])
+        # The worker's own view: time from a request's arrival to its refusal (what the product
+        # controls; the clients' figure adds their own scheduling on the shared cores).
+        server_side = {}
+        for w in workers:
+            for le, n in refusal_histogram(w.metrics_address).items():
+                server_side[le] = server_side.get(le, 0) + n
         overload_ok = [sum(p[0] for p in parts)]
         refused_latency = [x for p in parts for x in p[1]]
         report["failures"].extend(f for p in parts for f in p[2])
@@ -179,6 +206,8 @@ def main():
             "refused": len(refused_latency),
             "refusal_p50_ms": round(statistics.median(refused_latency) * 1000, 1) if refused_latency else None,
             "refusal_p99_ms": round(refused_latency[int(len(refused_latency) * 0.99)] * 1000, 1) if refused_latency else None,
+            "server_refusal_p50_ms_at_most": round(quantile_bound(server_side, 0.5) * 1000, 2) if server_side.get(float("inf")) else None,
+            "server_refusal_p99_ms_at_most": round(quantile_bound(server_side, 0.99) * 1000, 2) if server_side.get(float("inf")) else None,
             "workers_alive": all(w.proc.poll() is None for w in workers),
         }
         # Load drops: the router completes work again.

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Request latency by method, up to the first response message.
     pub latency: HistogramVec,
+    /// Time to a RESOURCE_EXHAUSTED answer, by method: how quickly excess load is shed.
+    pub refusal_latency: HistogramVec,
     /// Requests being handled, by method.
     pub in_flight: IntGaugeVec,
     /// Bytes written to the state store.
@@ -66,6 +68,18 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new("polarway_request_duration_seconds", "Request latency by method.")
                         .buckets(prometheus::exponential_buckets(0.0005, 2.0, 18).expect("valid buckets")),
+                    &["method"],
+                )
+                .expect("valid metric"),
+            ),
+            refusal_latency: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "polarway_refusal_duration_seconds",
+                        "Time from a request's arrival to its RESOURCE_EXHAUSTED answer (a limit or overload), by method.",
+                    )
+                    .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
                     &["method"],
                 )
                 .expect("valid metric"),
@@ -121,7 +135,11 @@ impl RequestTimer {
     pub fn finish(self, code: tonic::Code) {
         let m = metrics();
         m.requests.with_label_values(&[self.method, code_name(code)]).inc();
-        m.latency.with_label_values(&[self.method]).observe(self.started.elapsed().as_secs_f64());
+        let elapsed = self.started.elapsed().as_secs_f64();
+        m.latency.with_label_values(&[self.method]).observe(elapsed);
+        if code == tonic::Code::ResourceExhausted {
+            m.refusal_latency.with_label_values(&[self.method]).observe(elapsed);
+        }
     }
 }
 
