@@ -30,7 +30,7 @@ use crate::quota::Quotas;
 use crate::request::Request;
 use crate::tenant;
 use crate::store::{
-    self, BatchStream, Lineage, MemoryStore, ObjectStateStore, ResultMeta, StateStore,
+    self, BatchStream, IpcStream, Lineage, MemoryStore, ObjectStateStore, ResultMeta, StateStore,
 };
 
 /// The worker's engine.
@@ -277,6 +277,12 @@ impl Engine {
     pub async fn open(&self, handle: &Handle) -> Result<BatchStream> {
         let meta = self.live_meta(handle).await?;
         self.read_live(&meta, |store, h| store.open_batches(h)).await
+    }
+
+    /// A live result as its stored IPC messages, when the store can hand them over undecoded.
+    pub async fn open_messages(&self, handle: &Handle) -> Result<Option<IpcStream>> {
+        let meta = self.live_meta(handle).await?;
+        self.read_live(&meta, |store, h| store.open_messages(h)).await
     }
 
     /// A live result's Arrow schema, as DoGet will stream it.

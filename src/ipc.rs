@@ -93,6 +93,14 @@ pub fn check_block(block: &[u8], max_bytes: u64) -> Result<()> {
     check_expanded(check_message(header, body)?, max_bytes)
 }
 
+/// Where an IPC file block's flatbuffer header and body lie within it, as FlightData carries
+/// them (`data_header`, `data_body`).
+pub fn block_parts(block: &[u8]) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let (end, header, body) = encapsulated(block)?;
+    let header_start = header.as_ptr() as usize - block.as_ptr() as usize;
+    Ok((header_start..header_start + header.len(), end - body.len()..end))
+}
+
 fn check_expanded(bytes: u64, max_bytes: u64) -> Result<()> {
     if bytes > max_bytes {
         return Err(Error::ResourceExhausted(format!(

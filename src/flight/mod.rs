@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -42,7 +43,7 @@ use crate::jobs::{Job, JobError, JobState, Jobs};
 use crate::limits::Limits;
 use crate::metrics::RequestTimer;
 use crate::ops::Step;
-use crate::store::ResultMeta;
+use crate::store::{IpcStream, ResultMeta};
 
 pub use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, VIEW_TYPES_HEADER};
 
@@ -319,6 +320,32 @@ fn stream_batches(
     Box::pin(encoded)
 }
 
+/// Streams stored IPC messages to the client as FlightData, reading them on the blocking pool:
+/// the schema first, then each record batch's header and body as read (and checked) from the
+/// store.
+fn stream_messages(stored: IpcStream) -> BoxStream<FlightData> {
+    let IpcStream { schema, messages } = stored;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<FlightData, Status>>(2);
+    let schema_message = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()));
+    tokio::task::spawn_blocking(move || {
+        if tx.blocking_send(Ok(schema_message)).is_err() {
+            return;
+        }
+        for message in messages {
+            let data = message.map(|m| FlightData {
+                data_header: m.header,
+                data_body: m.body,
+                ..Default::default()
+            });
+            let failed = data.is_err();
+            if tx.blocking_send(data.map_err(Status::from)).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 fn rpc_span(method: &'static str, request_id: &str) -> tracing::Span {
     tracing::info_span!(
         "rpc",
@@ -540,6 +567,13 @@ impl FlightService for PolarwayFlight {
             }
             let handle = Handle::from_ticket(ticket)?;
             tracing::Span::current().record("handle", handle.as_str());
+            // A stored file's record batches go out as they are stored, without decoding and
+            // encoding them again, unless the client asked for other string types.
+            if views == ViewTypes::View
+                && let Some(stored) = self.engine.open_messages(&handle).await?
+            {
+                return Ok(Response::new(stream_messages(stored)));
+            }
             let result = self.engine.open(&handle).await?;
             Ok(Response::new(stream_batches(result.schema, result.batches, views)))
         })

@@ -120,6 +120,23 @@ pub struct BatchStream {
     pub batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
 }
 
+/// A stored result as the Arrow IPC messages of its record batches, checked but not decoded, for
+/// serving as they are.
+pub struct IpcStream {
+    /// Schema of every batch (sent first, also for zero rows).
+    pub schema: SchemaRef,
+    /// The messages, read lazily.
+    pub messages: Box<dyn Iterator<Item = Result<IpcMessage>> + Send>,
+}
+
+/// One encoded record batch: its flatbuffer header and its body, as FlightData carries them.
+pub struct IpcMessage {
+    /// The IPC message flatbuffer.
+    pub header: bytes::Bytes,
+    /// The buffers the header points into.
+    pub body: bytes::Bytes,
+}
+
 /// Storage for results.
 pub trait StateStore: Send + Sync + 'static {
     /// Stores a result under `meta.handle`, replacing any earlier one, and returns the stored meta
@@ -137,6 +154,13 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// The result as a lazy sequence of record batches.
     fn open_batches(&self, handle: &Handle) -> Result<BatchStream>;
+
+    /// The result as its stored IPC messages, when the store keeps them in a form that can be
+    /// sent without decoding; `None` means read it with [`StateStore::open_batches`].
+    fn open_messages(&self, handle: &Handle) -> Result<Option<IpcStream>> {
+        let _ = handle;
+        Ok(None)
+    }
 
     /// The result's Arrow schema (opening a stored file reads only its footer).
     fn schema(&self, handle: &Handle) -> Result<SchemaRef> {

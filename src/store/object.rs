@@ -29,7 +29,7 @@ use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::FileDecoder;
 use arrow::ipc::writer::FileWriter;
-use arrow::ipc::{Block, convert::fb_to_schema, reader::read_footer_length, root_as_footer};
+use arrow::ipc::{Block, MetadataVersion, convert::fb_to_schema, reader::read_footer_length, root_as_footer};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -40,7 +40,7 @@ use object_store::{
 use polars::prelude::DataFrame;
 use tokio::runtime::Handle as Runtime;
 
-use super::{BatchStream, Checksums, ResultMeta, StateStore};
+use super::{BatchStream, Checksums, IpcMessage, IpcStream, ResultMeta, StateStore};
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
@@ -468,7 +468,8 @@ impl VerifiedFile {
         Ok(())
     }
 
-    fn into_batches(self) -> Result<BatchStream> {
+    /// The file's schema, IPC version, dictionary blocks and record batch blocks, from its footer.
+    fn footer(&self) -> Result<(SchemaRef, MetadataVersion, Vec<Block>, Vec<Block>)> {
         if self.size < 10 {
             return Err(self.corrupt("too short"));
         }
@@ -483,17 +484,48 @@ impl VerifiedFile {
         let fb_schema = footer.schema().ok_or_else(|| self.corrupt("no schema"))?;
         crate::ipc::check_schema(fb_schema).map_err(|e| self.corrupt(&e.to_string()))?;
         let schema: SchemaRef = Arc::new(fb_to_schema(fb_schema));
-        let mut decoder = FileDecoder::new(schema.clone(), footer.version());
-        for block in footer.dictionaries().iter().flatten() {
-            let range = block_range(block).ok_or_else(|| self.corrupt("a block with impossible bounds"))?;
-            let bytes = self.read(range)?;
-            crate::ipc::check_block(&bytes, MAX_BLOCK_DECODED_BYTES).map_err(|e| self.corrupt(&e.to_string()))?;
+        let dictionaries = footer.dictionaries().iter().flatten().copied().collect();
+        let batches = footer.recordBatches().iter().flatten().copied().collect();
+        Ok((schema, footer.version(), dictionaries, batches))
+    }
+
+    /// One block's bytes, checked.
+    fn block(&self, block: &Block) -> Result<Bytes> {
+        let range = block_range(block).ok_or_else(|| self.corrupt("a block with impossible bounds"))?;
+        let bytes = self.read(range)?;
+        crate::ipc::check_block(&bytes, MAX_BLOCK_DECODED_BYTES).map_err(|e| self.corrupt(&e.to_string()))?;
+        Ok(bytes)
+    }
+
+    fn into_batches(self) -> Result<BatchStream> {
+        let (schema, version, dictionaries, blocks) = self.footer()?;
+        let mut decoder = FileDecoder::new(schema.clone(), version);
+        for block in &dictionaries {
+            let bytes = self.block(block)?;
             crate::contain::guard(|panic| self.corrupt(&panic), || {
                 decoder.read_dictionary(block, &Buffer::from(bytes)).map_err(|e| self.corrupt(&e.to_string()))
             })?;
         }
-        let blocks: Vec<Block> = footer.recordBatches().iter().flatten().copied().collect();
         Ok(BatchStream { schema, batches: Box::new(BlockReader { file: self, decoder, blocks: blocks.into_iter() }) })
+    }
+
+    /// The record batches as the IPC messages stored, when they can be sent as they are: every
+    /// byte is covered by checksums (so nothing unchecked reaches a client) and there are no
+    /// dictionaries (which a stream would have to send first).
+    fn into_messages(self) -> Result<Option<IpcStream>> {
+        if self.checksums.is_none() {
+            return Ok(None);
+        }
+        let (schema, _, dictionaries, blocks) = self.footer()?;
+        if !dictionaries.is_empty() {
+            return Ok(None);
+        }
+        let messages = blocks.into_iter().map(move |block| {
+            let bytes = self.block(&block)?;
+            let (header, body) = crate::ipc::block_parts(&bytes).map_err(|e| self.corrupt(&e.to_string()))?;
+            Ok(IpcMessage { header: bytes.slice(header), body: bytes.slice(body) })
+        });
+        Ok(Some(IpcStream { schema, messages: Box::new(messages) }))
     }
 }
 
@@ -509,16 +541,10 @@ impl Iterator for BlockReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         let block = self.blocks.next()?;
-        let Some(range) = block_range(&block) else {
-            return Some(Err(self.file.corrupt("a block with impossible bounds")));
-        };
-        let bytes = match self.file.read(range) {
+        let bytes = match self.file.block(&block) {
             Ok(bytes) => bytes,
             Err(e) => return Some(Err(e)),
         };
-        if let Err(e) = crate::ipc::check_block(&bytes, MAX_BLOCK_DECODED_BYTES) {
-            return Some(Err(self.file.corrupt(&e.to_string())));
-        }
         let decoded = crate::contain::guard(|panic| self.file.corrupt(&panic), || {
             self.decoder.read_record_batch(&block, &Buffer::from(bytes)).map_err(|e| self.file.corrupt(&e.to_string()))
         });
@@ -626,6 +652,12 @@ impl StateStore for ObjectStateStore {
         let checksums = self.meta(handle)?.and_then(|m| m.checksums);
         let source = self.source(handle)?;
         VerifiedFile::open(source, handle, checksums)?.into_batches()
+    }
+
+    fn open_messages(&self, handle: &Handle) -> Result<Option<IpcStream>> {
+        let checksums = self.meta(handle)?.and_then(|m| m.checksums);
+        let source = self.source(handle)?;
+        VerifiedFile::open(source, handle, checksums)?.into_messages()
     }
 
     fn delete(&self, handle: &Handle) -> Result<bool> {
