@@ -182,6 +182,10 @@ impl Engine {
 
     /// Executes a parsed request and returns its JSON answer.
     pub async fn execute(&self, request: Request) -> Result<Value> {
+        if matches!(request, Request::Transform { .. } | Request::Read { .. } | Request::Write { .. }) {
+            // Under overload, refuse work that would queue before reading anything for it.
+            self.admission.shed()?;
+        }
         match request {
             Request::Transform { op, pipeline } => Ok(result_json(&self.transform(&op, pipeline).await?)),
             Request::Read { format, spec } => Ok(result_json(&self.read(format, spec).await?)),

@@ -118,6 +118,16 @@ impl Admission {
         }
     }
 
+    /// Refuses at once when every slot is taken and the queue is full: checked when a computing
+    /// request arrives, before it reads anything, so excess load costs the worker next to nothing.
+    pub fn shed(&self) -> Result<()> {
+        if self.slots.available_permits() == 0 && self.queued.load(Ordering::Relaxed) >= self.max_queued {
+            rejected("queue");
+            return Err(queue_full());
+        }
+        Ok(())
+    }
+
     /// Takes a slot, or fails with RESOURCE_EXHAUSTED when the queue is full or no slot frees up
     /// in time.
     pub async fn try_admit(&self) -> Result<OwnedSemaphorePermit> {
@@ -129,10 +139,7 @@ impl Admission {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queued {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             rejected("queue");
-            return Err(Error::Overloaded(
-                "worker busy: every operation slot is taken and the queue is full (POLARWAY_MAX_QUEUED_OPS); retry after 1 s"
-                    .into(),
-            ));
+            return Err(queue_full());
         }
         let _in_queue = InQueue(&self.queued);
         match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
@@ -147,6 +154,13 @@ impl Admission {
             }),
         }
     }
+}
+
+fn queue_full() -> Error {
+    Error::Overloaded(
+        "worker busy: every operation slot is taken and the queue is full (POLARWAY_MAX_QUEUED_OPS); retry after 1 s"
+            .into(),
+    )
 }
 
 /// Counts a refusal by `limit` in the metrics.
@@ -181,12 +195,14 @@ mod tests {
         while admission.queued.load(Ordering::Relaxed) == 0 {
             tokio::task::yield_now().await;
         }
+        assert!(admission.shed().is_err(), "full: shed at the door");
         let started = std::time::Instant::now();
         let err = admission.try_admit().await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
         assert!(err.to_string().contains("queue is full"), "{err}");
         drop(held);
         waiting.await.unwrap().unwrap();
+        admission.shed().unwrap();
         assert_eq!(admission.queued.load(Ordering::Relaxed), 0);
     }
 
