@@ -114,7 +114,7 @@ def main():
     ports = [free_port(), free_port()]
     env = {"POLARWAY_HANDLE_STORE": "external", "POLARWAY_STATE_DIR": str(state),
            "POLARWAY_RESULT_TTL_SECS": "60", "POLARWAY_GC_INTERVAL_SECS": "10",
-           "POLARWAY_QUEUE_TIMEOUT_MS": "50"}
+           "POLARWAY_QUEUE_TIMEOUT_MS": "50", "POLARWAY_MAX_QUEUED_OPS": "4"}
     workers = [Worker(POLARWAY_BIND_ADDRESS=f"127.0.0.1:{p}", **env) for p in ports]
     nginx = Nginx([w.address for w in workers])
     report = {"failures": [], "samples": []}

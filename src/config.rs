@@ -146,8 +146,8 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_MAX_CONCURRENT_OPS", default_value_t = 0)]
     pub max_concurrent_ops: usize,
 
-    /// Requests that may wait for an operation slot (0 = twice the slots); beyond them a
-    /// request gets RESOURCE_EXHAUSTED at once.
+    /// Requests that may wait for an operation slot (0 = 16 per slot); beyond them a request
+    /// gets RESOURCE_EXHAUSTED at once.
     #[arg(long, env = "POLARWAY_MAX_QUEUED_OPS", default_value_t = 0)]
     pub max_queued_ops: usize,
 
@@ -333,7 +333,7 @@ impl Args {
                 max_sql_memory_bytes: self.max_sql_memory_bytes,
                 max_concurrent_ops,
                 max_queued_ops: match self.max_queued_ops {
-                    0 => 2 * max_concurrent_ops,
+                    0 => 16 * max_concurrent_ops,
                     n => n,
                 },
                 queue_timeout: Duration::from_millis(self.queue_timeout_ms),

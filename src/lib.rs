@@ -30,6 +30,8 @@ pub mod ipc;
 pub mod limits;
 /// Batch jobs queued in the shared store, claimed with leases.
 pub mod jobs;
+/// Giving freed memory back to the system.
+pub mod memory;
 /// Prometheus metrics and the health/readiness endpoint.
 pub mod metrics;
 /// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.

@@ -5,15 +5,11 @@ use polarway::config::{Args, Command, Config, LogFormat};
 use polarway::engine::Engine;
 use tracing_subscriber::EnvFilter;
 
-/// jemalloc with background purging keeps a long-running worker's RSS flat; glibc's malloc let it
-/// grow by half again over ten minutes of mixed load as its per-thread arenas fragmented.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// How long shutdown waits for computations still running after their requests ended.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() {
+    polarway::memory::trim_periodically(polarway::memory::TRIM_INTERVAL);
     let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
     let code = runtime.block_on(run());
     // Polars work cannot be interrupted; a computation that outlived its request timeout must
