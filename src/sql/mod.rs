@@ -18,6 +18,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::DataFusionError;
+use futures::StreamExt;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use serde_json::json;
@@ -211,7 +212,33 @@ impl SqlEngine {
             planned.frame.with_param_values(ParamValues::from(params)).map_err(sql_error)?
         };
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = self.engine.admitted(async { frame.collect().await.map_err(sql_error) }).await?;
+        // DataFusion's memory pool covers joins, sorts and aggregations but not the result
+        // itself: a cross join streams out as many rows as it likes. The result is counted as
+        // it arrives and stopped at the row limit or the query's memory budget.
+        let limits = self.engine.limits().clone();
+        let columns = schema.fields().len();
+        let batches = self
+            .engine
+            .admitted(async {
+                let mut stream = frame.execute_stream().await.map_err(sql_error)?;
+                let (mut rows, mut bytes, mut batches) = (0usize, 0usize, Vec::new());
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(sql_error)?;
+                    rows += batch.num_rows();
+                    bytes += batch.get_array_memory_size();
+                    limits.check_shape(rows, columns)?;
+                    if bytes > limits.max_sql_memory_bytes {
+                        crate::limits::rejected("sql_memory");
+                        return Err(Error::ResourceExhausted(format!(
+                            "query result exceeds {} bytes (POLARWAY_MAX_SQL_MEMORY_BYTES)",
+                            limits.max_sql_memory_bytes
+                        )));
+                    }
+                    batches.push(batch);
+                }
+                Ok(batches)
+            })
+            .await?;
         let lineage = Lineage {
             op: "sql".into(),
             params: json!({"query": query, "params": params_text}),

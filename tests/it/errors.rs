@@ -433,3 +433,34 @@ async fn inputs_found_by_fuzzing_get_client_errors() {
         server.stop().await;
     }
 }
+
+/// Bombs that can be estimated are refused before they run: too many columns made by an
+/// operation or sent in an upload, and a message over the size limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_and_oversize_input_is_refused() {
+    let server = TestServer::start_with(Mode::Memory, |c| {
+        c.limits.max_result_columns = 10;
+        c.limits.max_message_bytes = 1 << 20;
+    })
+    .await;
+    let mut c = server.client().await;
+    let h = handle_of(&c.upload("small", &frame()).await);
+
+    let columns: serde_json::Map<_, _> = (0..20).map(|i| (format!("c{i}"), json!("qty + 1"))).collect();
+    let err = c.action("with_columns", json!({"input": h, "columns": columns})).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("POLARWAY_MAX_RESULT_COLUMNS"), "{err}");
+
+    let wide = DataFrame::new(1, (0..20).map(|i| Column::new(format!("c{i}").into(), [1i64])).collect()).unwrap();
+    let err = c.try_upload(FlightDescriptor::new_path(vec!["wide".into()]), &wide).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+
+    // One 4 MiB string in a single message, past the 1 MiB message limit: refused by the
+    // transport before it is decoded.
+    let huge = df!("s" => ["x".repeat(4 << 20)]).unwrap();
+    let err = c.try_upload(FlightDescriptor::new_path(vec!["huge".into()]), &huge).await.unwrap_err();
+    assert!(matches!(err.code(), Code::ResourceExhausted | Code::OutOfRange), "{err}");
+
+    assert_same(&c.get(&h).await.unwrap(), &frame(), "stored data intact");
+    server.stop().await;
+}

@@ -87,3 +87,22 @@ async fn sql_over_named_datasets() {
         server.stop().await;
     }
 }
+
+/// A cross join streams past DataFusion's memory pool: the result is stopped at the row limit
+/// while it arrives, and the worker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_join_is_stopped_at_the_result_limit() {
+    let server = TestServer::start_with(Mode::Memory, |c| c.limits.max_result_rows = 1_000_000).await;
+    let mut flight = server.client().await;
+    let wide = df!("k" => (0..5_000i64).collect::<Vec<_>>()).unwrap();
+    flight.upload("wide", &wide).await;
+    let mut sql = sql_client(&server).await;
+    let started = std::time::Instant::now();
+    let err = run(&mut sql, "SELECT a.k, b.k AS k2 FROM wide a CROSS JOIN wide b").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("POLARWAY_MAX_RESULT_ROWS"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "stopped early: {:?}", started.elapsed());
+    let got = run(&mut sql, "SELECT count(*) AS n FROM wide").await.unwrap();
+    assert_eq!(got.column("n").unwrap().u64().map(|c| c.get(0)).ok().flatten().or_else(|| got.column("n").unwrap().i64().ok().and_then(|c| c.get(0)).map(|v| v as u64)), Some(5_000));
+    server.stop().await;
+}
