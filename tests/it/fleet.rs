@@ -158,7 +158,11 @@ async fn storage_stays_bounded_under_a_steady_stream_of_results() {
     let late = &samples[samples.len() / 3..];
     let bound = *late.iter().max().unwrap();
     assert!((bound as i64) < created, "bounded: {bound} files after {created} results");
-    assert!(late.iter().max().unwrap() <= &(late.iter().min().unwrap() * 3 + 40), "flat: {late:?}");
+    // Not growing: the second half of the steady state holds no more files than the first (with
+    // slack for the creation rate, which varies with the load of the machine).
+    let (earlier, later) = late.split_at(late.len() / 2);
+    let (earlier_max, later_max) = (*earlier.iter().max().unwrap(), *later.iter().max().unwrap());
+    assert!(later_max * 4 <= earlier_max * 5 + 160, "flat: {late:?}");
     // Once creation stops, everything is gone within TTL + 2 sweep intervals (+ slack).
     tokio::time::sleep(Duration::from_millis(500 + 2 * 250 + 500)).await;
     assert_eq!(count(), 0, "all expired results deleted");
