@@ -328,19 +328,23 @@ fn stream_messages(stored: IpcStream) -> BoxStream<FlightData> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<FlightData, Status>>(2);
     let schema_message = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()));
     tokio::task::spawn_blocking(move || {
-        if tx.blocking_send(Ok(schema_message)).is_err() {
-            return;
-        }
-        for message in messages {
-            let data = message.map(|m| FlightData {
-                data_header: m.header,
-                data_body: m.body,
-                ..Default::default()
-            });
-            let failed = data.is_err();
-            if tx.blocking_send(data.map_err(Status::from)).is_err() || failed {
+        let send = |item| tx.blocking_send(item).is_ok();
+        // A panic must end the stream with an error: a stream that just stops would look
+        // complete to the client.
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !send(Ok(schema_message)) {
                 return;
             }
+            for message in messages {
+                let data = message.map(|m| FlightData { data_header: m.header, data_body: m.body, ..Default::default() });
+                let failed = data.is_err();
+                if !send(data.map_err(Status::from)) || failed {
+                    return;
+                }
+            }
+        }));
+        if sent.is_err() {
+            send(Err(Error::Internal("reading the result failed unexpectedly".into()).into()));
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
