@@ -379,8 +379,19 @@ impl Call {
             Err(e) => Err(e.into()),
             Ok(principal) => crate::tenant::scope(principal.map(|p| p.tenant), work.instrument(span)).await,
         };
+        let result = result.map_err(message_limit_as_exhausted);
         timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         with_request_id(result, &id)
+    }
+}
+
+/// tonic refuses a streamed message over the size limit with OUT_OF_RANGE; to a client that is a
+/// limit like the others, so it is RESOURCE_EXHAUSTED naming the setting.
+fn message_limit_as_exhausted(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("message length too large") {
+        Error::ResourceExhausted(format!("{} (POLARWAY_MAX_MESSAGE_BYTES)", status.message())).into()
+    } else {
+        status
     }
 }
 
