@@ -26,24 +26,25 @@ pub fn guarded() -> bool {
     GUARDS.with(|g| g.get() > 0)
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
+/// Runs `f` counted as guarded; a panic comes back as its message, logged once here.
+fn contained<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    GUARDS.with(|g| g.set(g.get() + 1));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    GUARDS.with(|g| g.set(g.get() - 1));
+    outcome.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::warn!(panic = %message, "decoder panicked on its input");
+        message
+    })
 }
 
 /// Runs `f`, which decodes bytes from outside; a panic inside becomes `on_panic(message)`.
 pub fn guard<T>(on_panic: impl FnOnce(String) -> Error, f: impl FnOnce() -> crate::error::Result<T>) -> crate::error::Result<T> {
-    GUARDS.with(|g| g.set(g.get() + 1));
-    let outcome = catch_unwind(AssertUnwindSafe(f));
-    GUARDS.with(|g| g.set(g.get() - 1));
-    outcome.unwrap_or_else(|payload| {
-        let message = panic_message(&*payload);
-        tracing::warn!(panic = %message, "decoder panicked on its input");
-        Err(on_panic(message))
-    })
+    contained(f).unwrap_or_else(|message| Err(on_panic(message)))
 }
 
 /// A stream whose every poll runs inside [`guard`]: a panic ends it with an error item.
@@ -64,14 +65,9 @@ impl<T, E, S: Stream<Item = std::result::Result<T, E>> + Unpin> Stream for Guard
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
-        GUARDS.with(|g| g.set(g.get() + 1));
-        let outcome = catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll_next(cx)));
-        GUARDS.with(|g| g.set(g.get() - 1));
-        match outcome {
+        match contained(|| Pin::new(inner).poll_next(cx)) {
             Ok(poll) => poll,
-            Err(payload) => {
-                let message = panic_message(&*payload);
-                tracing::warn!(panic = %message, "decoder panicked on its input");
+            Err(message) => {
                 self.inner = None;
                 Poll::Ready(Some(Err((self.on_panic)(message))))
             }

@@ -39,30 +39,20 @@ pub fn check_message(header: &[u8], body: &[u8]) -> Result<u64> {
         _ => None,
     };
     let Some(batch) = batch else { return Ok(body.len() as u64) };
-    // arrow-rs slices each buffer out of the body without checking that it lies inside.
-    for buffer in batch.buffers().iter().flatten() {
-        let inside = usize::try_from(buffer.offset())
-            .ok()
-            .zip(usize::try_from(buffer.length()).ok())
-            .and_then(|(offset, length)| offset.checked_add(length))
-            .is_some_and(|end| end <= body.len());
-        if !inside {
-            return Err(malformed("a buffer lies outside the message body"));
-        }
-    }
-    if batch.compression().is_none() {
-        return Ok(body.len() as u64);
-    }
+    let compressed = batch.compression().is_some();
     let mut total = 0u64;
     for buffer in batch.buffers().iter().flatten() {
-        let (offset, length) = (buffer.offset(), buffer.length());
-        if length == 0 {
+        // arrow-rs slices each buffer out of the body without checking that it lies inside.
+        let (start, length) = usize::try_from(buffer.offset())
+            .ok()
+            .zip(usize::try_from(buffer.length()).ok())
+            .filter(|(offset, length)| offset.checked_add(*length).is_some_and(|end| end <= body.len()))
+            .ok_or_else(|| malformed("a buffer lies outside the message body"))?;
+        if !compressed || length == 0 {
             continue;
         }
-        let start = offset as usize;
-        let prefix = start
-            .checked_add(8)
-            .and_then(|end| body.get(start..end))
+        let prefix = body
+            .get(start..start + 8)
             .ok_or_else(|| malformed("a compressed buffer is shorter than its length prefix"))?;
         let declared = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
         total = total.saturating_add(if declared < 0 { length as u64 } else { declared as u64 });

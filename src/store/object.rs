@@ -160,11 +160,23 @@ impl ObjectStateStore {
         Ok(Self::new(Arc::from(store), root, None, runtime))
     }
 
+    /// A result's file under a local backend's directory.
+    fn local_file(dir: &std::path::Path, handle: &Handle) -> PathBuf {
+        dir.join("results").join(format!("{handle}.arrow"))
+    }
+
+    /// A result's file, opened for checked reads with the checksums its meta records.
+    fn verified(&self, handle: &Handle) -> Result<VerifiedFile> {
+        let checksums = self.meta(handle)?.and_then(|m| m.checksums);
+        VerifiedFile::open(self.source(handle)?, handle, checksums)
+    }
+
     /// Where to read a result's file from.
     fn source(&self, handle: &Handle) -> Result<Source> {
         if let Some(dir) = &self.local_dir {
-            return match std::fs::File::open(dir.join("results").join(format!("{handle}.arrow"))) {
-                Ok(file) => Ok(Source::File(file, dir.join("results").join(format!("{handle}.arrow")))),
+            let path = Self::local_file(dir, handle);
+            return match std::fs::File::open(&path) {
+                Ok(file) => Ok(Source::File(file, path)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     Err(Error::NotFound(format!("handle {handle}: stored data not found")))
                 }
@@ -649,15 +661,11 @@ impl StateStore for ObjectStateStore {
     }
 
     fn open_batches(&self, handle: &Handle) -> Result<BatchStream> {
-        let checksums = self.meta(handle)?.and_then(|m| m.checksums);
-        let source = self.source(handle)?;
-        VerifiedFile::open(source, handle, checksums)?.into_batches()
+        self.verified(handle)?.into_batches()
     }
 
     fn open_messages(&self, handle: &Handle) -> Result<Option<IpcStream>> {
-        let checksums = self.meta(handle)?.and_then(|m| m.checksums);
-        let source = self.source(handle)?;
-        VerifiedFile::open(source, handle, checksums)?.into_messages()
+        self.verified(handle)?.into_messages()
     }
 
     fn delete(&self, handle: &Handle) -> Result<bool> {
@@ -702,7 +710,7 @@ impl StateStore for ObjectStateStore {
     fn scan(&self, handle: &Handle) -> Result<Option<polars::prelude::LazyFrame>> {
         use polars::prelude::{IpcScanOptions, LazyFrame, PlRefPath, UnifiedScanArgs};
         let path = match &self.local_dir {
-            Some(dir) => dir.join("results").join(format!("{handle}.arrow")),
+            Some(dir) => Self::local_file(dir, handle),
             None => match self.scratch_copy(handle)? {
                 Some(copy) => copy,
                 None => return Ok(None),
