@@ -2,11 +2,15 @@
 //!
 //! This is the only module that knows tonic and the Flight protocol. Tickets are handle strings;
 //! action bodies and results are JSON (except the two standard protobuf actions); results stream
-//! out through arrow-flight's encoder, fed batch by batch from the blocking pool through a
-//! bounded channel so a large result is never whole in memory.
+//! out as stored IPC messages or through arrow-flight's encoder, fed batch by batch from the
+//! blocking pool through a bounded channel so a large result is never whole in memory, and DoGet
+//! frames them onto the wire without copying their bodies again (`wire`).
 
 pub mod catalog;
 pub mod sql;
+mod wire;
+
+pub use wire::FlightRoutes;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria,
     Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -165,10 +169,9 @@ impl PolarwayFlight {
         }
     }
 
-    /// The tonic server for this service, with message limits from the engine's configuration.
-    pub fn into_server(self) -> FlightServiceServer<Self> {
-        let max = self.engine.limits().max_message_bytes;
-        FlightServiceServer::new(self).max_decoding_message_size(max).max_encoding_message_size(max)
+    /// The routes serving this service, with message limits from the engine's configuration.
+    pub fn into_routes(self) -> FlightRoutes {
+        FlightRoutes::new(self)
     }
 
     async fn info_for(&self, meta: &ResultMeta, views: ViewTypes) -> Result<FlightInfo> {

@@ -406,9 +406,7 @@ impl Source {
     fn read(&self, range: Range<u64>) -> Result<Bytes> {
         let bytes = match self {
             Source::File(file, _) => {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; (range.end - range.start) as usize];
-                file.read_exact_at(&mut buf, range.start).map_err(|e| match e.kind() {
+                let buf = read_exact_at(file, range).map_err(|e| match e.kind() {
                     io::ErrorKind::UnexpectedEof => Error::DataLoss("stored result is shorter than written".into()),
                     kind => Error::Unavailable(format!("state store: cannot read a result: {kind}")),
                 })?;
@@ -421,6 +419,37 @@ impl Source {
         crate::metrics::metrics().store_read.inc_by(bytes.len() as u64);
         Ok(bytes)
     }
+}
+
+/// Reads `range` of `file` into a new buffer without zeroing it first (a block of a result is
+/// megabytes, and zeroing it cost as much as reading it).
+fn read_exact_at(file: &std::fs::File, range: Range<u64>) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let len = usize::try_from(range.end - range.start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = Vec::<u8>::with_capacity(len);
+    let mut filled = 0;
+    while filled < len {
+        let offset = libc::off_t::try_from(range.start + filled as u64)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: the destination is the unfilled part of `buf`'s allocation, `len - filled`
+        // bytes from `filled`; the kernel writes at most that many bytes there.
+        let read = unsafe {
+            libc::pread(file.as_raw_fd(), buf.as_mut_ptr().add(filled).cast(), len - filled, offset)
+        };
+        match read {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            n => filled += n as usize,
+        }
+    }
+    // SAFETY: the loop above initialised all `len` bytes.
+    unsafe { buf.set_len(len) };
+    Ok(buf)
 }
 
 /// A stored IPC file whose every byte is checked against its checksums before it is decoded.
