@@ -118,9 +118,22 @@ pub fn action(data: &[u8]) {
 }
 
 /// A DoPut body: FlightData messages, each a little-endian u32 length and the protobuf, decoded
-/// and converted to a Polars frame as an upload is.
+/// and converted to a Polars frame as an upload is. On the way, the messages are framed for gRPC
+/// and put back together by the DoPut route's assembler, in chunks whose size the input picks,
+/// which must give them back unchanged; the raw input is fed to the assembler too.
 pub fn flight_data(data: &[u8]) {
     let messages = flight_messages(data);
+    let chunk = 1 + data.iter().fold(0usize, |h, &b| h.wrapping_mul(31).wrapping_add(b as usize)) % 8192;
+    let framed: Vec<u8> = messages
+        .iter()
+        .flat_map(|m| {
+            let bytes = m.encode_to_vec();
+            [&[0u8][..], &(bytes.len() as u32).to_be_bytes(), &bytes].concat()
+        })
+        .collect();
+    let assembled = assemble(&framed, chunk).expect("framed messages assemble");
+    assert_eq!(assembled, messages, "the assembler changed the messages");
+    let _ = assemble(data, chunk);
     let Some((first, rest)) = messages.split_first() else { return };
     let rest: Vec<_> = rest.iter().cloned().map(Ok).collect();
     let f = fixture();
@@ -172,6 +185,18 @@ pub fn artifact(data: &[u8]) {
     }
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(path.with_extension("arrow.damaged"));
+}
+
+/// A gRPC byte stream put together into FlightData messages as the DoPut route does, fed in
+/// chunks of `chunk` bytes.
+fn assemble(stream: &[u8], chunk: usize) -> std::result::Result<Vec<FlightData>, tonic::Status> {
+    let mut assembler = crate::flight::wire::Assembler::new(fixture().limits.max_message_bytes);
+    let mut out = std::collections::VecDeque::new();
+    for piece in stream.chunks(chunk) {
+        assembler.feed(bytes::Bytes::copy_from_slice(piece), &mut out)?;
+    }
+    assembler.finish()?;
+    Ok(out.into())
 }
 
 /// The FlightData messages of a `flight_data` input: each a little-endian u32 length and the

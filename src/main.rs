@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() {
+    polarway::memory::tune_allocator();
     polarway::memory::trim_periodically(polarway::memory::TRIM_INTERVAL);
     let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
     let code = runtime.block_on(run());

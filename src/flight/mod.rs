@@ -8,7 +8,7 @@
 
 pub mod catalog;
 pub mod sql;
-mod wire;
+pub(crate) mod wire;
 
 pub use wire::FlightRoutes;
 
@@ -172,6 +172,68 @@ impl PolarwayFlight {
     /// The routes serving this service, with message limits from the engine's configuration.
     pub fn into_routes(self) -> FlightRoutes {
         FlightRoutes::new(self)
+    }
+
+    /// DoPut over any stream of messages: tonic's, or the one `wire` assembles.
+    async fn put(
+        &self,
+        request: Request<BoxStream<FlightData>>,
+    ) -> std::result::Result<Response<BoxStream<PutResult>>, Status> {
+        let call = self.begin("DoPut", &request);
+        call.run(async move {
+            let mut idempotency_key = request
+                .metadata()
+                .get(IDEMPOTENCY_KEY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let mut incoming = request.into_inner();
+            let first = incoming
+                .next()
+                .await
+                .transpose()?
+                .ok_or_else(|| Status::from(Error::invalid("empty upload stream")))?;
+            if let Some(cmd) = first.flight_descriptor.as_ref().and_then(sql_command) {
+                let (schema, batches) = read_table(first, incoming, self.engine.limits().clone()).await?;
+                let app_metadata = self.sql.put(cmd, schema, batches).await?;
+                let result = PutResult { app_metadata };
+                return Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as BoxStream<PutResult>));
+            }
+            let mut name = None;
+            if let Some(descriptor) = &first.flight_descriptor {
+                match descriptor.r#type() {
+                    DescriptorType::Path => match descriptor.path.as_slice() {
+                        [] => {}
+                        [n] if !n.is_empty() && n.len() <= 256 => name = Some(n.clone()),
+                        _ => {
+                            return Err(Error::invalid(
+                                "descriptor path must be one name of 1 to 256 characters",
+                            )
+                            .into());
+                        }
+                    },
+                    DescriptorType::Cmd => {
+                        #[derive(serde::Deserialize)]
+                        #[serde(deny_unknown_fields)]
+                        struct PutCommand {
+                            name: Option<String>,
+                            idempotency_key: Option<String>,
+                        }
+                        let cmd: PutCommand = serde_json::from_slice(&descriptor.cmd).map_err(|e| {
+                            Error::invalid(format!("upload command is not valid JSON: {e}"))
+                        })?;
+                        name = cmd.name;
+                        idempotency_key = cmd.idempotency_key.or(idempotency_key);
+                    }
+                    DescriptorType::Unknown => {}
+                }
+            }
+            let (schema, batches) = read_table(first, incoming, self.engine.limits().clone()).await?;
+            let meta = self.engine.upload(name, idempotency_key, schema, batches).await?;
+            tracing::Span::current().record("handle", meta.handle.as_str());
+            let result = PutResult { app_metadata: engine::result_json(&meta).to_string().into() };
+            Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as BoxStream<PutResult>))
+        })
+        .await
     }
 
     async fn info_for(&self, meta: &ResultMeta, views: ViewTypes) -> Result<FlightInfo> {
@@ -602,60 +664,7 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
-        let call = self.begin("DoPut", &request);
-        call.run(async move {
-            let mut idempotency_key = request
-                .metadata()
-                .get(IDEMPOTENCY_KEY_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let mut incoming = request.into_inner();
-            let first = incoming
-                .message()
-                .await?
-                .ok_or_else(|| Status::from(Error::invalid("empty upload stream")))?;
-            if let Some(cmd) = first.flight_descriptor.as_ref().and_then(sql_command) {
-                let (schema, batches) = read_table(first, incoming, self.engine.limits().clone()).await?;
-                let app_metadata = self.sql.put(cmd, schema, batches).await?;
-                let result = PutResult { app_metadata };
-                return Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoPutStream));
-            }
-            let mut name = None;
-            if let Some(descriptor) = &first.flight_descriptor {
-                match descriptor.r#type() {
-                    DescriptorType::Path => match descriptor.path.as_slice() {
-                        [] => {}
-                        [n] if !n.is_empty() && n.len() <= 256 => name = Some(n.clone()),
-                        _ => {
-                            return Err(Error::invalid(
-                                "descriptor path must be one name of 1 to 256 characters",
-                            )
-                            .into());
-                        }
-                    },
-                    DescriptorType::Cmd => {
-                        #[derive(serde::Deserialize)]
-                        #[serde(deny_unknown_fields)]
-                        struct PutCommand {
-                            name: Option<String>,
-                            idempotency_key: Option<String>,
-                        }
-                        let cmd: PutCommand = serde_json::from_slice(&descriptor.cmd).map_err(|e| {
-                            Error::invalid(format!("upload command is not valid JSON: {e}"))
-                        })?;
-                        name = cmd.name;
-                        idempotency_key = cmd.idempotency_key.or(idempotency_key);
-                    }
-                    DescriptorType::Unknown => {}
-                }
-            }
-            let (schema, batches) = read_table(first, incoming, self.engine.limits().clone()).await?;
-            let meta = self.engine.upload(name, idempotency_key, schema, batches).await?;
-            tracing::Span::current().record("handle", meta.handle.as_str());
-            let result = PutResult { app_metadata: engine::result_json(&meta).to_string().into() };
-            Ok(Response::new(Box::pin(stream::once(async { Ok(result) })) as Self::DoPutStream))
-        })
-        .await
+        self.put(request.map(|messages| Box::pin(messages) as BoxStream<FlightData>)).await
     }
 
     async fn do_exchange(

@@ -1,10 +1,17 @@
-//! DoGet on the wire: FlightData framed for gRPC without copying record batch bodies.
+//! DoGet and DoPut on the wire: FlightData framed for gRPC without extra copies of record batch
+//! bodies.
 //!
 //! tonic's codec encodes every response message into its send buffer, which copies each record
-//! batch body once more on its way to the socket. DoGet's bodies are already `Bytes` (read and
-//! checked from the store, or encoded by arrow-flight), so [`FlightRoutes`] frames DoGet itself:
-//! a small prefix (the gRPC message header and the protobuf fields before the body), then the body
-//! as it is. Every other method goes to tonic's generated service unchanged.
+//! batch body once more on its way to the socket, and assembles every request message in its
+//! receive buffer, from which Arrow's decoder copies again each buffer that is not aligned for its
+//! type (tonic's never are). [`FlightRoutes`] frames these two methods itself:
+//! - DoGet's bodies are already `Bytes` (read and checked from the store, or encoded by
+//!   arrow-flight): each message goes out as a small prefix (the gRPC message header and the
+//!   protobuf fields before the body), then the body as it is.
+//! - DoPut's messages are copied once from the transport's frames into a buffer of their own,
+//!   placed so that the body starts 64-byte aligned: Arrow then decodes it where it lies.
+//!
+//! Every other method goes to tonic's generated service unchanged.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -12,9 +19,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::{FlightData, Ticket};
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::StreamExt;
+use arrow_flight::{FlightData, PutResult, Ticket};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
@@ -27,8 +34,11 @@ use tonic::{Request, Status};
 
 use super::{BoxStream, PolarwayFlight};
 
-/// The gRPC path of DoGet.
+/// The gRPC paths framed here.
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
+const DO_PUT: &str = "/arrow.flight.protocol.FlightService/DoPut";
+/// Where an upload's bodies start, as a multiple of bytes.
+const BODY_ALIGNMENT: usize = 64;
 /// gRPC's message header: a compression flag and a big-endian length.
 const GRPC_HEADER: usize = 5;
 /// Protobuf field numbers of `FlightData`.
@@ -63,18 +73,34 @@ impl FlightRoutes {
             Err(status) => return status.into_http(),
         };
         let request = Request::from_http(http::Request::from_parts(parts, ticket));
-        match self.flight.do_get(request).await {
-            Ok(response) => {
-                let (metadata, messages, extensions) = response.into_parts();
-                let body = FlightDataBody { messages, body: None, done: false, max_message: self.max_message };
-                let mut response = http::Response::new(Body::new(body));
-                *response.headers_mut() = metadata.into_headers();
-                response.headers_mut().insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
-                *response.extensions_mut() = extensions;
-                response
-            }
-            Err(status) => status.into_http(),
+        respond(self.flight.do_get(request).await, self.max_message)
+    }
+
+    async fn do_put(self, request: http::Request<Body>) -> http::Response<Body> {
+        let (parts, body) = request.into_parts();
+        let messages: BoxStream<FlightData> = Box::pin(read_flight_data(body, self.max_message));
+        let request = Request::from_http(http::Request::from_parts(parts, messages));
+        respond(self.flight.put(request).await, self.max_message)
+    }
+}
+
+/// A streamed answer as a gRPC response: the metadata as headers, each message framed, the status
+/// as trailers.
+fn respond<M: WireMessage + Send + 'static>(
+    response: Result<tonic::Response<BoxStream<M>>, Status>,
+    max_message: usize,
+) -> http::Response<Body> {
+    match response {
+        Ok(response) => {
+            let (metadata, messages, extensions) = response.into_parts();
+            let body = MessageBody { messages, body: None, done: false, max_message };
+            let mut response = http::Response::new(Body::new(body));
+            *response.headers_mut() = metadata.into_headers();
+            response.headers_mut().insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+            *response.extensions_mut() = extensions;
+            response
         }
+        Err(status) => status.into_http(),
     }
 }
 
@@ -92,11 +118,11 @@ impl Service<http::Request<Body>> for FlightRoutes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() == DO_GET {
-            let routes = self.clone();
-            Box::pin(async move { Ok(routes.do_get(request).await) })
-        } else {
-            self.generated.call(request)
+        let routes = self.clone();
+        match request.uri().path() {
+            DO_GET => Box::pin(async move { Ok(routes.do_get(request).await) }),
+            DO_PUT => Box::pin(async move { Ok(routes.do_put(request).await) }),
+            _ => self.generated.call(request),
         }
     }
 }
@@ -137,21 +163,303 @@ fn unary_message(bytes: &[u8]) -> Result<&[u8], Status> {
     Ok(rest)
 }
 
-/// The gRPC framing of one `FlightData` as a prefix (message header and every field but the body)
-/// and the body, unchanged. The two together are what prost would encode.
-fn frame(data: FlightData, max: usize) -> Result<(Bytes, Bytes), Status> {
-    let field = |tag: u32, len: usize| if len == 0 { 0 } else { key_len(tag) + encoded_len_varint(len as u64) + len };
-    let descriptor = data.flight_descriptor.as_ref().map(Message::encoded_len);
-    let len = descriptor.map_or(0, |n| key_len(DESCRIPTOR) + encoded_len_varint(n as u64) + n)
-        + field(DATA_HEADER, data.data_header.len())
-        + field(APP_METADATA, data.app_metadata.len())
-        + field(DATA_BODY, data.data_body.len());
+/// The FlightData messages of a streamed request body, as [`Assembler`] puts them together.
+/// Messages completed before a failure are delivered, then the failure.
+pub(crate) fn read_flight_data<B>(body: B, max: usize) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    struct Reading<B> {
+        body: B,
+        assembler: Assembler,
+        ready: std::collections::VecDeque<FlightData>,
+        failure: Option<Status>,
+        ended: bool,
+    }
+    let reading = Reading { body, assembler: Assembler::new(max), ready: Default::default(), failure: None, ended: false };
+    futures::stream::unfold(reading, |mut r| async move {
+        loop {
+            if let Some(message) = r.ready.pop_front() {
+                return Some((Ok(message), r));
+            }
+            if let Some(status) = r.failure.take() {
+                return Some((Err(status), r));
+            }
+            if r.ended {
+                return None;
+            }
+            let failure = match r.body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(chunk) => r.assembler.feed(chunk, &mut r.ready).err(),
+                    Err(_) => None, // trailers: nothing to read
+                },
+                Some(Err(e)) => Some(Status::cancelled(format!("the upload stream failed: {e}"))),
+                None => {
+                    r.ended = true;
+                    r.assembler.finish().err()
+                }
+            };
+            if failure.is_some() {
+                r.failure = failure;
+                r.ended = true;
+            }
+        }
+    })
+}
+
+/// Puts gRPC-framed FlightData messages back together from a stream's chunks, copying each byte
+/// once: a message with a body goes into a buffer of its own, sized for it and placed so that the
+/// body starts [`BODY_ALIGNMENT`]-aligned.
+pub(crate) struct Assembler {
+    max: usize,
+    state: Assembly,
+    /// The bytes of the current gRPC header, or of a message's start while its body is located.
+    pending: BytesMut,
+}
+
+enum Assembly {
+    /// Reading a message's 5-byte gRPC header.
+    Header,
+    /// Reading the start of a message of `len` bytes until its body's offset is known.
+    Locating { len: usize },
+    /// Copying a message into `buf` from `start`, with `need` bytes still to come.
+    Filling { buf: Vec<u8>, start: usize, need: usize },
+}
+
+/// Where a FlightData message's body starts, from the message's first bytes.
+enum BodyAt {
+    Offset(usize),
+    /// The bytes seen so far do not tell.
+    Unknown,
+}
+
+impl Assembler {
+    pub(crate) fn new(max: usize) -> Assembler {
+        Assembler { max, state: Assembly::Header, pending: BytesMut::new() }
+    }
+
+    /// Takes the next chunk of the stream, appending every message it completes to `out`.
+    pub(crate) fn feed(
+        &mut self,
+        mut chunk: Bytes,
+        out: &mut std::collections::VecDeque<FlightData>,
+    ) -> Result<(), Status> {
+        while !chunk.is_empty() {
+            match &mut self.state {
+                Assembly::Header => {
+                    let n = (GRPC_HEADER - self.pending.len()).min(chunk.len());
+                    self.pending.extend_from_slice(&chunk[..n]);
+                    chunk.advance(n);
+                    if self.pending.len() == GRPC_HEADER {
+                        let len = self.header()?;
+                        self.pending.clear();
+                        self.state = Assembly::Locating { len };
+                        if len == 0 {
+                            out.push_back(decode(Bytes::new())?);
+                            self.state = Assembly::Header;
+                        }
+                    }
+                }
+                Assembly::Locating { len } => {
+                    let len = *len;
+                    if self.pending.is_empty() && chunk.len() >= len {
+                        // The whole message is in this chunk: decode it where it lies, unless its
+                        // body would not be aligned.
+                        let whole = chunk.split_to(len);
+                        match body_offset(&whole) {
+                            BodyAt::Offset(at) if (whole.as_ptr() as usize + at) % BODY_ALIGNMENT != 0 => {
+                                out.push_back(decode(aligned(&whole, at))?)
+                            }
+                            _ => out.push_back(decode(whole)?),
+                        }
+                        self.state = Assembly::Header;
+                        continue;
+                    }
+                    // Look at the message's start without copying the chunk where possible.
+                    let take = (len - self.pending.len()).min(chunk.len());
+                    let seen = if self.pending.is_empty() {
+                        body_offset(&chunk[..take])
+                    } else {
+                        BodyAt::Unknown
+                    };
+                    match seen {
+                        BodyAt::Offset(at) => {
+                            self.state = filling(len, at, 0);
+                        }
+                        BodyAt::Unknown => {
+                            let n = take.min(64 << 10);
+                            self.pending.extend_from_slice(&chunk[..n]);
+                            chunk.advance(n);
+                            if self.pending.len() == len {
+                                out.push_back(decode(self.pending.split().freeze())?);
+                                self.state = Assembly::Header;
+                            } else if let BodyAt::Offset(at) = body_offset(&self.pending) {
+                                let mut state = filling(len, at, self.pending.len());
+                                if let Assembly::Filling { buf, .. } = &mut state {
+                                    buf.extend_from_slice(&self.pending);
+                                }
+                                self.pending.clear();
+                                self.state = state;
+                            }
+                        }
+                    }
+                }
+                Assembly::Filling { buf, start, need } => {
+                    let n = (*need).min(chunk.len());
+                    buf.extend_from_slice(&chunk[..n]);
+                    chunk.advance(n);
+                    *need -= n;
+                    if *need == 0 {
+                        let start = *start;
+                        let buf = std::mem::take(buf);
+                        out.push_back(decode(Bytes::from(buf).slice(start..))?);
+                        self.state = Assembly::Header;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the stream ended between messages, as it must.
+    pub(crate) fn finish(&self) -> Result<(), Status> {
+        match self.state {
+            Assembly::Header if self.pending.is_empty() => Ok(()),
+            _ => Err(Status::invalid_argument("the stream ended in the middle of a message")),
+        }
+    }
+
+    /// The message length in the gRPC header in `pending`.
+    fn header(&self) -> Result<usize, Status> {
+        match self.pending[0] {
+            0 => {}
+            1 => return Err(Status::unimplemented("compressed messages are not supported")),
+            flag => return Err(Status::invalid_argument(format!("invalid gRPC compression flag {flag}"))),
+        }
+        let len = u32::from_be_bytes([self.pending[1], self.pending[2], self.pending[3], self.pending[4]]) as usize;
+        if len > self.max {
+            return Err(Status::resource_exhausted(format!(
+                "a message of {len} bytes is over the message limit of {} bytes (POLARWAY_MAX_MESSAGE_BYTES)",
+                self.max
+            )));
+        }
+        Ok(len)
+    }
+}
+
+/// The state for copying a message of `len` bytes whose body starts at `at`, `copied` of them
+/// already to be put in.
+fn filling(len: usize, at: usize, copied: usize) -> Assembly {
+    let mut buf = Vec::with_capacity(len + BODY_ALIGNMENT);
+    let start = (BODY_ALIGNMENT - (buf.as_ptr() as usize + at) % BODY_ALIGNMENT) % BODY_ALIGNMENT;
+    buf.resize(start, 0);
+    Assembly::Filling { buf, start, need: len - copied }
+}
+
+/// `message` copied so that the body at `at` is aligned.
+fn aligned(message: &[u8], at: usize) -> Bytes {
+    let Assembly::Filling { mut buf, start, .. } = filling(message.len(), at, 0) else { unreachable!() };
+    buf.extend_from_slice(message);
+    Bytes::from(buf).slice(start..)
+}
+
+fn decode(message: Bytes) -> Result<FlightData, Status> {
+    FlightData::decode(message).map_err(|e| Status::invalid_argument(format!("a FlightData message is malformed: {e}")))
+}
+
+/// Where the body field starts in the first bytes of a FlightData message, if they tell: the
+/// fields before it are walked by their keys and lengths. Whatever does not parse is left for the
+/// decoder to refuse.
+fn body_offset(start: &[u8]) -> BodyAt {
+    let mut at = 0;
+    while at < start.len() {
+        let Some((key, n)) = varint(&start[at..]) else { return BodyAt::Unknown };
+        at += n;
+        let skip = match key & 7 {
+            0 => match varint(&start[at..]) {
+                Some((_, n)) => n as u64,
+                None => return BodyAt::Unknown,
+            },
+            1 => 8,
+            2 => {
+                let Some((len, n)) = varint(&start[at..]) else { return BodyAt::Unknown };
+                at += n;
+                if key >> 3 == u64::from(DATA_BODY) {
+                    return BodyAt::Offset(at);
+                }
+                len
+            }
+            5 => 4,
+            _ => return BodyAt::Unknown,
+        };
+        at = match usize::try_from(skip).ok().and_then(|s| at.checked_add(s)) {
+            Some(next) => next,
+            None => return BodyAt::Unknown,
+        };
+    }
+    BodyAt::Unknown
+}
+
+/// A protobuf varint at the start of `bytes` and its length, if it is complete and fits 64 bits.
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A response message as gRPC frames: a prefix, and a body sent as it is (empty if none).
+trait WireMessage {
+    fn frame(self, max: usize) -> Result<(Bytes, Bytes), Status>;
+}
+
+impl WireMessage for FlightData {
+    fn frame(self, max: usize) -> Result<(Bytes, Bytes), Status> {
+        frame(self, max)
+    }
+}
+
+impl WireMessage for PutResult {
+    fn frame(self, max: usize) -> Result<(Bytes, Bytes), Status> {
+        let length = message_length(self.encoded_len(), max)?;
+        let mut prefix = BytesMut::with_capacity(GRPC_HEADER + self.encoded_len());
+        prefix.put_u8(0);
+        prefix.put_u32(length);
+        self.encode(&mut prefix).expect("capacity reserved");
+        Ok((prefix.freeze(), Bytes::new()))
+    }
+}
+
+/// The length of a response message as gRPC's header carries it, within the message limit.
+fn message_length(len: usize, max: usize) -> Result<u32, Status> {
     if len > max {
         return Err(Status::resource_exhausted(format!(
             "a response message of {len} bytes is over the message limit of {max} bytes (POLARWAY_MAX_MESSAGE_BYTES)"
         )));
     }
-    let length = u32::try_from(len).map_err(|_| Status::resource_exhausted("a response message is over 4 GiB"))?;
+    u32::try_from(len).map_err(|_| Status::resource_exhausted("a response message is over 4 GiB"))
+}
+
+/// The protobuf length of `data`, as prost would encode it.
+fn flight_data_len(data: &FlightData) -> usize {
+    let field = |tag: u32, len: usize| if len == 0 { 0 } else { key_len(tag) + encoded_len_varint(len as u64) + len };
+    let descriptor = data.flight_descriptor.as_ref().map(Message::encoded_len);
+    descriptor.map_or(0, |n| key_len(DESCRIPTOR) + encoded_len_varint(n as u64) + n)
+        + field(DATA_HEADER, data.data_header.len())
+        + field(APP_METADATA, data.app_metadata.len())
+        + field(DATA_BODY, data.data_body.len())
+}
+
+/// The gRPC framing of one `FlightData` as a prefix (message header and every field but the body)
+/// and the body, unchanged. The two together are what prost would encode.
+fn frame(data: FlightData, max: usize) -> Result<(Bytes, Bytes), Status> {
+    let len = flight_data_len(&data);
+    let length = message_length(len, max)?;
     let mut prefix = BytesMut::with_capacity(GRPC_HEADER + len - data.data_body.len());
     prefix.put_u8(0);
     prefix.put_u32(length);
@@ -173,16 +481,16 @@ fn frame(data: FlightData, max: usize) -> Result<(Bytes, Bytes), Status> {
     Ok((prefix.freeze(), data.data_body))
 }
 
-/// DoGet's response body: each message's prefix, then its body, then the status as trailers.
-struct FlightDataBody {
-    messages: BoxStream<FlightData>,
+/// A streamed response body: each message's prefix, then its body, then the status as trailers.
+struct MessageBody<M> {
+    messages: BoxStream<M>,
     /// The body of the message whose prefix went out last.
     body: Option<Bytes>,
     done: bool,
     max_message: usize,
 }
 
-impl FlightDataBody {
+impl<M> MessageBody<M> {
     fn trailers(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         self.done = true;
         let mut trailers = http::HeaderMap::new();
@@ -193,7 +501,7 @@ impl FlightDataBody {
     }
 }
 
-impl http_body::Body for FlightDataBody {
+impl<M: WireMessage> http_body::Body for MessageBody<M> {
     type Data = Bytes;
     type Error = Status;
 
@@ -205,7 +513,7 @@ impl http_body::Body for FlightDataBody {
             return Poll::Ready(None);
         }
         match ready!(self.messages.poll_next_unpin(cx)) {
-            Some(Ok(data)) => match frame(data, self.max_message) {
+            Some(Ok(message)) => match message.frame(self.max_message) {
                 Ok((prefix, body)) => {
                     self.body = Some(body).filter(|b| !b.is_empty());
                     Poll::Ready(Some(Ok(Frame::data(prefix))))
@@ -285,6 +593,94 @@ mod tests {
         let mut two = framed.clone();
         two.extend_from_slice(&framed);
         assert_eq!(code(&two), tonic::Code::Internal);
+    }
+
+    fn sample_messages() -> Vec<FlightData> {
+        let body = |n: usize| Bytes::from((0..n).map(|i| (i * 7) as u8).collect::<Vec<_>>());
+        vec![
+            FlightData {
+                flight_descriptor: Some(FlightDescriptor::new_path(vec!["upload".into()])),
+                data_header: Bytes::from(vec![3; 180]),
+                ..Default::default()
+            },
+            FlightData { data_header: Bytes::from(vec![4; 300]), data_body: body(1_000_000), ..Default::default() },
+            FlightData { data_header: Bytes::from(vec![5; 20]), data_body: body(17), ..Default::default() },
+            FlightData::default(),
+            FlightData { app_metadata: Bytes::from(vec![6; 70_000]), data_body: body(300_000), ..Default::default() },
+            FlightData { data_header: Bytes::from(vec![7; 90]), data_body: body(65_536), ..Default::default() },
+        ]
+    }
+
+    fn grpc_stream(messages: &[FlightData]) -> Vec<u8> {
+        messages.iter().flat_map(prost_framed).collect()
+    }
+
+    fn assemble(stream: &[u8], chunk: usize, max: usize) -> Result<Vec<FlightData>, Status> {
+        let mut assembler = Assembler::new(max);
+        let mut out = std::collections::VecDeque::new();
+        for piece in stream.chunks(chunk) {
+            assembler.feed(Bytes::copy_from_slice(piece), &mut out)?;
+        }
+        assembler.finish()?;
+        Ok(out.into())
+    }
+
+    #[test]
+    fn uploads_are_assembled_in_any_chunking_with_bodies_aligned() {
+        let messages = sample_messages();
+        let stream = grpc_stream(&messages);
+        for chunk in [1, 2, 5, 6, 97, 4096, 16_384, 65_535, 1 << 20, stream.len()] {
+            let assembled = assemble(&stream, chunk, 4 << 20).unwrap();
+            assert_eq!(assembled, messages, "chunks of {chunk}");
+            for data in &assembled {
+                if !data.data_body.is_empty() {
+                    assert_eq!(data.data_body.as_ptr() as usize % BODY_ALIGNMENT, 0, "chunks of {chunk}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn broken_uploads_get_client_errors() {
+        let messages = sample_messages();
+        let stream = grpc_stream(&messages);
+        let code = |result: Result<Vec<FlightData>, Status>| result.unwrap_err().code();
+        // Cut in the middle of a message, or of a gRPC header.
+        assert_eq!(code(assemble(&stream[..stream.len() - 10], 4096, 4 << 20)), tonic::Code::InvalidArgument);
+        assert_eq!(code(assemble(&stream[..3], 4096, 4 << 20)), tonic::Code::InvalidArgument);
+        // Over the message limit, said before the message is read.
+        assert_eq!(code(assemble(&stream, 4096, 500_000)), tonic::Code::ResourceExhausted);
+        // Compressed, or an unknown flag.
+        let mut compressed = stream.clone();
+        compressed[0] = 1;
+        assert_eq!(code(assemble(&compressed, 4096, 4 << 20)), tonic::Code::Unimplemented);
+        compressed[0] = 9;
+        assert_eq!(code(assemble(&compressed, 4096, 4 << 20)), tonic::Code::InvalidArgument);
+        // Not a protobuf: a length-delimited field running past the message, and a bad wire type.
+        for garbage in [vec![0x12, 0x7f, 1, 2], vec![0x0f, 1, 2, 3]] {
+            let mut framed = vec![0];
+            framed.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&garbage);
+            for chunk in [1, 3, framed.len()] {
+                assert_eq!(code(assemble(&framed, chunk, 4 << 20)), tonic::Code::InvalidArgument);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_before_a_transport_failure_are_delivered_then_the_failure() {
+        let messages = sample_messages();
+        let stream = grpc_stream(&messages[..3]);
+        let mut chunks: Vec<Result<Frame<Bytes>, Status>> =
+            stream.chunks(10_000).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
+        chunks.push(Err(Status::unavailable("connection reset")));
+        let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+        let read: Vec<_> = read_flight_data(body, 4 << 20).collect().await;
+        assert_eq!(read.len(), 4);
+        for (got, want) in read.iter().zip(&messages[..3]) {
+            assert_eq!(got.as_ref().unwrap(), want);
+        }
+        assert_eq!(read[3].as_ref().unwrap_err().code(), tonic::Code::Cancelled);
     }
 
     #[tokio::test]
