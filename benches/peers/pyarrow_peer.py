@@ -4,7 +4,8 @@ uploaded tables in memory and runs Polars on them.
     python pyarrow_peer.py 127.0.0.1 0     # prints "listening <port>"
 
 DoPut stores a table and answers its handle; DoGet streams a handle's table; the `filter` action
-runs `pl.col(column) > value` (or `==`) and stores the result under a new handle.
+runs `pl.col(column) > value` (or `==`) and stores the result under a new handle; ListActions
+names it.
 """
 
 import json
@@ -41,6 +42,9 @@ class Peer(flight.FlightServerBase):
 
     def do_get(self, context, ticket):
         return flight.RecordBatchStream(self._get(ticket.ticket.decode()))
+
+    def list_actions(self, context):
+        return [("filter", "filter a table: {input, column, gt | eq} -> {handle, num_rows}")]
 
     def do_action(self, context, action):
         if action.type != "filter":
