@@ -47,7 +47,7 @@ const DATA_HEADER: u32 = 2;
 const APP_METADATA: u32 = 3;
 const DATA_BODY: u32 = 1000;
 
-/// The Flight service as routed on the server: DoGet framed here, the rest by tonic.
+/// The Flight service as routed on the server: DoGet and DoPut framed here, the rest by tonic.
 #[derive(Clone)]
 pub struct FlightRoutes {
     flight: Arc<PolarwayFlight>,
@@ -118,10 +118,15 @@ impl Service<http::Request<Body>> for FlightRoutes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let routes = self.clone();
         match request.uri().path() {
-            DO_GET => Box::pin(async move { Ok(routes.do_get(request).await) }),
-            DO_PUT => Box::pin(async move { Ok(routes.do_put(request).await) }),
+            DO_GET => {
+                let routes = self.clone();
+                Box::pin(async move { Ok(routes.do_get(request).await) })
+            }
+            DO_PUT => {
+                let routes = self.clone();
+                Box::pin(async move { Ok(routes.do_put(request).await) })
+            }
             _ => self.generated.call(request),
         }
     }
