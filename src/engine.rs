@@ -66,8 +66,10 @@ pub fn result_json(meta: &ResultMeta) -> Value {
     v
 }
 
-/// Uploads whose chunks average fewer rows than this are joined into one chunk.
+/// Results with more than [`FEW_CHUNKS`] chunks averaging fewer rows than this are joined into one.
 const MIN_CHUNK_ROWS: usize = 64 * 1024;
+/// Chunks a result may have whatever their size.
+const FEW_CHUNKS: usize = 8;
 
 impl Engine {
     /// An engine for this configuration, with its store opened.
@@ -139,17 +141,24 @@ impl Engine {
     {
         match tokio::task::spawn_blocking(f).await {
             Ok(result) => result,
-            Err(e) if e.is_panic() => {
-                let payload = e.into_panic();
-                let msg = payload
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| payload.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
-                tracing::error!(panic = msg, "operation panicked");
-                Err(Error::Internal(format!("the operation failed unexpectedly: {msg}")))
-            }
+            Err(e) if e.is_panic() => Err(panicked(e.into_panic())),
             Err(_) => Err(Error::Internal("the operation was cancelled".into())),
+        }
+    }
+
+    /// Runs `f` against the store: on the blocking pool when the store's calls may wait on I/O,
+    /// in place when they never do (the memory store's lookups take microseconds; a hop to the
+    /// blocking pool and back took longer than the call). A panic becomes INTERNAL either way.
+    async fn on_store<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn StateStore) -> Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        if store.blocks() {
+            self.blocking(move || f(store.as_ref())).await
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(store.as_ref()))).unwrap_or_else(|p| Err(panicked(p)))
         }
     }
 
@@ -235,10 +244,9 @@ impl Engine {
 
     /// The meta of a live result, or NOT_FOUND.
     pub async fn live_meta(&self, handle: &Handle) -> Result<ResultMeta> {
-        let store = self.store.clone();
         let h = handle.clone();
         // Another tenant's result answers exactly like one that never existed.
-        match self.blocking(move || store.meta(&h)).await? {
+        match self.on_store(move |store| store.meta(&h)).await? {
             Some(meta) if meta.is_live(Utc::now()) && meta.tenant == tenant::current() => Ok(meta),
             _ => Err(Error::NotFound(format!("handle {handle} not found or expired"))),
         }
@@ -252,8 +260,8 @@ impl Engine {
         read: impl Fn(&dyn StateStore, &Handle) -> Result<T> + Send + Sync + Clone + 'static,
     ) -> Result<T> {
         let attempt = || {
-            let (store, handle, read) = (self.store.clone(), meta.handle.clone(), read.clone());
-            self.blocking(move || read(store.as_ref(), &handle))
+            let (handle, read) = (meta.handle.clone(), read.clone());
+            self.on_store(move |store| read(store, &handle))
         };
         match attempt().await {
             Err(Error::NotFound(_)) => {
@@ -322,8 +330,8 @@ impl Engine {
                 ))
             };
             if meta.lineage.op == "upload" || meta.lineage.op.starts_with("read_") || meta.lineage.op == "sql" || meta.lineage.op == "ingest" {
-                let (store, handle) = (self.store.clone(), meta.handle.clone());
-                if self.blocking(move || Ok(store.damaged(&handle))).await? {
+                let handle = meta.handle.clone();
+                if self.on_store(move |store| Ok(store.damaged(&handle))).await? {
                     return Err(Error::DataLoss(format!(
                         "handle {}: its stored data is damaged and a `{}` cannot be recomputed",
                         meta.handle, meta.lineage.op
@@ -336,18 +344,16 @@ impl Engine {
             tracing::warn!(handle = %meta.handle, op = %meta.lineage.op, "stored data missing; recomputing from lineage");
             let frame = self.compute(&pipeline).await?;
             self.recoveries.fetch_add(1, Ordering::Relaxed);
-            let store = self.store.clone();
             let meta = meta.clone();
-            self.blocking(move || store.put(&frame, meta)).await?;
+            self.on_store(move |store| store.put(&frame, meta)).await?;
             Ok(())
         })
     }
 
     /// Every live result.
     pub async fn list(&self) -> Result<Vec<ResultMeta>> {
-        let store = self.store.clone();
         let now = Utc::now();
-        let mut metas = self.blocking(move || store.list()).await?;
+        let mut metas = self.on_store(|store| store.list()).await?;
         let tenant = tenant::current();
         metas.retain(|m| m.is_live(now) && m.tenant == tenant);
         metas.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.handle.cmp(&b.handle)));
@@ -365,18 +371,16 @@ impl Engine {
             Some(t) => t,
             None => now + self.ttl,
         };
-        let store = self.store.clone();
         let saved = meta.clone();
-        self.blocking(move || store.write_meta(&saved)).await?;
+        self.on_store(move |store| store.write_meta(&saved)).await?;
         Ok(meta)
     }
 
     /// Deletes a live result.
     pub async fn drop_handle(&self, handle: &Handle) -> Result<()> {
         let meta = self.live_meta(handle).await?;
-        let store = self.store.clone();
         let h = handle.clone();
-        if self.blocking(move || store.delete(&h)).await? {
+        if self.on_store(move |store| store.delete(&h)).await? {
             self.quotas.remove(&meta);
         }
         Ok(())
@@ -479,14 +483,12 @@ impl Engine {
         self.limits.check_shape(frame.height(), frame.width())?;
         if self.quotas.enabled() {
             if self.quotas.needs_census() {
-                let store = self.store.clone();
-                let metas = self.blocking(move || store.list()).await?;
+                let metas = self.on_store(|store| store.list()).await?;
                 self.quotas.record_census(&metas);
             }
             self.quotas.check(meta.tenant.as_deref(), frame.estimated_size() as u64)?;
         }
-        let store = self.store.clone();
-        let meta = self.blocking(move || store.put(&frame, meta)).await?;
+        let meta = self.on_store(move |store| store.put(&frame, meta)).await?;
         self.quotas.add(&meta);
         crate::metrics::metrics().handles_created.inc();
         tracing::info!(handle = %meta.handle, rows = meta.num_rows, bytes = meta.num_bytes, op = %meta.lineage.op, "result persisted");
@@ -533,7 +535,7 @@ impl Engine {
                 // runaway computation cannot be joined by ever more of them.
                 let _slot = slot;
                 let mut frame = ops::run(frames[&input].clone(), &steps, &frames, &limits)?;
-                frame.rechunk_mut_par();
+                consolidate(&mut frame);
                 Ok(frame)
             })
             .await
@@ -634,11 +636,7 @@ impl Engine {
         let frame = self
             .blocking(move || {
                 let mut frame = convert::batches_to_frame(&schema, &batches)?;
-                // Many small chunks slow every later operation; large ones cost nothing, and
-                // joining them would copy the whole upload once more.
-                if frame.height() / frame.first_col_n_chunks().max(1) < MIN_CHUNK_ROWS {
-                    frame.rechunk_mut_par();
-                }
+                consolidate(&mut frame);
                 Ok(frame)
             })
             .await?;
@@ -651,9 +649,8 @@ impl Engine {
         let mut meta = self.live_meta(handle).await?;
         if meta.pinned != pinned {
             meta.pinned = pinned;
-            let store = self.store.clone();
             let saved = meta.clone();
-            self.blocking(move || store.write_meta(&saved)).await?;
+            self.on_store(move |store| store.write_meta(&saved)).await?;
         }
         Ok(meta)
     }
@@ -662,15 +659,15 @@ impl Engine {
     pub async fn bind_name(&self, name: &str, handle: &Handle) -> Result<ResultMeta> {
         names::check(name)?;
         let meta = self.live_meta(handle).await?;
-        let (store, tenant, name, h) = (self.store.clone(), tenant::current(), name.to_string(), handle.clone());
-        self.blocking(move || names::bind(&*store, tenant.as_deref(), &name, &h)).await?;
+        let (tenant, name, h) = (tenant::current(), name.to_string(), handle.clone());
+        self.on_store(move |store| names::bind(store, tenant.as_deref(), &name, &h)).await?;
         Ok(meta)
     }
 
     /// The live result `name` names for the caller's tenant, if any.
     pub async fn resolve_name(&self, name: &str) -> Result<Option<ResultMeta>> {
-        let (store, tenant, owned) = (self.store.clone(), tenant::current(), name.to_string());
-        let Some(handle) = self.blocking(move || names::resolve(&*store, tenant.as_deref(), &owned)).await? else {
+        let (tenant, owned) = (tenant::current(), name.to_string());
+        let Some(handle) = self.on_store(move |store| names::resolve(store, tenant.as_deref(), &owned)).await? else {
             return Ok(None);
         };
         match self.live_meta(&handle).await {
@@ -682,8 +679,8 @@ impl Engine {
 
     /// The caller's named datasets whose results are live, by name.
     pub async fn named(&self) -> Result<Vec<(String, ResultMeta)>> {
-        let (store, tenant) = (self.store.clone(), tenant::current());
-        let all = self.blocking(move || names::list(&*store, tenant.as_deref())).await?;
+        let tenant = tenant::current();
+        let all = self.on_store(move |store| names::list(store, tenant.as_deref())).await?;
         let mut named = Vec::new();
         for name in all {
             if let Some(meta) = self.resolve_name(&name).await? {
@@ -731,6 +728,7 @@ fn rand_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use polars::prelude::{Column, df};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panic_becomes_internal() {
@@ -738,5 +736,63 @@ mod tests {
         let err = engine.blocking(|| -> Result<()> { panic!("boom") }).await.unwrap_err();
         assert!(matches!(err, Error::Internal(m) if m.contains("boom")));
         assert_eq!(engine.blocking(|| Ok(7)).await.unwrap(), 7);
+        // The memory store is called in place; a panic there is contained the same way.
+        let err = engine.on_store(|_| -> Result<()> { panic!("bang") }).await.unwrap_err();
+        assert!(matches!(err, Error::Internal(m) if m.contains("bang")));
+        assert!(engine.on_store(|store| store.list()).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_many_small_or_misaligned_chunks_are_joined() {
+        let chunked = |sizes: &[usize]| {
+            let mut frame = DataFrame::empty();
+            for (i, &n) in sizes.iter().enumerate() {
+                let part = df!("a" => vec![i as i64; n], "b" => vec![1.5f64; n]).unwrap();
+                frame.vstack_mut(&part).unwrap();
+            }
+            frame
+        };
+        let mut few = chunked(&[5_000, 5_000]);
+        consolidate(&mut few);
+        assert_eq!(few.first_col_n_chunks(), 2, "a few chunks are kept");
+        let mut many = chunked(&[10; 20]);
+        consolidate(&mut many);
+        assert_eq!(many.first_col_n_chunks(), 1, "many small chunks are joined");
+        let mut large = chunked(&[70_000; 10]);
+        consolidate(&mut large);
+        assert_eq!(large.first_col_n_chunks(), 10, "large chunks are kept");
+        // Columns split at different rows.
+        let mut a = Column::new("a".into(), [1i64, 2]);
+        a.append_owned(Column::new("a".into(), [3i64])).unwrap();
+        let mut b = Column::new("b".into(), [1i64]);
+        b.append_owned(Column::new("b".into(), [2i64, 3])).unwrap();
+        let mut misaligned = DataFrame::new(3, vec![a, b]).unwrap();
+        assert!(misaligned.should_rechunk());
+        consolidate(&mut misaligned);
+        assert!(!misaligned.should_rechunk());
+        assert_eq!(misaligned.first_col_n_chunks(), 1);
     }
 }
+
+/// Joins a result's chunks where they would slow what comes next: when their columns are split
+/// at different rows, or when there are many small ones. A few chunks, or large ones, cost later
+/// operations nothing, and joining them copies the whole result once more (for a filter on 10k
+/// rows, the join took as long as the filter).
+fn consolidate(frame: &mut DataFrame) {
+    let chunks = frame.first_col_n_chunks();
+    if chunks > 1 && (frame.should_rechunk() || (chunks > FEW_CHUNKS && frame.height() / chunks < MIN_CHUNK_ROWS)) {
+        frame.rechunk_mut_par();
+    }
+}
+
+/// The error for an operation that panicked, logged with the panic's message.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = msg, "operation panicked");
+    Error::Internal(format!("the operation failed unexpectedly: {msg}"))
+}
+

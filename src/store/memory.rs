@@ -34,6 +34,10 @@ impl MemoryStore {
 }
 
 impl StateStore for MemoryStore {
+    fn blocks(&self) -> bool {
+        false
+    }
+
     fn put(&self, frame: &DataFrame, mut meta: ResultMeta) -> Result<ResultMeta> {
         meta.num_bytes = frame.estimated_size() as u64;
         let mut entries = self.entries.write().expect("store lock");

@@ -139,6 +139,12 @@ pub struct IpcMessage {
 
 /// Storage for results.
 pub trait StateStore: Send + Sync + 'static {
+    /// Whether calls may wait on I/O, so that the engine makes them on the blocking pool. A store
+    /// whose every call is a quick in-memory operation says `false` and is called in place.
+    fn blocks(&self) -> bool {
+        true
+    }
+
     /// Stores a result under `meta.handle`, replacing any earlier one, and returns the stored meta
     /// with `num_bytes` filled in. Readers never see a partial result.
     fn put(&self, frame: &DataFrame, meta: ResultMeta) -> Result<ResultMeta>;
