@@ -77,9 +77,18 @@ pub fn check_stream(mut stream: &[u8], max_bytes: u64) -> Result<()> {
 }
 
 /// Checks an IPC file block (an encapsulated message followed by its body) before a
-/// `FileDecoder` decodes it, and that its body decodes to at most `max_bytes`.
-pub fn check_block(block: &[u8], max_bytes: u64) -> Result<()> {
-    let (_, header, body) = encapsulated(block)?;
+/// `FileDecoder` decodes it, and that its body decodes to at most `max_bytes`. `meta_len` is the
+/// footer's metadata length for the block: the decoder takes the body from there, so it must be
+/// where the message's own length puts it, or the body checked would not be the body decoded.
+pub fn check_block(block: &[u8], meta_len: i32, max_bytes: u64) -> Result<()> {
+    let (end, header, body) = encapsulated(block)?;
+    if header.is_empty() {
+        return Err(malformed("a block without a message"));
+    }
+    let body_start = end - body.len();
+    if usize::try_from(meta_len).ok() != Some(body_start) {
+        return Err(malformed("the footer's metadata length disagrees with the message"));
+    }
     check_expanded(check_message(header, body)?, max_bytes)
 }
 

@@ -534,7 +534,7 @@ impl VerifiedFile {
     fn block(&self, block: &Block) -> Result<Bytes> {
         let range = block_range(block).ok_or_else(|| self.corrupt("a block with impossible bounds"))?;
         let bytes = self.read(range)?;
-        crate::ipc::check_block(&bytes, MAX_BLOCK_DECODED_BYTES).map_err(|e| self.corrupt(&e.to_string()))?;
+        crate::ipc::check_block(&bytes, block.metaDataLength(), MAX_BLOCK_DECODED_BYTES).map_err(|e| self.corrupt(&e.to_string()))?;
         Ok(bytes)
     }
 
