@@ -32,14 +32,19 @@ fn contained<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     let outcome = catch_unwind(AssertUnwindSafe(f));
     GUARDS.with(|g| g.set(g.get() - 1));
     outcome.map_err(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".into());
+        let message = panic_message(payload.as_ref()).to_string();
         tracing::warn!(panic = %message, "decoder panicked on its input");
         message
     })
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
 }
 
 /// Runs `f`, which decodes bytes from outside; a panic inside becomes `on_panic(message)`.

@@ -787,11 +787,7 @@ fn consolidate(frame: &mut DataFrame) {
 
 /// The error for an operation that panicked, logged with the panic's message.
 fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
-    let msg = payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
+    let msg = crate::contain::panic_message(payload.as_ref());
     tracing::error!(panic = msg, "operation panicked");
     Error::Internal(format!("the operation failed unexpectedly: {msg}"))
 }

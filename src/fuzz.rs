@@ -28,6 +28,7 @@ use serde_json::json;
 
 use crate::config::{Config, StoreConfig};
 use crate::convert;
+use crate::flight::wire::Assembler;
 use crate::handle::Handle;
 use crate::limits::Limits;
 use crate::ops::{self, Input};
@@ -131,9 +132,10 @@ pub fn flight_data(data: &[u8]) {
             [&[0u8][..], &(bytes.len() as u32).to_be_bytes(), &bytes].concat()
         })
         .collect();
-    let assembled = assemble(&framed, chunk).expect("framed messages assemble");
+    let max = fixture().limits.max_message_bytes;
+    let assembled = Assembler::assemble(&framed, chunk, max).expect("framed messages assemble");
     assert_eq!(assembled, messages, "the assembler changed the messages");
-    let _ = assemble(data, chunk);
+    let _ = Assembler::assemble(data, chunk, max);
     let Some((first, rest)) = messages.split_first() else { return };
     let rest: Vec<_> = rest.iter().cloned().map(Ok).collect();
     let f = fixture();
@@ -185,18 +187,6 @@ pub fn artifact(data: &[u8]) {
     }
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(path.with_extension("arrow.damaged"));
-}
-
-/// A gRPC byte stream put together into FlightData messages as the DoPut route does, fed in
-/// chunks of `chunk` bytes.
-fn assemble(stream: &[u8], chunk: usize) -> std::result::Result<Vec<FlightData>, tonic::Status> {
-    let mut assembler = crate::flight::wire::Assembler::new(fixture().limits.max_message_bytes);
-    let mut out = std::collections::VecDeque::new();
-    for piece in stream.chunks(chunk) {
-        assembler.feed(bytes::Bytes::copy_from_slice(piece), &mut out)?;
-    }
-    assembler.finish()?;
-    Ok(out.into())
 }
 
 /// The FlightData messages of a `flight_data` input: each a little-endian u32 length and the

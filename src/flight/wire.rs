@@ -290,7 +290,8 @@ impl Assembler {
                     };
                     match seen {
                         BodyAt::Offset(at) => {
-                            self.state = filling(len, at, 0);
+                            let (buf, start) = aligned_buffer(len, at);
+                            self.state = Assembly::Filling { buf, start, need: len };
                         }
                         BodyAt::Unknown => {
                             let n = take.min(64 << 10);
@@ -300,12 +301,11 @@ impl Assembler {
                                 out.push_back(decode(self.pending.split().freeze())?);
                                 self.state = Assembly::Header;
                             } else if let BodyAt::Offset(at) = body_offset(&self.pending) {
-                                let mut state = filling(len, at, self.pending.len());
-                                if let Assembly::Filling { buf, .. } = &mut state {
-                                    buf.extend_from_slice(&self.pending);
-                                }
+                                let (mut buf, start) = aligned_buffer(len, at);
+                                buf.extend_from_slice(&self.pending);
+                                let need = len - self.pending.len();
                                 self.pending.clear();
-                                self.state = state;
+                                self.state = Assembly::Filling { buf, start, need };
                             }
                         }
                     }
@@ -325,6 +325,18 @@ impl Assembler {
             }
         }
         Ok(())
+    }
+
+    /// The messages of a whole gRPC byte stream, fed in chunks of `chunk` bytes (tests and the
+    /// fuzz target drive it this way).
+    pub(crate) fn assemble(stream: &[u8], chunk: usize, max: usize) -> Result<Vec<FlightData>, Status> {
+        let mut assembler = Assembler::new(max);
+        let mut out = std::collections::VecDeque::new();
+        for piece in stream.chunks(chunk.max(1)) {
+            assembler.feed(Bytes::copy_from_slice(piece), &mut out)?;
+        }
+        assembler.finish()?;
+        Ok(out.into())
     }
 
     /// Whether the stream ended between messages, as it must.
@@ -353,18 +365,18 @@ impl Assembler {
     }
 }
 
-/// The state for copying a message of `len` bytes whose body starts at `at`, `copied` of them
-/// already to be put in.
-fn filling(len: usize, at: usize, copied: usize) -> Assembly {
+/// An empty buffer for a message of `len` bytes whose body starts at `at`, and where in it the
+/// message goes so that the body is aligned (the bytes before are padding).
+fn aligned_buffer(len: usize, at: usize) -> (Vec<u8>, usize) {
     let mut buf = Vec::with_capacity(len + BODY_ALIGNMENT);
     let start = (BODY_ALIGNMENT - (buf.as_ptr() as usize + at) % BODY_ALIGNMENT) % BODY_ALIGNMENT;
     buf.resize(start, 0);
-    Assembly::Filling { buf, start, need: len - copied }
+    (buf, start)
 }
 
 /// `message` copied so that the body at `at` is aligned.
 fn aligned(message: &[u8], at: usize) -> Bytes {
-    let Assembly::Filling { mut buf, start, .. } = filling(message.len(), at, 0) else { unreachable!() };
+    let (mut buf, start) = aligned_buffer(message.len(), at);
     buf.extend_from_slice(message);
     Bytes::from(buf).slice(start..)
 }
@@ -431,23 +443,25 @@ impl WireMessage for FlightData {
 
 impl WireMessage for PutResult {
     fn frame(self, max: usize) -> Result<(Bytes, Bytes), Status> {
-        let length = message_length(self.encoded_len(), max)?;
-        let mut prefix = BytesMut::with_capacity(GRPC_HEADER + self.encoded_len());
-        prefix.put_u8(0);
-        prefix.put_u32(length);
+        let mut prefix = grpc_prefix(self.encoded_len(), self.encoded_len(), max)?;
         self.encode(&mut prefix).expect("capacity reserved");
         Ok((prefix.freeze(), Bytes::new()))
     }
 }
 
-/// The length of a response message as gRPC's header carries it, within the message limit.
-fn message_length(len: usize, max: usize) -> Result<u32, Status> {
+/// A buffer holding the gRPC header of a response message of `len` bytes (within the message
+/// limit), with room for `more` bytes after it.
+fn grpc_prefix(len: usize, more: usize, max: usize) -> Result<BytesMut, Status> {
     if len > max {
         return Err(Status::resource_exhausted(format!(
             "a response message of {len} bytes is over the message limit of {max} bytes (POLARWAY_MAX_MESSAGE_BYTES)"
         )));
     }
-    u32::try_from(len).map_err(|_| Status::resource_exhausted("a response message is over 4 GiB"))
+    let length = u32::try_from(len).map_err(|_| Status::resource_exhausted("a response message is over 4 GiB"))?;
+    let mut prefix = BytesMut::with_capacity(GRPC_HEADER + more);
+    prefix.put_u8(0);
+    prefix.put_u32(length);
+    Ok(prefix)
 }
 
 /// The protobuf length of `data`, as prost would encode it.
@@ -464,10 +478,7 @@ fn flight_data_len(data: &FlightData) -> usize {
 /// and the body, unchanged. The two together are what prost would encode.
 fn frame(data: FlightData, max: usize) -> Result<(Bytes, Bytes), Status> {
     let len = flight_data_len(&data);
-    let length = message_length(len, max)?;
-    let mut prefix = BytesMut::with_capacity(GRPC_HEADER + len - data.data_body.len());
-    prefix.put_u8(0);
-    prefix.put_u32(length);
+    let mut prefix = grpc_prefix(len, len - data.data_body.len(), max)?;
     if let Some(descriptor) = &data.flight_descriptor {
         encode_key(DESCRIPTOR, WireType::LengthDelimited, &mut prefix);
         descriptor.encode_length_delimited(&mut prefix).expect("capacity reserved");
@@ -620,22 +631,12 @@ mod tests {
         messages.iter().flat_map(prost_framed).collect()
     }
 
-    fn assemble(stream: &[u8], chunk: usize, max: usize) -> Result<Vec<FlightData>, Status> {
-        let mut assembler = Assembler::new(max);
-        let mut out = std::collections::VecDeque::new();
-        for piece in stream.chunks(chunk) {
-            assembler.feed(Bytes::copy_from_slice(piece), &mut out)?;
-        }
-        assembler.finish()?;
-        Ok(out.into())
-    }
-
     #[test]
     fn uploads_are_assembled_in_any_chunking_with_bodies_aligned() {
         let messages = sample_messages();
         let stream = grpc_stream(&messages);
         for chunk in [1, 2, 5, 6, 97, 4096, 16_384, 65_535, 1 << 20, stream.len()] {
-            let assembled = assemble(&stream, chunk, 4 << 20).unwrap();
+            let assembled = Assembler::assemble(&stream, chunk, 4 << 20).unwrap();
             assert_eq!(assembled, messages, "chunks of {chunk}");
             for data in &assembled {
                 if !data.data_body.is_empty() {
@@ -651,23 +652,23 @@ mod tests {
         let stream = grpc_stream(&messages);
         let code = |result: Result<Vec<FlightData>, Status>| result.unwrap_err().code();
         // Cut in the middle of a message, or of a gRPC header.
-        assert_eq!(code(assemble(&stream[..stream.len() - 10], 4096, 4 << 20)), tonic::Code::InvalidArgument);
-        assert_eq!(code(assemble(&stream[..3], 4096, 4 << 20)), tonic::Code::InvalidArgument);
+        assert_eq!(code(Assembler::assemble(&stream[..stream.len() - 10], 4096, 4 << 20)), tonic::Code::InvalidArgument);
+        assert_eq!(code(Assembler::assemble(&stream[..3], 4096, 4 << 20)), tonic::Code::InvalidArgument);
         // Over the message limit, said before the message is read.
-        assert_eq!(code(assemble(&stream, 4096, 500_000)), tonic::Code::ResourceExhausted);
+        assert_eq!(code(Assembler::assemble(&stream, 4096, 500_000)), tonic::Code::ResourceExhausted);
         // Compressed, or an unknown flag.
         let mut compressed = stream.clone();
         compressed[0] = 1;
-        assert_eq!(code(assemble(&compressed, 4096, 4 << 20)), tonic::Code::Unimplemented);
+        assert_eq!(code(Assembler::assemble(&compressed, 4096, 4 << 20)), tonic::Code::Unimplemented);
         compressed[0] = 9;
-        assert_eq!(code(assemble(&compressed, 4096, 4 << 20)), tonic::Code::InvalidArgument);
+        assert_eq!(code(Assembler::assemble(&compressed, 4096, 4 << 20)), tonic::Code::InvalidArgument);
         // Not a protobuf: a length-delimited field running past the message, and a bad wire type.
         for garbage in [vec![0x12, 0x7f, 1, 2], vec![0x0f, 1, 2, 3]] {
             let mut framed = vec![0];
             framed.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
             framed.extend_from_slice(&garbage);
             for chunk in [1, 3, framed.len()] {
-                assert_eq!(code(assemble(&framed, chunk, 4 << 20)), tonic::Code::InvalidArgument);
+                assert_eq!(code(Assembler::assemble(&framed, chunk, 4 << 20)), tonic::Code::InvalidArgument);
             }
         }
     }
