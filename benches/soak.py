@@ -12,7 +12,8 @@ descriptors are sampled every 5 s. Then 4x the clients call without retries for 
 excess must be refused with RESOURCE_EXHAUSTED quickly, nothing may crash, and once the load
 drops the router completes all the work. Prints one JSON report; exits non-zero on a failed
 request, a restart that did not drain cleanly, RSS or descriptors growing after the settling
-period, a crash, or an overload that was never refused.
+period, the state directory growing (garbage collection falling behind the writes), a crash, or
+an overload that was never refused.
 """
 
 import argparse
@@ -49,6 +50,18 @@ def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def disk_mib(root):
+    """Space the files under `root` take on disk (files deleted while being listed are skipped)."""
+    total = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total / (1 << 20)
+
+
 def hammer(location, handle, seconds, threads, part):
     """Filters without retries from `threads` threads; returns (served, refusal latencies, failures)."""
     served, refused, failures = [0], [], []
@@ -59,7 +72,7 @@ def hammer(location, handle, seconds, threads, part):
         c = flight.FlightClient(location)
         n = 0
         while time.perf_counter() < stop:
-            pred = f"qty > {n % 1000} AND day <> {1_000_000 + (part * threads + i) * 100_000 + n}"
+            pred = f"qty > {900 + n % 100} AND day <> {1_000_000 + (part * threads + i) * 100_000 + n}"
             body = json.dumps({"input": handle, "predicate": pred}).encode()
             t0 = time.perf_counter()
             try:
@@ -113,11 +126,12 @@ def main():
     state = Path(os.environ.get("TMPDIR", "/tmp")) / f"polarway-soak-{os.getpid()}"
     ports = [free_port(), free_port()]
     env = {"POLARWAY_HANDLE_STORE": "external", "POLARWAY_STATE_DIR": str(state),
-           "POLARWAY_RESULT_TTL_SECS": "60", "POLARWAY_GC_INTERVAL_SECS": "10",
+           "POLARWAY_RESULT_TTL_SECS": "20", "POLARWAY_GC_INTERVAL_SECS": "5",
            "POLARWAY_QUEUE_TIMEOUT_MS": "50", "POLARWAY_MAX_QUEUED_OPS": "4"}
     workers = [Worker(POLARWAY_BIND_ADDRESS=f"127.0.0.1:{p}", **env) for p in ports]
     nginx = Nginx([w.address for w in workers])
     report = {"failures": [], "samples": []}
+    retired = []
     try:
         setup = polarway.connect(nginx.location)
         rows = pl.DataFrame({
@@ -145,7 +159,9 @@ def main():
                     if kind == "get":
                         assert pw.fetch(mb.handle).height == 30_000
                     elif kind == "create":
-                        pw.action("filter", {"input": big.handle, "predicate": f"qty > {rng.randrange(1000)} AND day <> {i * 100000 + n}"})
+                        # About 10% of the rows on average (~0.4 MB).
+                        pred = f"qty > {rng.randrange(800, 1000)} AND day <> {i * 100000 + n}"
+                        pw.action("filter", {"input": big.handle, "predicate": pred})
                     else:
                         assert pw.action("shape", {"input": big.handle})["rows"] == 100_000
                     with lock:
@@ -165,12 +181,14 @@ def main():
             time.sleep(5)
             elapsed = time.time() - start
             report["samples"].append({"t": round(elapsed), "rss_mib": [round(rss_mib(w.proc.pid)) for w in workers],
-                                      "fds": [fds(w.proc.pid) for w in workers]})
+                                      "fds": [fds(w.proc.pid) for w in workers],
+                                      "state_mib": round(disk_mib(state))})
             if not restarted and elapsed >= duration / 2:
                 # Rolling restart: SIGTERM, graceful drain, start again on the same port.
                 restarted = True
                 workers[1].proc.send_signal(signal.SIGTERM)
                 report["restart_exit_code"] = workers[1].proc.wait(timeout=60)
+                retired.append(workers[1])
                 workers[1] = Worker(POLARWAY_BIND_ADDRESS=f"127.0.0.1:{ports[1]}", **env)
         stop.set()
         for t in threads:
@@ -186,6 +204,8 @@ def main():
         fd0 = [s["fds"][0] for s in later]
         report["rss_mib_worker0"] = {"at_settle": rss0[0], "end": rss0[-1], "max": max(rss0)}
         report["fds_worker0"] = {"at_settle": fd0[0], "end": fd0[-1], "max": max(fd0)}
+        disk = [s["state_mib"] for s in later]
+        report["state_dir_mib"] = {"at_settle": disk[0], "end": disk[-1], "max": max(disk)}
 
         # Overload: 4x the clients, raw pyarrow without retries, for 20 s, from 4 processes (one
         # Python process cannot keep 128 threads busy on its own).
@@ -216,6 +236,15 @@ def main():
             after.action("filter", {"input": big.handle, "predicate": f"qty > {n} AND day <> -{n + 1}"}, big.affinity)
         report["after_overload_completed"] = 20
     finally:
+        # What the workers warned about (distinct messages, with counts), for the report.
+        warnings = {}
+        for w in workers + retired:
+            for r in w.log:
+                if r.get("level") in ("WARN", "ERROR"):
+                    f = r["fields"]
+                    key = " ".join(str(f[k]) for k in ("message", "what", "error") if k in f)[:300]
+                    warnings[key] = warnings.get(key, 0) + 1
+        report["worker_warnings"] = warnings
         nginx.stop()
         for w in workers:
             if w.proc.poll() is None:
@@ -230,6 +259,9 @@ def main():
           and report.get("restart_exit_code") == 0
           and report["rss_mib_worker0"]["end"] <= report["rss_mib_worker0"]["at_settle"] * rss_slack + 64
           and report["fds_worker0"]["end"] <= report["fds_worker0"]["at_settle"] + 16
+          # Results live 20 s and are swept every 5 s: the directory holds about half a minute of
+          # writes however long the run.
+          and report["state_dir_mib"]["max"] <= report["state_dir_mib"]["at_settle"] * 2 + 256
           and report["overload"]["workers_alive"]
           and report["overload"]["refused"] > 0)
     # Refusal latency is reported, not judged: it is measured at the clients, which share the

@@ -44,6 +44,10 @@ pub enum Error {
     /// The state store could not be reached or written.
     #[error("{0}")]
     Unavailable(String),
+    /// The state store has no space left (a full disk or quota): RESOURCE_EXHAUSTED, for the
+    /// operator rather than the request; space returns as expired results are swept.
+    #[error("{0}")]
+    StoreFull(String),
     /// A bug in the worker.
     #[error("{0}")]
     Internal(String),
@@ -74,7 +78,7 @@ impl Error {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::ResourceExhausted(_) | Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::ResourceExhausted(_) | Error::Overloaded(_) | Error::StoreFull(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
@@ -107,7 +111,7 @@ impl Error {
 
     /// Whether the client caused it (logged at `info`) or the worker did (logged at `warn`).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, Error::Internal(_) | Error::Unavailable(_) | Error::DataLoss(_))
+        !matches!(self, Error::Internal(_) | Error::Unavailable(_) | Error::StoreFull(_) | Error::DataLoss(_))
     }
 }
 
@@ -176,6 +180,7 @@ impl From<arrow::error::ArrowError> for Error {
         use arrow::error::ArrowError as A;
         match err {
             A::ExternalError(e) => Error::Internal(e.to_string()),
+            A::IoError(msg, e) if out_of_space(&e) => Error::StoreFull(format!("state store is full: {msg}")),
             A::IoError(msg, _) => Error::Unavailable(format!("state store I/O: {msg}")),
             A::NotYetImplemented(m) => Error::InvalidArgument(format!("unsupported: {m}")),
             A::MemoryError(m) => Error::ResourceExhausted(m),
@@ -199,6 +204,26 @@ impl From<arrow::error::ArrowError> for Error {
     }
 }
 
+/// Whether `err`, or an error it wraps, is a device or quota out of space.
+pub fn out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+                return true;
+            }
+            // `io::Error::source` skips the error it wraps; look at that one too.
+            if let Some(inner) = io.get_ref() {
+                if out_of_space(inner) {
+                    return true;
+                }
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +236,19 @@ mod tests {
         let err = Error::from(err);
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn a_full_disk_is_found_through_wrappers() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert!(out_of_space(&full));
+        let wrapped = std::io::Error::other(std::io::Error::from(std::io::ErrorKind::QuotaExceeded));
+        assert!(out_of_space(&wrapped));
+        assert!(!out_of_space(&std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
+        let arrow = arrow::error::ArrowError::IoError("write".into(), std::io::Error::other(full));
+        let err = Error::from(arrow);
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(!err.is_client_error(), "a full store is the operator's to fix, logged as a warning");
     }
 
     #[test]

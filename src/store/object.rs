@@ -69,7 +69,11 @@ fn store_error(what: &str, err: object_store::Error) -> Error {
         object_store::Error::NotFound { .. } => Error::NotFound(format!("{what}: not found")),
         other => {
             tracing::warn!(error = %other, what, "state store call failed");
-            Error::Unavailable(format!("state store: cannot {what}"))
+            if crate::error::out_of_space(&other) {
+                Error::StoreFull(format!("state store is full: cannot {what}"))
+            } else {
+                Error::Unavailable(format!("state store: cannot {what}"))
+            }
         }
     }
 }
@@ -803,5 +807,28 @@ impl StateStore for ObjectStateStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(store_error("delete a document", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_backend_is_resource_exhausted_and_other_failures_unavailable() {
+        let full = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(io::Error::other(io::Error::from(io::ErrorKind::StorageFull))),
+        };
+        let err = store_error("write a result", full);
+        assert!(matches!(err, Error::StoreFull(_)), "{err:?}");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(err.to_string(), "state store is full: cannot write a result");
+
+        let refused = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(io::Error::from(io::ErrorKind::PermissionDenied)),
+        };
+        assert_eq!(store_error("write a result", refused).code(), tonic::Code::Unavailable);
     }
 }
