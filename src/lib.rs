@@ -14,6 +14,8 @@ pub mod config;
 pub mod contain;
 /// Zero-copy conversion between Polars frames and arrow-rs batches.
 pub mod convert;
+/// How deep a tree SQL text can parse into, bounded before a parser sees it.
+pub mod depth;
 /// One operation's life: admit, load inputs, run, persist.
 pub mod engine;
 /// The error type and its mapping to gRPC status codes.
@@ -30,7 +32,7 @@ pub mod ipc;
 pub mod limits;
 /// Batch jobs queued in the shared store, claimed with leases.
 pub mod jobs;
-/// Giving freed memory back to the system.
+/// The allocator's settings, freed memory handed back, and thread stacks.
 pub mod memory;
 /// Prometheus metrics and the health/readiness endpoint.
 pub mod metrics;

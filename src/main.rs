@@ -10,8 +10,13 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() {
     polarway::memory::tune_allocator();
+    polarway::memory::size_thread_stacks();
     polarway::memory::trim_periodically(polarway::memory::TRIM_INTERVAL);
-    let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(polarway::memory::THREAD_STACK_BYTES)
+        .build()
+        .expect("start the tokio runtime");
     let code = runtime.block_on(run());
     // Polars work cannot be interrupted; a computation that outlived its request timeout must
     // not hold the process after the server has drained.

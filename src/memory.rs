@@ -1,4 +1,4 @@
-//! Giving freed memory back to the system.
+//! The allocator's settings, freed memory handed back, and thread stacks.
 //!
 //! A worker under sustained mixed load allocates and frees buffers of every size from many
 //! threads (the blocking pool, Polars' pool, the runtime). glibc's malloc keeps what is freed in
@@ -17,6 +17,8 @@
 //! jemalloc with background purging also kept RSS flat, but its large allocations cost the
 //! 1 GiB DoGet a third of its throughput (fresh pages for every 4 MiB block read); glibc reuses
 //! them.
+//!
+//! Threads get 16 MiB stacks ([`THREAD_STACK_BYTES`]) for the expression depth the worker accepts.
 
 use std::time::Duration;
 
@@ -28,6 +30,22 @@ const MMAP_THRESHOLD: i32 = 64 << 20;
 /// Free memory at the top of a heap that malloc keeps rather than trims at once (the periodic
 /// trim returns it).
 const TRIM_THRESHOLD: i32 = 1 << 30;
+
+/// Stack of every worker thread: the runtime's, the blocking pool's and Polars' pool. Deep
+/// expressions recurse one frame or more per level when they are planned, evaluated and dropped;
+/// [`crate::depth::MAX_DEPTH`] levels took up to 4.2 MiB, which overflowed the usual 2 MiB. The
+/// memory is reserved, not used: pages are touched only as deep as a thread recurses.
+pub const THREAD_STACK_BYTES: usize = 16 << 20;
+
+/// Gives threads that other crates start (Polars' and DataFusion's pools) [`THREAD_STACK_BYTES`]
+/// of stack, unless `RUST_MIN_STACK` says otherwise. Call it first thing in `main`, before other
+/// threads start; the runtime is built with the same size.
+pub fn size_thread_stacks() {
+    if std::env::var_os("RUST_MIN_STACK").is_none() {
+        // SAFETY: called before any other thread exists, so nothing reads the environment at once.
+        unsafe { std::env::set_var("RUST_MIN_STACK", THREAD_STACK_BYTES.to_string()) };
+    }
+}
 
 /// Sets malloc's thresholds for a worker's allocation pattern (glibc only; a no-op elsewhere).
 /// Call it first thing in `main`, before other threads start.
