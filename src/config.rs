@@ -128,9 +128,16 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_MAX_RESULT_COLUMNS", default_value_t = 10_000)]
     pub max_result_columns: u64,
 
-    /// Most output rows a cross join may produce (checked before it runs).
-    #[arg(long, env = "POLARWAY_MAX_CROSS_JOIN_ROWS", default_value_t = 100_000_000)]
-    pub max_cross_join_rows: u64,
+    /// Most rows one join may produce, checked before it runs: a cross join's product, or a keyed
+    /// join's matched pairs counted from its keys when the sides' product exceeds it.
+    #[arg(long, env = "POLARWAY_MAX_JOIN_ROWS", default_value_t = 100_000_000)]
+    pub max_join_rows: u64,
+
+    /// Largest result in bytes (0: half the machine's memory). Operations that call functions
+    /// making values larger than their inputs are first tried on one row and refused if the
+    /// whole result would pass it.
+    #[arg(long, env = "POLARWAY_MAX_RESULT_BYTES", default_value_t = 0)]
+    pub max_result_bytes: u64,
 
     /// Memory one SQL query may use for joins, sorts and aggregations before RESOURCE_EXHAUSTED.
     #[arg(long, env = "POLARWAY_MAX_SQL_MEMORY_BYTES", default_value_t = 4 << 30)]
@@ -329,7 +336,11 @@ impl Args {
                 max_message_bytes: self.max_message_bytes,
                 max_result_rows: self.max_result_rows,
                 max_result_columns: self.max_result_columns,
-                max_cross_join_rows: self.max_cross_join_rows,
+                max_join_rows: self.max_join_rows,
+                max_result_bytes: match self.max_result_bytes {
+                    0 => crate::memory::physical_bytes() / 2,
+                    n => n,
+                },
                 max_sql_memory_bytes: self.max_sql_memory_bytes,
                 max_concurrent_ops,
                 max_queued_ops: match self.max_queued_ops {

@@ -481,6 +481,8 @@ impl Engine {
 
     async fn persist(&self, frame: DataFrame, meta: ResultMeta) -> Result<ResultMeta> {
         self.limits.check_shape(frame.height(), frame.width())?;
+        // A column of one repeated value is held once until it is written or sent, then in full.
+        self.limits.check_bytes(frame.estimated_size() as u64, false)?;
         if self.quotas.enabled() {
             if self.quotas.needs_census() {
                 let metas = self.on_store(|store| store.list()).await?;

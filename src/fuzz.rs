@@ -57,7 +57,7 @@ fn fixture() -> &'static Fixture {
             .expect("runtime");
         let mut limits = Config::with_store(StoreConfig::Memory).limits;
         limits.max_put_bytes = 64 << 20;
-        limits.max_cross_join_rows = 1 << 20;
+        limits.max_join_rows = 1 << 20;
         let dir = std::env::temp_dir().join(format!("polarway-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("store directory");
         let store = ObjectStateStore::open_dir(&dir, runtime.handle().clone()).expect("store");

@@ -14,8 +14,6 @@ pub mod config;
 pub mod contain;
 /// Zero-copy conversion between Polars frames and arrow-rs batches.
 pub mod convert;
-/// How deep a tree SQL text can parse into, bounded before a parser sees it.
-pub mod depth;
 /// One operation's life: admit, load inputs, run, persist.
 pub mod engine;
 /// The error type and its mapping to gRPC status codes.
@@ -54,5 +52,7 @@ pub mod tls;
 pub mod sql;
 /// Running a worker: server, expiry sweep, shutdown.
 pub mod server;
+/// What SQL text can cost, read from its tokens before a parser sees it: depth and expansion.
+pub mod sqltext;
 /// Where results live: in memory or as Arrow IPC files.
 pub mod store;

@@ -24,8 +24,10 @@ pub struct Limits {
     pub max_result_rows: u64,
     /// Most columns in one result.
     pub max_result_columns: u64,
-    /// Most rows a cross join may produce.
-    pub max_cross_join_rows: u64,
+    /// Most rows one join may produce.
+    pub max_join_rows: u64,
+    /// Largest result, in bytes of Arrow buffers.
+    pub max_result_bytes: u64,
     /// Memory one SQL query may use for joins, sorts and aggregations.
     pub max_sql_memory_bytes: usize,
     /// Operations running at once.
@@ -58,14 +60,31 @@ impl Limits {
         Ok(())
     }
 
+    /// Refuses a result of `bytes`, or one estimated at that, past the byte limit.
+    pub fn check_bytes(&self, bytes: u64, estimated: bool) -> Result<()> {
+        if bytes > self.max_result_bytes {
+            rejected("result_bytes");
+            let what = if estimated { "would take about" } else { "takes" };
+            return Err(Error::ResourceExhausted(format!(
+                "result {what} {bytes} bytes; the limit is {} (POLARWAY_MAX_RESULT_BYTES)",
+                self.max_result_bytes
+            )));
+        }
+        Ok(())
+    }
+
     /// Refuses a cross join whose output would exceed the limit.
     pub fn check_cross_join(&self, left_rows: u64, right_rows: u64) -> Result<()> {
-        let rows = left_rows.saturating_mul(right_rows);
-        if rows > self.max_cross_join_rows {
-            rejected("cross_join_rows");
+        self.check_join("cross", left_rows.saturating_mul(right_rows))
+    }
+
+    /// Refuses a join of kind `how` that would produce more than the limit's rows.
+    pub fn check_join(&self, how: &str, rows: u64) -> Result<()> {
+        if rows > self.max_join_rows {
+            rejected("join_rows");
             return Err(Error::ResourceExhausted(format!(
-                "cross join would produce {rows} rows; the limit is {} (POLARWAY_MAX_CROSS_JOIN_ROWS)",
-                self.max_cross_join_rows
+                "{how} join would produce {rows} rows; the limit is {} (POLARWAY_MAX_JOIN_ROWS)",
+                self.max_join_rows
             )));
         }
         Ok(())

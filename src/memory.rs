@@ -33,7 +33,7 @@ const TRIM_THRESHOLD: i32 = 1 << 30;
 
 /// Stack of every worker thread: the runtime's, the blocking pool's and Polars' pool. Deep
 /// expressions recurse one frame or more per level when they are planned, evaluated and dropped;
-/// [`crate::depth::MAX_DEPTH`] levels took up to 4.2 MiB, which overflowed the usual 2 MiB. The
+/// [`crate::sqltext::MAX_DEPTH`] levels took up to 4.2 MiB, which overflowed the usual 2 MiB. The
 /// memory is reserved, not used: pages are touched only as deep as a thread recurses.
 pub const THREAD_STACK_BYTES: usize = 16 << 20;
 
@@ -44,6 +44,16 @@ pub fn size_thread_stacks() {
     if std::env::var_os("RUST_MIN_STACK").is_none() {
         // SAFETY: called before any other thread exists, so nothing reads the environment at once.
         unsafe { std::env::set_var("RUST_MIN_STACK", THREAD_STACK_BYTES.to_string()) };
+    }
+}
+
+/// The machine's physical memory in bytes (16 GiB where it cannot be read).
+pub fn physical_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    match (u64::try_from(pages), u64::try_from(size)) {
+        (Ok(pages), Ok(size)) if pages > 0 && size > 0 => pages.saturating_mul(size),
+        _ => 16 << 30,
     }
 }
 

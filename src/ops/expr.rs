@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 /// Parses one SQL expression (`"qty * price"`, `"sum(qty) AS total"`), naming the parameter on error.
 pub fn parse(param: &str, text: &str) -> Result<Expr> {
-    crate::depth::check(param, text)?;
+    crate::sqltext::check(param, text)?;
     sql_expr(text).map_err(|e| Error::invalid(format!("`{param}`: cannot parse `{text}`: {e}")))
 }
 

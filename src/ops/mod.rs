@@ -382,6 +382,20 @@ impl Step {
         }
     }
 
+    /// Whether any text in this step calls a function that can make values much larger than its
+    /// arguments, or holds a long string literal ([`crate::sqltext::expands`]).
+    pub fn expands(&self) -> bool {
+        fn any_text(value: &serde_json::Value) -> bool {
+            match value {
+                serde_json::Value::String(s) => crate::sqltext::expands(s),
+                serde_json::Value::Array(items) => items.iter().any(any_text),
+                serde_json::Value::Object(fields) => fields.values().any(any_text),
+                _ => false,
+            }
+        }
+        serde_json::to_value(self).is_ok_and(|v| any_text(&v))
+    }
+
     /// Whether the same inputs always give the same result. `sample` without a seed does not.
     pub fn is_deterministic(&self) -> bool {
         !matches!(self, Step::Sample { seed: None, .. })
@@ -459,6 +473,9 @@ pub fn run(
     limits: &Limits,
 ) -> Result<DataFrame> {
     let rows = frames.values().map(|f| f.rows).fold(input.rows, u64::max);
+    if steps.iter().any(Step::expands) {
+        probe(&input, steps, frames, limits, rows)?;
+    }
     let plan = build(input, steps, frames, limits)?;
     // The streaming engine runs a plan in morsels over all cores without materialising each
     // intermediate column: about 4x faster than the in-memory engine on a 10-step pipeline over
@@ -471,6 +488,19 @@ pub fn run(
     Ok(plan.collect_with_engine(engine)?.unwrap_single())
 }
 
+/// Runs `steps` over the input's first row and refuses them if, at that size per row, a result
+/// of `rows` rows would pass the byte limit (see [`crate::sqltext::expands`]). A first row the
+/// steps filter out tells nothing, and the steps then run unprobed.
+fn probe(input: &Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits, rows: u64) -> Result<()> {
+    let first = Input { lf: input.lf.clone().slice(0, 1), rows: input.rows.min(1) };
+    let out = build(first, steps, frames, limits)?.collect()?;
+    if out.height() > 0 {
+        let per_row = out.estimated_size() as u64 / out.height() as u64;
+        limits.check_bytes(per_row.saturating_mul(rows.max(1)), true)?;
+    }
+    Ok(())
+}
+
 /// Builds the lazy plan of `steps` over `input` (eager where Polars needs data to plan, as pivot).
 pub fn build(
     input: Input,
@@ -478,7 +508,7 @@ pub fn build(
     frames: &HashMap<Handle, Input>,
     limits: &Limits,
 ) -> Result<LazyFrame> {
-    // An upper bound on the rows flowing through, to refuse cross joins before they run.
+    // An upper bound on the rows flowing through, to refuse joins before they run.
     let mut rows_bound = input.rows;
     let mut lf = input.lf;
     for step in steps {
@@ -486,12 +516,31 @@ pub fn build(
             frames.get(h).ok_or_else(|| Error::NotFound(format!("handle {h} not found")))
         };
         rows_bound = match step {
-            Step::Join { right, how, .. } => {
-                let right_rows = frame(right)?.rows;
-                if how == "cross" {
-                    limits.check_cross_join(rows_bound, right_rows)?;
+            Step::Join { right, how, on, left_on, right_on, .. } => {
+                let right = frame(right)?;
+                let product = rows_bound.saturating_mul(right.rows.max(1));
+                match how.as_str() {
+                    "cross" => {
+                        limits.check_cross_join(rows_bound, right.rows)?;
+                        product
+                    }
+                    "semi" | "anti" => rows_bound,
+                    // Past the limit only if keys repeat on both sides: count the pairs.
+                    _ if product > limits.max_join_rows => {
+                        let (l, r) = join_keys(on, left_on, right_on, false)?;
+                        let pairs = matched_pairs(&lf, l, &right.lf, r)?;
+                        let unmatched = match how.as_str() {
+                            "left" => rows_bound,
+                            "right" => right.rows,
+                            "full" | "outer" => rows_bound.saturating_add(right.rows),
+                            _ => 0,
+                        };
+                        let rows = pairs.saturating_add(unmatched);
+                        limits.check_join(how, rows)?;
+                        rows
+                    }
+                    _ => product,
                 }
-                rows_bound.saturating_mul(right_rows.max(1))
             }
             Step::Concat { inputs, .. } => inputs.iter().try_fold(rows_bound, |acc, h| {
                 Ok::<_, Error>(acc.saturating_add(frame(h)?.rows))
@@ -859,6 +908,22 @@ fn closed_window(text: &str) -> Result<ClosedWindow> {
         "none" => Ok(ClosedWindow::None),
         other => Err(Error::invalid(format!("`closed`: unknown `{other}` (left, right, both, none)"))),
     }
+}
+
+/// How many pairs of rows a keyed join of `left` and `right` matches: the sum over key values of
+/// the rows with that value on each side, multiplied (null keys match nothing). Two
+/// aggregations of the keys, far cheaper than the join they stand for when keys repeat.
+fn matched_pairs(left: &LazyFrame, l: Vec<Expr>, right: &LazyFrame, r: Vec<Expr>) -> Result<u64> {
+    const LEFT: &str = "__polarway_left_rows";
+    const RIGHT: &str = "__polarway_right_rows";
+    let counts = |lf: &LazyFrame, keys: &[Expr], name: &str| lf.clone().group_by(keys.to_vec()).agg([len().alias(name)]);
+    let pairs = counts(left, &l, LEFT)
+        .join(counts(right, &r, RIGHT), l, r, JoinArgs::new(JoinType::Inner))
+        .select([(col(LEFT).cast(DataType::Float64) * col(RIGHT).cast(DataType::Float64)).sum()])
+        .collect()?;
+    let pairs = pairs.columns()[0].f64()?.get(0).unwrap_or(0.0);
+    // Saturates: a float past u64::MAX converts to u64::MAX.
+    Ok(pairs as u64)
 }
 
 fn join_keys(

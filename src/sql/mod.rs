@@ -158,7 +158,7 @@ impl SqlEngine {
     }
 
     async fn plan(&self, query: &str) -> Result<Planned> {
-        crate::depth::check("query", query)?;
+        crate::sqltext::check("query", query)?;
         let query = &number_placeholders(query)?;
         let resolved = Arc::new(Mutex::new(Vec::new()));
         let ctx = self.context(resolved.clone())?;

@@ -139,7 +139,7 @@ async fn expired_results_are_not_found_unless_pinned() {
 async fn limits_answer_resource_exhausted() {
     let server = TestServer::start_with(Mode::Memory, |c| {
         c.limits.max_result_rows = 5;
-        c.limits.max_cross_join_rows = 4;
+        c.limits.max_join_rows = 4;
         c.limits.max_put_bytes = 100_000;
     })
     .await;

@@ -1,5 +1,6 @@
-//! How deep a tree SQL text can parse into, bounded before any parser sees it.
+//! What SQL text can cost, read from its tokens before any parser sees it.
 //!
+//! **Depth.**
 //! Polars' SQL expressions and DataFusion's queries are parsed, planned, evaluated and dropped by
 //! recursive code, one stack frame or more per level of the expression tree. sqlparser limits
 //! nesting (parentheses, prefix operators) but not a chain of binary operators: `a + a + ... + a`
@@ -14,6 +15,12 @@
 //! element: a path from the root passes through the operators at its level and into at most one
 //! group. Joins and set operations nest plans, and count across the whole text. Long lists of
 //! alternatives belong in `IN (...)`, whose elements are siblings.
+//!
+//! **Expansion.** A few functions make values far larger than their inputs (`lpad(s, 100000000)`,
+//! `replace(s, 'a', <a long string>)`), and a long string literal is repeated on every row.
+//! [`expands`] finds them, so that an operation using them is first tried on one row
+//! ([`crate::ops::run`]) and refused if its result would pass `POLARWAY_MAX_RESULT_BYTES`:
+//! Polars cannot stop a kernel midway, and one such call took all the machine's memory.
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -34,6 +41,38 @@ pub fn check(what: &str, text: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Functions whose result can be much larger than their arguments.
+const EXPANDING: [&str; 8] = ["LPAD", "RPAD", "REPLACE", "REGEXP_REPLACE", "REPEAT", "CONCAT", "CONCAT_WS", "OVERLAY"];
+
+/// String literals longer than this are repeated on every row they are used for.
+const LONG_LITERAL: usize = 4 << 10;
+
+/// Whether `text` calls a function that can make values much larger than its arguments, or holds
+/// a long string literal.
+pub fn expands(text: &str) -> bool {
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, text).tokenize() else {
+        return false;
+    };
+    let mut significant = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))).peekable();
+    while let Some(token) = significant.next() {
+        match token {
+            Token::Word(w) if w.quote_style.is_none() => {
+                let call = matches!(significant.peek(), Some(Token::LParen));
+                if call && EXPANDING.iter().any(|f| w.value.eq_ignore_ascii_case(f)) {
+                    return true;
+                }
+            }
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) | Token::EscapedStringLiteral(s)
+                if s.len() > LONG_LITERAL =>
+            {
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// One bracket level: operators in the current element, the deepest group closed inside it, and
@@ -188,6 +227,17 @@ pub fn bound(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expanding_calls_and_long_literals_are_found() {
+        assert!(expands("lpad(sym, 100000000, 'x')"));
+        assert!(expands("upper(REPLACE (s, 'a', 'b'))"));
+        assert!(expands(&format!("s = '{}'", "x".repeat(LONG_LITERAL + 1))));
+        assert!(!expands("qty > 1 AND sym = 'lpad(x)'"), "inside a string");
+        assert!(!expands("\"lpad\" + 1"), "a quoted column name");
+        assert!(!expands("qty * price"));
+        assert!(!expands(&format!("s = '{}'", "x".repeat(LONG_LITERAL))));
+    }
 
     #[test]
     fn chains_count_their_operators() {

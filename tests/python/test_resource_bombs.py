@@ -1,7 +1,15 @@
-"""Expressions as deep as the worker accepts run and give the right answer; deeper ones are
-refused with RESOURCE_EXHAUSTED before any parser sees them, and the worker keeps serving what it
-stored. Against the real binary: the depth it can take depends on its threads' stacks (a chain of
-600 `+` once overflowed a 2 MiB stack and aborted the process)."""
+"""Requests that would take the worker down are refused with RESOURCE_EXHAUSTED before they run,
+and the worker keeps serving what it stored. Against the real binary, because what it survives
+depends on the process: its threads' stacks and the machine's memory.
+
+- Expressions as deep as the worker accepts run and give the right answer; deeper ones are
+  refused before any parser sees them (a chain of 600 `+` once overflowed a 2 MiB stack and
+  aborted the process).
+- A join whose keys repeat on both sides is refused by the pairs it would match (100k x 100k
+  rows with one key once took all the machine's memory).
+- Functions that make values larger than their inputs are tried on one row first
+  (`lpad(s, 100000000)` on 1,000 rows once took all the machine's memory).
+"""
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
@@ -10,6 +18,7 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
+from conftest_worker import Worker
 from flightops import action, fetch, upload
 
 MAX_DEPTH = 1000  # src/depth.rs
@@ -78,3 +87,32 @@ def loaded_sql(worker):
     conn = flight_sql.connect(worker.location, autocommit=True)
     yield worker, conn
     conn.close()
+
+
+def test_joins_are_refused_by_the_pairs_they_would_match(client):
+    n = 100_000
+    one_key = upload(client, "a", pl.DataFrame({"k": [1] * n, "v": list(range(n))}))["handle"]
+    unique = upload(client, "b", pl.DataFrame({"k": list(range(n)), "w": list(range(n))}))["handle"]
+    with pytest.raises(pa.ArrowException, match=r"inner join would produce 10000000000 rows; the limit is 100000000 \(POLARWAY_MAX_JOIN_ROWS\)"):
+        action(client, "join", {"left": one_key, "right": one_key, "on": ["k"], "how": "inner"})
+    # The sides' product is the same, but each left row matches one right row at most.
+    joined = action(client, "join", {"left": one_key, "right": unique, "on": ["k"], "how": "left"})
+    assert joined["num_rows"] == n
+    assert fetch(client, one_key).height == n
+
+
+def test_expanding_functions_are_tried_on_one_row_first():
+    w = Worker(POLARWAY_MAX_RESULT_BYTES=str(64 << 20))
+    try:
+        client = w.client()
+        h = upload(client, "t", pl.DataFrame({"sym": ["ab"] * 1_000}))["handle"]
+        for column in ["lpad(sym, 100000000, 'x')", "replace(sym, 'a', '" + "b" * 100_000 + "')",
+                       "'" + "b" * 100_000 + "'"]:
+            with pytest.raises(pa.ArrowException, match=r"result would take about \d+ bytes; the limit is 67108864 \(POLARWAY_MAX_RESULT_BYTES\)"):
+                action(client, "with_columns", {"input": h, "columns": {"x": column}})
+        padded = action(client, "with_columns", {"input": h, "columns": {"x": "lpad(sym, 1000, 'x')"}})
+        assert fetch(client, padded["handle"])["x"].str.len_bytes().to_list() == [1000] * 1_000
+        assert w.proc.poll() is None
+        assert fetch(client, h).height == 1_000
+    finally:
+        w.stop()
