@@ -74,6 +74,30 @@ fn sql_error(e: DataFusionError) -> Error {
     }
 }
 
+/// Runs an expanding query ([`crate::sqltext::expands`]) for its first row, and counts its rows
+/// (a count reads no expanding column), before it runs in full: a result of that row's size
+/// times the rows past the query's memory budget or the result limit is refused. Results arrive
+/// in batches of thousands of rows, and `lpad(s, 100000000)` makes 100 GB in one of them, before
+/// the streamed result could be stopped.
+async fn probe(frame: &datafusion::dataframe::DataFrame, limits: &crate::limits::Limits) -> Result<()> {
+    let first = frame.clone().limit(0, Some(1)).map_err(sql_error)?.collect().await.map_err(sql_error)?;
+    let got: usize = first.iter().map(|b| b.num_rows()).sum();
+    if got == 0 {
+        return Ok(());
+    }
+    let per_row = first.iter().map(|b| b.get_array_memory_size()).sum::<usize>() / got;
+    let rows = frame.clone().count().await.map_err(sql_error)?;
+    let estimate = (per_row as u64).saturating_mul(rows as u64);
+    if estimate > limits.max_sql_memory_bytes as u64 {
+        crate::limits::rejected("sql_memory");
+        return Err(Error::ResourceExhausted(format!(
+            "query result would take about {estimate} bytes; the limit is {} (POLARWAY_MAX_SQL_MEMORY_BYTES)",
+            limits.max_sql_memory_bytes
+        )));
+    }
+    limits.check_bytes(estimate, true)
+}
+
 /// Rewrites `?` placeholders (ADBC, JDBC) as `$1`, `$2`, ... in the order they appear, which is
 /// how DataFusion numbers parameters. Text inside literals and comments is left alone.
 fn number_placeholders(query: &str) -> Result<String> {
@@ -218,9 +242,13 @@ impl SqlEngine {
         // it arrives and stopped at the row limit or the query's memory budget.
         let limits = self.engine.limits().clone();
         let columns = schema.fields().len();
+        let expands = crate::sqltext::expands(query);
         let batches = self
             .engine
             .admitted(async {
+                if expands {
+                    probe(&frame, &limits).await?;
+                }
                 let mut stream = frame.execute_stream().await.map_err(sql_error)?;
                 let (mut rows, mut bytes, mut batches) = (0usize, 0usize, Vec::new());
                 while let Some(batch) = stream.next().await {

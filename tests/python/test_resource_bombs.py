@@ -78,6 +78,14 @@ def test_flight_sql_queries_are_bounded_the_same_way(loaded_sql):
     with conn.cursor() as cur:
         with pytest.raises(adbc_driver_manager.Error, match=r"`query`: nests up to 10000 operators deep"):
             cur.execute("SELECT 1" + " + 1" * 10_000)
+    # An expanding function is tried for one row and the rows counted: 4 rows of 2 GB each
+    # would pass the query's 4 GiB budget, and are refused before one batch is made.
+    with conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error, match=r"(?s)query result would take about \d+ bytes; the limit is 4294967296 \(POLARWAY_MAX_SQL_MEMORY_BYTES\).*ResourceExhausted"):
+            cur.execute("SELECT lpad(sym, 2000000000, 'x') AS p FROM t")
+    with conn.cursor() as cur:
+        cur.execute("SELECT lpad(sym, 100, 'x') AS p FROM t WHERE qty > 1")
+        assert [len(p) for (p,) in cur.fetchall()] == [100] * 3
     assert worker.proc.poll() is None
 
 
