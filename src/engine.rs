@@ -482,13 +482,14 @@ impl Engine {
     async fn persist(&self, frame: DataFrame, meta: ResultMeta) -> Result<ResultMeta> {
         self.limits.check_shape(frame.height(), frame.width())?;
         // A column of one repeated value is held once until it is written or sent, then in full.
-        self.limits.check_bytes(frame.estimated_size() as u64, false)?;
+        let bytes = frame.estimated_size() as u64;
+        self.limits.check_bytes(bytes, false)?;
         if self.quotas.enabled() {
             if self.quotas.needs_census() {
                 let metas = self.on_store(|store| store.list()).await?;
                 self.quotas.record_census(&metas);
             }
-            self.quotas.check(meta.tenant.as_deref(), frame.estimated_size() as u64)?;
+            self.quotas.check(meta.tenant.as_deref(), bytes)?;
         }
         let meta = self.on_store(move |store| store.put(&frame, meta)).await?;
         self.quotas.add(&meta);

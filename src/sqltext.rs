@@ -122,11 +122,7 @@ pub fn bound(text: &str) -> usize {
                 after_operand = false;
             }
             Token::RParen | Token::RBrace | Token::RBracket => {
-                if levels.len() > 1 {
-                    let closed = levels.pop().expect("more than one level");
-                    let parent = levels.last_mut().expect("the outermost level stays");
-                    parent.group = parent.group.max(closed.depth() + 1);
-                }
+                close_level(&mut levels);
                 after_operand = true;
             }
             Token::Comma | Token::SemiColon => {
@@ -216,12 +212,20 @@ pub fn bound(text: &str) -> usize {
         }
     }
     // Unclosed brackets are the parser's to refuse; their depth still counts.
-    while levels.len() > 1 {
-        let closed = levels.pop().expect("more than one level");
-        let parent = levels.last_mut().expect("the outermost level stays");
-        parent.group = parent.group.max(closed.depth() + 1);
-    }
+    while close_level(&mut levels) {}
     levels[0].depth().max(relational)
+}
+
+/// Closes the innermost bracket level into its parent; false at the outermost level, which stays
+/// (a closing bracket without an opening one is the parser's to refuse).
+fn close_level(levels: &mut Vec<Level>) -> bool {
+    if levels.len() < 2 {
+        return false;
+    }
+    let closed = levels.pop().expect("more than one level");
+    let parent = levels.last_mut().expect("the outermost level stays");
+    parent.group = parent.group.max(closed.depth() + 1);
+    true
 }
 
 #[cfg(test)]

@@ -156,16 +156,23 @@ fn unary_message(bytes: &[u8]) -> Result<&[u8], Status> {
     let Some((header, rest)) = bytes.split_first_chunk::<GRPC_HEADER>() else {
         return Err(Status::internal("missing request message"));
     };
-    match header[0] {
-        0 => {}
-        1 => return Err(Status::unimplemented("compressed requests are not supported")),
-        flag => return Err(Status::internal(format!("invalid gRPC compression flag {flag}"))),
-    }
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let len = message_length(header, Status::internal)?;
     if rest.len() != len {
         return Err(Status::internal("the request body is not exactly one gRPC message"));
     }
     Ok(rest)
+}
+
+/// The message length in a gRPC message header. A set compressed flag is answered UNIMPLEMENTED,
+/// as gRPC's compression spec requires of a server given an encoding it does not support: this
+/// service offers none (tonic's own decoder answers the same on the other methods). Any other
+/// flag value is malformed input, answered by `bad_flag`.
+fn message_length(header: &[u8; GRPC_HEADER], bad_flag: fn(String) -> Status) -> Result<usize, Status> {
+    match header[0] {
+        0 => Ok(u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize),
+        1 => Err(Status::unimplemented("compressed messages are not supported: no grpc-encoding is offered")),
+        flag => Err(bad_flag(format!("invalid gRPC compression flag {flag}"))),
+    }
 }
 
 /// The FlightData messages of a streamed request body, as [`Assembler`] puts them together.
@@ -349,12 +356,8 @@ impl Assembler {
 
     /// The message length in the gRPC header in `pending`.
     fn header(&self) -> Result<usize, Status> {
-        match self.pending[0] {
-            0 => {}
-            1 => return Err(Status::unimplemented("compressed messages are not supported")),
-            flag => return Err(Status::invalid_argument(format!("invalid gRPC compression flag {flag}"))),
-        }
-        let len = u32::from_be_bytes([self.pending[1], self.pending[2], self.pending[3], self.pending[4]]) as usize;
+        let header = self.pending[..GRPC_HEADER].try_into().expect("a whole header is pending");
+        let len = message_length(header, Status::invalid_argument)?;
         if len > self.max {
             return Err(Status::resource_exhausted(format!(
                 "a message of {len} bytes is over the message limit of {} bytes (POLARWAY_MAX_MESSAGE_BYTES)",
