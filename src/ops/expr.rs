@@ -87,7 +87,13 @@ pub fn parse_aggs(param: &str, texts: &[String]) -> Result<Aggregations> {
 
 /// Column references for a list of plain names.
 pub fn columns(names: &[String]) -> Vec<Expr> {
-    names.iter().map(|n| col(n.as_str())).collect()
+    names.iter().map(|n| column(n)).collect()
+}
+
+/// One column by its exact name. Polars' `col` reads `*` and `^...$` as patterns, which a
+/// parameter that names a column must not be (a `*` resample index once panicked inside Polars).
+pub fn column(name: &str) -> Expr {
+    Expr::Column(name.into())
 }
 
 /// A strict selector over the named columns.

@@ -574,7 +574,7 @@ fn per_column(
                 Some(s) => format!("{n}{s}"),
                 None => n.clone(),
             };
-            f(col(n.as_str())).alias(out.as_str())
+            f(expr::column(n)).alias(out.as_str())
         })
         .collect();
     Ok(lf.with_columns(exprs))
@@ -695,7 +695,7 @@ fn apply<'a>(
             if let Some(s) = suffix {
                 args = args.with_suffix(Some(s.as_str().into()));
             }
-            lf.join(frame(right)?.lf.clone(), [col(l.as_str())], [col(r.as_str())], args)
+            lf.join(frame(right)?.lf.clone(), [expr::column(&l)], [expr::column(&r)], args)
         }
         Step::Concat { inputs, how } => {
             let mut parts = vec![lf];
@@ -726,7 +726,7 @@ fn apply<'a>(
                 .iter()
                 .map(|(name, t)| {
                     let dt = expr::dtype("dtypes", t)?;
-                    let c = col(name.as_str());
+                    let c = expr::column(name);
                     Ok(if *strict { c.strict_cast(dt) } else { c.cast(dt) })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -777,7 +777,7 @@ fn apply<'a>(
             let names = columns_or_all(&mut lf, columns)?;
             let exprs = names
                 .iter()
-                .map(|n| fill(col(n.as_str())))
+                .map(|n| fill(expr::column(n)))
                 .collect::<Result<Vec<_>>>()?;
             lf.with_columns(exprs)
         }
@@ -803,7 +803,7 @@ fn apply<'a>(
                     .collect(),
             };
             let exprs: Vec<Expr> =
-                names.iter().map(|n| col(n.as_str()).interpolate(method)).collect();
+                names.iter().map(|n| expr::column(n).interpolate(method)).collect();
             lf.with_columns(exprs)
         }
         Step::Pivot { on, index, values, agg, separator } => {
@@ -845,7 +845,7 @@ fn apply<'a>(
                 closed_window: closed_window(closed)?,
                 ..Default::default()
             };
-            lf.group_by_dynamic(col(index.as_str()), expr::columns(by), options)
+            lf.group_by_dynamic(expr::column(index), expr::columns(by), options)
                 .agg(expr::parse_all("aggs", aggs)?)
         }
         Step::Rolling { columns, agg, window_size, window, by, min_periods, closed } => {
@@ -1036,7 +1036,7 @@ fn rolling(
             columns
                 .iter()
                 .map(|c| {
-                    let e = col(c.as_str());
+                    let e = expr::column(c);
                     let out = match agg {
                         "mean" => e.rolling_mean(options.clone()),
                         "sum" => e.rolling_sum(options.clone()),
@@ -1061,8 +1061,8 @@ fn rolling(
             columns
                 .iter()
                 .map(|c| {
-                    let e = col(c.as_str());
-                    let b = col(by.as_str());
+                    let e = expr::column(c);
+                    let b = expr::column(by);
                     let out = match agg {
                         "mean" => e.rolling_mean_by(b, options.clone()),
                         "sum" => e.rolling_sum_by(b, options.clone()),

@@ -112,6 +112,19 @@ fn expanding_expressions_are_tried_on_one_row_first() {
 }
 
 #[test]
+fn column_parameters_are_names_not_patterns() {
+    // Polars' `col` reads `*` and `^...$` as patterns; a `*` resample index panicked inside it.
+    let df = df!("a" => [1i64, 2]).unwrap();
+    for index in ["*", "^a$"] {
+        let steps = vec![step(serde_json::json!({"op": "resample", "index": index, "every": "1h", "aggs": ["sum(a)"]}))];
+        let err = run(df.clone().into(), &steps, &HashMap::new(), &limits()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{index}: {err:?}");
+    }
+    let steps = vec![step(serde_json::json!({"op": "fill_null", "columns": ["*"], "value": 0}))];
+    assert!(run(df.into(), &steps, &HashMap::new(), &limits()).is_err(), "no column is named `*`");
+}
+
+#[test]
 fn unknown_parameter_values_name_the_parameter() {
     let df = df!("a" => [1i64]).unwrap();
     let steps = vec![step(serde_json::json!({"op": "unique", "keep": "sometimes"}))];
