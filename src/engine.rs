@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::names;
 use crate::limits::{Admission, Limits};
-use crate::ops::io::{self as file_io, Format, ReadSpec, WriteSpec};
+use crate::files::{self as file_io, Format, ReadSpec, WriteSpec};
 use crate::ops::{self, Input, Pipeline, Step};
 use crate::quota::Quotas;
 use crate::request::Request;
@@ -501,8 +501,8 @@ impl Engine {
     async fn transform(&self, op: &str, mut pipeline: Pipeline) -> Result<ResultMeta> {
         // A sample without a seed draws one now: the result is new, but reproducible from lineage.
         for step in &mut pipeline.steps {
-            if let Step::Sample { seed: seed @ None, .. } = step {
-                *seed = Some(rand_seed());
+            if !step.is_deterministic() {
+                step.draw_seed(rand_seed());
             }
         }
         let params = serde_json::to_value(&pipeline).expect("pipeline serialises");

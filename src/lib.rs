@@ -18,6 +18,8 @@ pub mod convert;
 pub mod engine;
 /// The error type and its mapping to gRPC status codes.
 pub mod error;
+/// File sources and sinks under the data root: `read_*` and `write_*`.
+pub mod files;
 /// The Arrow Flight service: a thin adapter over the engine.
 pub mod flight;
 /// Entry points for the fuzz targets in `fuzz/`, and the replay of the inputs they found.
@@ -36,7 +38,7 @@ pub mod memory;
 pub mod metrics;
 /// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.
 pub mod names;
-/// Polars operations and their JSON specs.
+/// Polars operations by family, their typed JSON specs, and the one registry of them.
 pub mod ops;
 /// Per-tenant quotas on bytes stored and live results.
 pub mod quota;

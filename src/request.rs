@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::handle::Handle;
-use crate::ops::io::{Format, ReadSpec, WriteSpec};
-use crate::ops::{Pipeline, Step};
+use crate::files::{Format, ReadSpec, WriteSpec};
+use crate::ops::expr::native;
+use crate::ops::{Inputs, Pipeline, registry};
 
 /// Action names that are not data operations.
 pub mod actions {
@@ -84,6 +85,13 @@ fn from_value<T: serde::de::DeserializeOwned>(op: &str, value: Value) -> Result<
 impl Request {
     /// Parses a DoAction: the operation name and its JSON body.
     pub fn parse(op: &str, body: &[u8]) -> Result<Request> {
+        // serde_json refuses deeper nesting with a message about recursion; say what is refused.
+        if native::json_depth(body) > native::MAX_JSON_DEPTH {
+            return Err(Error::invalid(format!(
+                "`{op}`: the body nests deeper than {} levels (an expression nested too deep)",
+                native::MAX_JSON_DEPTH
+            )));
+        }
         let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
         } else {
@@ -144,31 +152,24 @@ impl Request {
                 spec: from_value(op, Value::Object(obj))?,
             },
             _ => {
-                let input = match op {
-                    "join" | "asof_join" => take_handle(&mut obj, "left")?,
-                    "concat" => {
+                let entry = registry::find(op).ok_or_else(|| Error::invalid(format!("unknown operation `{op}`")))?;
+                let input = match entry.spec.inputs {
+                    Inputs::Pair => take_handle(&mut obj, "left")?,
+                    Inputs::Many => {
                         let mut inputs: Vec<Handle> = match obj.remove("inputs") {
                             Some(v) => from_value(op, v)?,
-                            None => return Err(Error::invalid("`concat`: missing field `inputs`")),
+                            None => return Err(Error::invalid(format!("`{op}`: missing field `inputs`"))),
                         };
                         if inputs.is_empty() {
-                            return Err(Error::invalid("`inputs`: concat needs at least one handle"));
+                            return Err(Error::invalid(format!("`inputs`: {op} needs at least one handle")));
                         }
                         let first = inputs.remove(0);
                         obj.insert("inputs".into(), serde_json::to_value(inputs).expect("handles"));
                         first
                     }
-                    _ => take_handle(&mut obj, "input")?,
+                    Inputs::One => take_handle(&mut obj, "input")?,
                 };
-                obj.insert("op".into(), Value::String(op.to_string()));
-                let step: Step = serde_json::from_value(Value::Object(obj)).map_err(|e| {
-                    let msg = e.to_string();
-                    if msg.starts_with("unknown variant") {
-                        Error::invalid(format!("unknown operation `{op}`"))
-                    } else {
-                        Error::invalid(format!("`{op}`: {msg}"))
-                    }
-                })?;
+                let step = registry::decode(op, obj)?;
                 Request::Transform { op: op.to_string(), pipeline: Pipeline { input, steps: vec![step] } }
             }
         })
@@ -193,6 +194,7 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::Step;
 
     #[test]
     fn actions_parse_into_requests() {
@@ -201,7 +203,7 @@ mod tests {
         match Request::parse("filter", body.as_bytes()).unwrap() {
             Request::Transform { pipeline, .. } => {
                 assert_eq!(pipeline.input, h);
-                assert_eq!(pipeline.steps, vec![Step::Filter { predicate: "a > 1".into() }]);
+                assert_eq!(pipeline.steps, vec![Step::from_json(json!({"op": "filter", "predicate": "a > 1"})).unwrap()]);
             }
             other => panic!("{other:?}"),
         }

@@ -762,7 +762,7 @@ impl FlightService for PolarwayFlight {
             (sql::CREATE_PREPARED_STATEMENT, "Flight SQL: ActionCreatePreparedStatementRequest"),
             (sql::CLOSE_PREPARED_STATEMENT, "Flight SQL: ActionClosePreparedStatementRequest"),
         ];
-        let actions = catalog::ACTIONS.iter().chain(sql_actions.iter()).map(|(name, description)| {
+        let actions = catalog::actions().into_iter().chain(sql_actions.iter().copied()).map(|(name, description)| {
             Ok(ActionType { r#type: name.to_string(), description: description.to_string() })
         });
         Ok(Response::new(Box::pin(stream::iter(actions.collect::<Vec<_>>()))))

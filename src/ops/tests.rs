@@ -39,14 +39,7 @@ fn cross_join_guard_refuses_before_running() {
     let frames = HashMap::from([(right.clone(), Input::from(df.clone()))]);
     let mut limits = limits();
     limits.max_join_rows = 10_000;
-    let steps = vec![Step::Join {
-        right,
-        on: vec![],
-        left_on: vec![],
-        right_on: vec![],
-        how: "cross".into(),
-        suffix: None,
-    }];
+    let steps = vec![step(serde_json::json!({"op": "join", "right": right, "how": "cross"}))];
     let err = build(df.into(), &steps, &frames, &limits).err().expect("refused");
     assert!(matches!(err, Error::ResourceExhausted(_)), "{err:?}");
 }
@@ -55,14 +48,7 @@ fn cross_join_guard_refuses_before_running() {
 fn keyed_joins_are_refused_by_their_matched_pairs_not_their_sides() {
     // 1,000 rows on each side: a product of 1,000,000, past the limit of 10,000.
     let keyed = |keys: Vec<i64>| df!("k" => keys, "v" => (0..1000i64).collect::<Vec<_>>()).unwrap();
-    let join = |right: &Handle, how: &str| Step::Join {
-        right: right.clone(),
-        on: vec!["k".into()],
-        left_on: vec![],
-        right_on: vec![],
-        how: how.into(),
-        suffix: None,
-    };
+    let join = |right: &Handle, how: &str| step(serde_json::json!({"op": "join", "right": right, "on": ["k"], "how": how}));
     let mut limits = limits();
     limits.max_join_rows = 10_000;
     let unique = Handle::random();
@@ -90,7 +76,7 @@ fn keyed_joins_are_refused_by_their_matched_pairs_not_their_sides() {
     // Semi and anti joins never produce more rows than their left side.
     run(repeated_left(), &[join(&repeated, "semi")], &frames, &limits).unwrap();
     // A pipeline's earlier steps are counted through: the filter leaves one value on the left.
-    let filtered = [Step::Filter { predicate: "k = 3".into() }, join(&repeated, "inner")];
+    let filtered = [step(serde_json::json!({"op": "filter", "predicate": "k = 3"})), join(&repeated, "inner")];
     assert_eq!(run(repeated_left(), &filtered, &frames, &limits).unwrap().height(), 100 * 100);
 }
 
@@ -126,10 +112,10 @@ fn column_parameters_are_names_not_patterns() {
 
 #[test]
 fn unknown_parameter_values_name_the_parameter() {
-    let df = df!("a" => [1i64]).unwrap();
-    let steps = vec![step(serde_json::json!({"op": "unique", "keep": "sometimes"}))];
-    let err = run(df.into(), &steps, &HashMap::new(), &limits()).unwrap_err();
+    // Choices are enums: a bad one is refused as the body is read, naming the parameter.
+    let err = Step::from_json(serde_json::json!({"op": "unique", "keep": "sometimes"})).unwrap_err();
     assert!(err.to_string().contains("`keep`"), "{err}");
+    assert!(err.to_string().contains("`first`, `last`, `any`, `none`"), "{err}");
 }
 
 #[test]
@@ -159,4 +145,62 @@ fn group_by_sum_is_null_over_no_values_and_keeps_the_sql_names() {
     assert_eq!(out.get_column_names(), want.get_column_names());
     assert!(out.column("total").unwrap().equals_missing(want.column("total").unwrap()), "{out}");
     assert!(out.column("v").unwrap().equals_missing(want.column("v").unwrap()), "{out}");
+}
+
+#[test]
+fn with_columns_keep_the_order_they_were_sent_in() {
+    let df = df!("a" => [1i64]).unwrap();
+    let body = br#"{"input": "HANDLE", "columns": {"zeta": "a", "alpha": "a + 1", "mid": "a + 2"}}"#;
+    let body = String::from_utf8_lossy(body).replace("HANDLE", &Handle::random().to_string());
+    let crate::request::Request::Transform { pipeline, .. } = crate::request::Request::parse("with_columns", body.as_bytes()).unwrap() else {
+        panic!("a transform")
+    };
+    let out = run(df.into(), &pipeline.steps, &HashMap::new(), &limits()).unwrap();
+    let names: Vec<&str> = out.get_column_names().iter().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["a", "zeta", "alpha", "mid"]);
+}
+
+#[test]
+fn native_and_sql_expressions_mix_in_one_pipeline() {
+    let df = df!("sym" => ["a", "b", "a"], "qty" => [Some(5i64), None, Some(30)]).unwrap();
+    // `pl.col("qty") > 10` and `pl.col("qty").sum().alias("total")`, as Python Polars writes them.
+    let gt = serde_json::json!({"BinaryExpr": {"left": {"Column": "qty"}, "op": "Gt", "right": {"Literal": {"Dyn": {"Int": 1}}}}});
+    let total = serde_json::json!({"Alias": [{"Agg": {"Sum": {"Column": "qty"}}}, "total"]});
+    let steps = vec![
+        step(serde_json::json!({"op": "filter", "predicate": {"expr": gt}})),
+        step(serde_json::json!({"op": "group_by", "by": ["sym"], "aggs": [{"expr": total}, "count(qty) AS n"], "maintain_order": true})),
+        step(serde_json::json!({"op": "sort", "by": [{"expr": {"Column": "total"}}], "descending": true})),
+    ];
+    let got = run(df.clone().into(), &steps, &HashMap::new(), &limits()).unwrap();
+    let want = df
+        .lazy()
+        .filter(col("qty").gt(lit(1)))
+        .group_by_stable([col("sym")])
+        .agg([col("qty").sum().alias("total"), col("qty").count().alias("n")])
+        .sort(["total"], SortMultipleOptions::default().with_order_descending(true))
+        .collect()
+        .unwrap();
+    assert!(got.equals_missing(&want), "{got}\n{want}");
+    // A refused node fails the step, naming the parameter and the node.
+    let udf = serde_json::json!({"AnonymousFunction": {"input": [{"Column": "qty"}], "function": [80, 76], "options": {}}});
+    let steps = vec![step(serde_json::json!({"op": "filter", "predicate": {"expr": udf}}))];
+    let err = build(df!("qty" => [1i64]).unwrap().into(), &steps, &HashMap::new(), &limits()).err().unwrap();
+    assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("`predicate`"), "{err}");
+}
+
+#[test]
+fn new_operations_match_polars() {
+    let df = df!("k" => [3i64, 1, 2, 5, 4], "tags" => [Some(vec![1i64, 2]), None, Some(vec![]), Some(vec![3]), Some(vec![4, 5])].into_iter().map(|v| v.map(|v| Series::new("".into(), v))).collect::<ListChunked>().into_series()).unwrap();
+    let check = |body: serde_json::Value, want: LazyFrame| {
+        let got = run(df.clone().into(), &[step(body.clone())], &HashMap::new(), &limits()).unwrap();
+        let want = want.collect().unwrap();
+        assert!(got.equals_missing(&want), "{body}\n{got}\n{want}");
+    };
+    let lf = || df.clone().lazy();
+    check(serde_json::json!({"op": "reverse"}), lf().reverse());
+    check(serde_json::json!({"op": "top_k", "k": 2, "by": ["k"]}), lf().sort(["k"], SortMultipleOptions::default().with_order_descending(true)).limit(2));
+    check(serde_json::json!({"op": "bottom_k", "k": 2, "by": ["k"]}), lf().sort(["k"], SortMultipleOptions::default()).limit(2));
+    check(serde_json::json!({"op": "gather_every", "n": 2, "offset": 1}), concat([lf().slice(1, 1), lf().slice(3, 1)], UnionArgs::default()).unwrap());
+    check(serde_json::json!({"op": "with_row_index", "name": "i", "offset": 10}), lf().with_row_index("i", Some(10)));
+    check(serde_json::json!({"op": "explode", "columns": ["tags"]}), lf().explode(cols(["tags"]), ExplodeOptions { empty_as_null: true, keep_nulls: true }));
 }

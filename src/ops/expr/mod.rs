@@ -1,10 +1,149 @@
-//! Parsing of the small languages inside operation specs: SQL expressions, data types,
-//! durations and JSON scalars.
+//! The small languages inside operation specs: expressions (SQL text or native Polars JSON),
+//! data types, durations and JSON scalars.
+//!
+//! An expression parameter takes either form, and the two mix freely within one request:
+//!
+//! - a string is SQL, parsed by Polars' SQL parser: `"qty * price"`, `"sum(qty) AS total"`;
+//! - `{"expr": <JSON>}` is a native Polars expression, as Python Polars'
+//!   `Expr.meta.serialize(format="json")` writes it, decoded and checked by [`native`].
+//!
+//! A parameter that names columns ([`Key`]) reads a string as an exact column name instead.
+
+pub mod native;
 
 use polars::prelude::*;
 use polars::sql::sql_expr;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
+
+/// The field that marks a native expression: `{"expr": ...}`.
+pub const NATIVE_FIELD: &str = "expr";
+
+/// An expression parameter: SQL text, or a native Polars expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expression {
+    /// SQL expression text.
+    Sql(String),
+    /// A native expression's JSON, still undecoded (it is checked when the plan is built).
+    Native(Value),
+}
+
+/// A parameter naming a column: its exact name, or a native expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key {
+    /// A column, by its exact name (`*` and `^...$` are not patterns here).
+    Name(String),
+    /// A native expression's JSON.
+    Native(Value),
+}
+
+/// Reads a string or `{"expr": ...}`; `what` names the string's meaning in the error.
+fn text_or_native<'de, D: Deserializer<'de>>(d: D, what: &str) -> std::result::Result<std::result::Result<String, Value>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(Ok(s)),
+        Value::Object(mut fields) if fields.len() == 1 && fields.contains_key(NATIVE_FIELD) => {
+            Ok(Err(fields.remove(NATIVE_FIELD).expect("checked")))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "expected {what} or {{\"{NATIVE_FIELD}\": <a Polars expression serialized as JSON>}}"
+        ))),
+    }
+}
+
+fn native_json<S: Serializer>(s: S, json: &Value) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(1))?;
+    map.serialize_entry(NATIVE_FIELD, json)?;
+    map.end()
+}
+
+impl<'de> Deserialize<'de> for Expression {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match text_or_native(d, "SQL expression text")? {
+            Ok(s) => Expression::Sql(s),
+            Err(json) => Expression::Native(json),
+        })
+    }
+}
+
+impl Serialize for Expression {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Expression::Sql(text) => s.serialize_str(text),
+            Expression::Native(json) => native_json(s, json),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match text_or_native(d, "a column name")? {
+            Ok(s) => Key::Name(s),
+            Err(json) => Key::Native(json),
+        })
+    }
+}
+
+impl Serialize for Key {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Key::Name(name) => s.serialize_str(name),
+            Key::Native(json) => native_json(s, json),
+        }
+    }
+}
+
+impl From<&str> for Expression {
+    fn from(text: &str) -> Expression {
+        Expression::Sql(text.to_string())
+    }
+}
+
+impl From<&str> for Key {
+    fn from(name: &str) -> Key {
+        Key::Name(name.to_string())
+    }
+}
+
+impl Expression {
+    /// The Polars expression, naming `param` on error.
+    pub fn to_expr(&self, param: &str) -> Result<Expr> {
+        match self {
+            Expression::Sql(text) => parse(param, text),
+            Expression::Native(json) => native::decode(param, json),
+        }
+    }
+
+    /// Whether it can make values far larger than its inputs (see [`crate::sqltext::expands`]).
+    pub fn expands(&self) -> bool {
+        match self {
+            Expression::Sql(text) => crate::sqltext::expands(text),
+            Expression::Native(json) => native::expands(json),
+        }
+    }
+}
+
+impl Key {
+    /// The Polars expression, naming `param` on error.
+    pub fn to_expr(&self, param: &str) -> Result<Expr> {
+        match self {
+            Key::Name(name) => Ok(column(name)),
+            Key::Native(json) => native::decode(param, json),
+        }
+    }
+}
+
+/// Expressions for a list of parameters.
+pub fn to_exprs(param: &str, items: &[Expression]) -> Result<Vec<Expr>> {
+    items.iter().map(|e| e.to_expr(param)).collect()
+}
+
+/// Expressions for a list of column keys.
+pub fn key_exprs(param: &str, keys: &[Key]) -> Result<Vec<Expr>> {
+    keys.iter().map(|k| k.to_expr(param)).collect()
+}
 
 /// Parses one SQL expression (`"qty * price"`, `"sum(qty) AS total"`), naming the parameter on error.
 pub fn parse(param: &str, text: &str) -> Result<Expr> {
@@ -59,13 +198,20 @@ fn plain_sum(text: &str) -> Option<(&str, &str)> {
     Some((column, identifier(name)?))
 }
 
-/// Parses group_by aggregations. SQL's `SUM` is NULL over a group without values, which Polars'
+/// Parses group_by aggregations; native ones are taken as they are. SQL's `SUM` is NULL over a group without values, which Polars'
 /// SQL translation expresses as a conditional per group that leaves Polars' fast grouped-sum
 /// path; a plain `sum(col)` is therefore computed as a fast sum and a fast non-null count, and
 /// the NULL applied to the (few) aggregated rows afterwards. Results are the same.
-pub fn parse_aggs(param: &str, texts: &[String]) -> Result<Aggregations> {
+pub fn parse_aggs(param: &str, items: &[Expression]) -> Result<Aggregations> {
     let mut out = Aggregations { aggs: Vec::new(), after: Vec::new(), hidden: Vec::new() };
-    for (i, text) in texts.iter().enumerate() {
+    for (i, item) in items.iter().enumerate() {
+        let text = match item {
+            Expression::Sql(text) => text,
+            Expression::Native(_) => {
+                out.aggs.push(item.to_expr(param)?);
+                continue;
+            }
+        };
         match plain_sum(text) {
             Some((column, name)) => {
                 let count: PlSmallStr = format!("__polarway_count_{i}").into();
