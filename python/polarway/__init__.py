@@ -1,9 +1,19 @@
-"""Polarway client: remote Polars operations over Arrow Flight.
+"""Polarway client: remote Polars over Arrow Flight, written as Polars.
 
+    import polars as pl
     import polarway
+
     pw = polarway.connect("grpc://127.0.0.1:50051")
-    df = pw.upload(polars_frame)
-    out = df.filter("qty > 10").group_by("sym").agg("sum(qty) AS total").collect()
+    trades = pw.upload(polars_frame)             # a RemoteFrame, like a pl.LazyFrame
+    out = (trades.filter(pl.col("qty") > 10)
+                 .group_by("sym").agg(pl.col("qty").sum().alias("total"))
+                 .collect())                     # one round trip, a pl.DataFrame
+
+Chained calls build a plan on the client; `collect()` sends it as one `pipeline` action, whose
+result is stored under a handle derived from the plan: the same chain again gets that handle
+back without recomputing. Expressions travel as Polars' own JSON (`Expr.meta.serialize`); one
+that cannot run on a worker (a Python function, a plugin) raises `UnshippableExpression` before
+anything is sent. Supported Polars: see `SUPPORTED_POLARS`.
 
 Every call is retried with exponential backoff and jitter when the service is UNAVAILABLE (a worker
 restarting, a connection refused), and only when repeating it is safe: operations are keyed by
@@ -28,7 +38,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
 
-__all__ = ["connect", "Client", "RemoteFrame", "RetryPolicy", "AFFINITY_HEADER", "IDEMPOTENCY_HEADER"]
+from .frame import GroupBy, RemoteFrame
+from .wire import SUPPORTED_POLARS, UnshippableExpression
+
+__all__ = ["connect", "Client", "RemoteFrame", "GroupBy", "RetryPolicy", "UnshippableExpression",
+           "SUPPORTED_POLARS", "AFFINITY_HEADER", "IDEMPOTENCY_HEADER"]
 
 AFFINITY_HEADER = b"x-polarway-affinity"
 IDEMPOTENCY_HEADER = b"x-polarway-idempotency-key"
@@ -105,6 +119,7 @@ class Client:
             kwargs["cert_chain"] = cert_chain
             kwargs["private_key"] = private_key
         self._clients = {loc: flight.FlightClient(loc, **kwargs) for loc in self.locations}
+        self._operations: Optional[dict] = None
 
     # -- routing -------------------------------------------------------------------------
 
@@ -177,81 +192,73 @@ class Client:
 
     def fetch(self, handle: str, affinity: Optional[str] = None) -> pl.DataFrame:
         """Streams a result into a polars DataFrame."""
+        frame = pl.from_arrow(self.fetch_arrow(handle, affinity))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def fetch_arrow(self, handle: str, affinity: Optional[str] = None) -> pa.Table:
+        """Streams a result into a pyarrow Table."""
         ticket = flight.Ticket(handle.encode())
         return self._call(affinity, self.stream_timeout,
-                          lambda client, options: pl.from_arrow(client.do_get(ticket, options=options).read_all()))
+                          lambda client, options: client.do_get(ticket, options=options).read_all())
 
     def frame(self, handle: str, affinity: Optional[str] = None) -> "RemoteFrame":
         """A lazy frame over an existing handle."""
         return RemoteFrame(self, handle, affinity or handle)
 
+    def table(self, name: str) -> "RemoteFrame":
+        """A lazy frame over the live result named `name` (a named upload, or the `name` action)."""
+        def call(client, options):
+            for info in client.list_flights(name.encode(), options=options):
+                meta = json.loads(bytes(info.app_metadata)) if info.app_metadata else {}
+                if meta.get("name") == name:
+                    return meta
+            raise KeyError(f"no live result is named {name!r}")
+
+        meta = self._call(None, self.action_timeout, call)
+        return RemoteFrame(self, meta["handle"], meta.get("affinity") or meta["handle"])
+
+    def _read(self, op: str, path: str, params: dict) -> "RemoteFrame":
+        meta = self.action(op, {"path": path, **{k: v for k, v in params.items() if v is not None}})
+        return RemoteFrame(self, meta["handle"], meta.get("affinity") or meta["handle"])
+
+    def read_parquet(self, path: str, *, columns: Optional[Sequence[str]] = None,
+                     n_rows: Optional[int] = None) -> "RemoteFrame":
+        """Reads a Parquet file under the worker's data root (`POLARWAY_DATA_DIR`)."""
+        return self._read("read_parquet", path, {"columns": list(columns) if columns else None, "n_rows": n_rows})
+
+    def read_ipc(self, path: str, *, columns: Optional[Sequence[str]] = None,
+                 n_rows: Optional[int] = None) -> "RemoteFrame":
+        """Reads an Arrow IPC file under the worker's data root."""
+        return self._read("read_ipc", path, {"columns": list(columns) if columns else None, "n_rows": n_rows})
+
+    def read_csv(self, path: str, *, has_header: bool = True, separator: str = ",",
+                 columns: Optional[Sequence[str]] = None, n_rows: Optional[int] = None) -> "RemoteFrame":
+        """Reads a CSV file under the worker's data root."""
+        return self._read("read_csv", path, {"has_header": has_header, "separator": separator,
+                                             "columns": list(columns) if columns else None, "n_rows": n_rows})
+
+    def operations(self) -> dict:
+        """The worker's actions (`ListActions`): name -> example body. Cached per client."""
+        if self._operations is None:
+            def call(client, options):
+                return {a.type: a.description for a in client.list_actions(options=options)}
+            self._operations = self._call(None, self.action_timeout, call)
+        return self._operations
+
+    def schema(self, handle: str, affinity: Optional[str] = None) -> pl.Schema:
+        """A stored result's schema, as Polars types."""
+        descriptor = flight.FlightDescriptor.for_path(handle)
+
+        def call(client, options):
+            return client.get_schema(descriptor, options=options).schema
+
+        schema = self._call(affinity, self.action_timeout, call)
+        return pl.from_arrow(schema.empty_table()).schema
+
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
-
-
-@dataclass
-class RemoteFrame:
-    """A lazy chain of operations over a stored result; `collect()` runs it as one pipeline."""
-
-    client: Client
-    handle: str
-    affinity: str
-    steps: list = field(default_factory=list)
-
-    def _with(self, step: dict) -> "RemoteFrame":
-        return RemoteFrame(self.client, self.handle, self.affinity, self.steps + [step])
-
-    def pipe(self, op: str, **params) -> "RemoteFrame":
-        """Any operation as a step: `df.pipe("fill_null", strategy="forward")`."""
-        return self._with({"op": op, **params})
-
-    def filter(self, predicate: str) -> "RemoteFrame":
-        return self._with({"op": "filter", "predicate": predicate})
-
-    def select(self, *columns: str) -> "RemoteFrame":
-        return self._with({"op": "select", "columns": list(columns)})
-
-    def with_columns(self, **columns: str) -> "RemoteFrame":
-        return self._with({"op": "with_columns", "columns": columns})
-
-    def sort(self, *by: str, descending: Union[bool, list] = False) -> "RemoteFrame":
-        return self._with({"op": "sort", "by": list(by), "descending": descending})
-
-    def head(self, n: int = 5) -> "RemoteFrame":
-        return self._with({"op": "head", "n": n})
-
-    def tail(self, n: int = 5) -> "RemoteFrame":
-        return self._with({"op": "tail", "n": n})
-
-    def join(self, other: "RemoteFrame", on: Sequence[str], how: str = "inner") -> "RemoteFrame":
-        return self._with({"op": "join", "right": other.persist().handle, "on": list(on), "how": how})
-
-    def group_by(self, *by: str, maintain_order: bool = False) -> "_GroupBy":
-        return _GroupBy(self, list(by), maintain_order)
-
-    def persist(self) -> "RemoteFrame":
-        """Runs the pending steps (one `pipeline` call) and returns a frame over the result."""
-        if not self.steps:
-            return self
-        meta = self.client.action("pipeline", {"input": self.handle, "steps": self.steps}, self.affinity)
-        return RemoteFrame(self.client, meta["handle"], meta.get("affinity") or self.affinity)
-
-    def collect(self) -> pl.DataFrame:
-        """Runs the pending steps and returns the result as a polars DataFrame."""
-        result = self.persist()
-        return self.client.fetch(result.handle, result.affinity)
-
-
-@dataclass
-class _GroupBy:
-    frame: RemoteFrame
-    by: list
-    maintain_order: bool
-
-    def agg(self, *aggs: str) -> RemoteFrame:
-        return self.frame._with({"op": "group_by", "by": self.by, "aggs": list(aggs),
-                                 "maintain_order": self.maintain_order})
 
 
 def connect(location: Union[str, Sequence[str]], **options) -> Client:

@@ -19,16 +19,16 @@ def trades() -> pl.DataFrame:
 def test_lazy_chain_is_one_pipeline_equal_to_local_polars(worker):
     pw = polarway.connect(worker.location)
     df = pw.upload(trades(), name="trades")
-    got = (df.filter("qty > 10")
-             .with_columns(notional="qty * price")
-             .group_by("sym").agg("sum(qty) AS total", "max(notional) AS hi")
+    got = (df.filter(pl.col("qty") > 10)
+             .with_columns(notional=pl.col("qty") * pl.col("price"))
+             .group_by("sym").agg(total=pl.col("qty").sum(), hi=pl.col("notional").max())
              .sort("sym")
              .collect())
     want = (trades().lazy().filter(pl.col("qty") > 10)
             .with_columns(notional=pl.col("qty") * pl.col("price"))
             .group_by("sym").agg(total=pl.col("qty").sum(), hi=pl.col("notional").max())
             .sort("sym").collect())
-    assert_frame_equal(got, want, check_dtypes=False)
+    assert_frame_equal(got, want)
     assert worker.persisted() == 2, "one upload and one pipeline"
 
 
@@ -45,7 +45,7 @@ def test_chain_survives_a_worker_killed_mid_chain(tmp_path):
     try:
         pw = polarway.connect([w.location for w in workers])
         df = pw.upload(trades())
-        step1 = df.filter("qty > 100").persist()
+        step1 = df.filter(pl.col("qty") > 100).persist()
         # Kill the worker this chain is routed to; the next calls must go to the other one.
         preferred = pw._order(step1.affinity)[0]
         victim = next(w for w in workers if w.location == preferred)
@@ -63,4 +63,4 @@ def test_errors_that_are_not_transient_are_not_retried(worker):
     pw = polarway.connect(worker.location, retry=polarway.RetryPolicy(attempts=50, initial=1.0))
     df = pw.upload(trades())
     with pytest.raises(Exception, match="nope"):
-        df.filter("nope > 1").collect()
+        df.filter(pl.col("nope") > 1).collect()

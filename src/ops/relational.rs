@@ -396,7 +396,19 @@ impl Operation for FillNull {
             }
             _ => return Err(Error::invalid("`value`: give exactly one of `value` or `strategy`")),
         };
-        let names = columns_or_all(&mut lf, &self.columns)?;
+        let names = match (&self.columns, &self.value) {
+            // Without `columns`, a value fills the columns of its kind, as Polars' `fill_null(v)`.
+            (None, Some(v)) if !v.is_null() => {
+                let fits = |dt: &DataType| match v {
+                    serde_json::Value::Number(_) => dt.is_primitive_numeric() || dt.is_decimal(),
+                    serde_json::Value::String(_) => dt.is_string(),
+                    serde_json::Value::Bool(_) => dt.is_bool(),
+                    _ => true,
+                };
+                lf.collect_schema()?.iter().filter(|(_, dt)| fits(dt)).map(|(n, _)| n.to_string()).collect()
+            }
+            _ => columns_or_all(&mut lf, &self.columns)?,
+        };
         Ok(lf.with_columns(names.iter().map(|n| fill(expr::column(n))).collect::<Vec<_>>()))
     }
 }
@@ -468,8 +480,8 @@ impl Operation for Interpolate {
 pub struct Explode {
     /// List (or array) columns, exploded together.
     pub columns: Vec<String>,
-    /// An empty list gives one null row (else no row).
-    #[serde(default = "yes")]
+    /// An empty list gives one null row (else no row, as in Polars 2).
+    #[serde(default)]
     pub empty_as_null: bool,
     /// A null list gives one null row (else no row).
     #[serde(default = "yes")]
@@ -477,7 +489,7 @@ pub struct Explode {
 }
 
 impl Operation for Explode {
-    const SPEC: Spec = one("explode", r#"{"input": h, "columns": ["tags"], "empty_as_null": true, "keep_nulls": true}"#, false);
+    const SPEC: Spec = one("explode", r#"{"input": h, "columns": ["tags"], "empty_as_null": false, "keep_nulls": true}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let options = ExplodeOptions { empty_as_null: self.empty_as_null, keep_nulls: self.keep_nulls };
         Ok(lf.explode(expr::selector(&self.columns), options))

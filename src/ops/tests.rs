@@ -202,5 +202,5 @@ fn new_operations_match_polars() {
     check(serde_json::json!({"op": "bottom_k", "k": 2, "by": ["k"]}), lf().sort(["k"], SortMultipleOptions::default()).limit(2));
     check(serde_json::json!({"op": "gather_every", "n": 2, "offset": 1}), concat([lf().slice(1, 1), lf().slice(3, 1)], UnionArgs::default()).unwrap());
     check(serde_json::json!({"op": "with_row_index", "name": "i", "offset": 10}), lf().with_row_index("i", Some(10)));
-    check(serde_json::json!({"op": "explode", "columns": ["tags"]}), lf().explode(cols(["tags"]), ExplodeOptions { empty_as_null: true, keep_nulls: true }));
+    check(serde_json::json!({"op": "explode", "columns": ["tags"]}), lf().explode(cols(["tags"]), ExplodeOptions { empty_as_null: false, keep_nulls: true }));
 }
