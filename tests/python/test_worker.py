@@ -86,9 +86,12 @@ def test_external_store_shared_by_two_workers(tmp_path):
         b.stop()
 
 
-def test_readme_session_runs(worker):
+def test_readme_sessions_run_one_after_another_against_one_worker(worker):
+    # Every ```python block is a runnable session (```py marks snippets that need a deployment).
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert blocks, "README has a python session"
-    code = blocks[0].replace("grpc://127.0.0.1:50051", worker.location)
-    exec(compile(code, "README.md", "exec"), {})
+    assert len(blocks) >= 3, "README has the Polars, pyarrow and Flight SQL sessions"
+    assert "import polarway" in blocks[0], "the Polars-native session comes first"
+    for i, block in enumerate(blocks):
+        code = block.replace("grpc://127.0.0.1:50051", worker.location)
+        exec(compile(code, f"README.md block {i + 1}", "exec"), {})
