@@ -36,7 +36,7 @@ use crate::request::Request;
 use crate::store::{Lineage, ObjectStateStore, ResultMeta, StateStore, describe_schema};
 
 /// The fuzz targets, by name.
-pub const TARGETS: [&str; 4] = ["ticket", "action", "flight_data", "artifact"];
+pub const TARGETS: [&str; 5] = ["ticket", "action", "flight_data", "artifact", "expr"];
 
 /// The runtime and limits every entry shares: a worker's defaults with a 64 MiB upload limit,
 /// so an input cannot make the fuzzer run out of memory by asking for what the limit allows.
@@ -96,6 +96,39 @@ pub fn ticket(data: &[u8]) {
     let _ = crate::flight::sql::prepared_statement(data);
     let _ = crate::flight::sql::parameter_values(data);
 }
+
+/// A native Polars expression's JSON, as a client sends it inside `{"expr": ...}`: checked and
+/// decoded as a request's is (bounded depth first), then planned over [`sample_frame`], where
+/// Polars resolves its names and types.
+pub fn expr(data: &[u8]) {
+    use crate::ops::expr::native;
+    if native::json_depth(data) > native::MAX_JSON_DEPTH {
+        return;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let Ok(e) = native::decode("expr", &value) else { return };
+    // Planning runs inside the worker's panic containment, as in the service.
+    let _ = crate::contain::guard(crate::error::Error::Internal, || {
+        let _ = sample_frame().lazy().with_columns([e]).collect_schema();
+        Ok(())
+    });
+}
+
+/// Expressions Python Polars 2.1 wrote for common queries: the `expr` target's seeds.
+const EXPR_SEEDS: &[&str] = &[
+    r#"{"BinaryExpr":{"left":{"Column":"a"},"op":"Gt","right":{"Literal":{"Dyn":{"Int":10}}}}}"#,
+    r#"{"Alias":[{"Function":{"input":[{"Column":"s"}],"function":{"StringExpr":"Uppercase"}}},"u"]}"#,
+    r#"{"Selector":{"ByDType":"Numeric"}}"#,
+    r#"{"Over":{"function":{"Agg":{"Sum":{"Column":"a"}}},"partition_by":[{"Column":"s"}],"order_by":null,"mapping":"GroupsToRows"}}"#,
+    r#"{"Ternary":{"predicate":{"BinaryExpr":{"left":{"Column":"a"},"op":"Gt","right":{"Literal":{"Dyn":{"Int":1}}}}},"truthy":{"Literal":{"Scalar":{"String":"x"}}},"falsy":{"Literal":{"Scalar":{"String":"y"}}}}}"#,
+    r#"{"Function":{"input":[{"Column":"ts"}],"function":{"TemporalExpr":"Year"}}}"#,
+    r#"{"Function":{"input":[{"Column":"a"}],"function":{"RollingExpr":{"function":"Mean","options":{"window_size":3,"min_periods":3,"weights":null,"center":false,"fn_params":null}}}}}"#,
+    r#"{"Function":{"input":[{"Column":"b"},{"Literal":{"Dyn":{"Float":0.5}}}],"function":{"Quantile":{"method":"Nearest"}}}}"#,
+    r#"{"Function":{"input":[{"Column":"a"}],"function":{"Rank":{"options":{"method":"Average","descending":false},"seed":null}}}}"#,
+    r#"{"Function":{"input":[{"Column":"a"}],"function":{"CumSum":{"reverse":false}}}}"#,
+    r#"{"SortBy":{"expr":{"Column":"a"},"by":[{"Column":"b"}],"sort_options":{"descending":[false],"nulls_last":[false],"multithreaded":true,"maintain_order":false,"limit":null}}}"#,
+    r#"{"Function":{"input":[{"Column":"ts"},{"Literal":{"Scalar":{"String":"1d"}}}],"function":{"TemporalExpr":"Truncate"}}}"#,
+];
 
 /// A DoAction: the operation name on the first line, its JSON body after. A transform is
 /// planned over [`sample_frame`] (every handle it names resolves to it) and its schema resolved,
@@ -258,6 +291,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             ]
         }
         "action" => action_seeds(),
+        "expr" => EXPR_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect(),
         "flight_data" => write_options()
             .into_iter()
             .map(|options| {
@@ -365,6 +399,7 @@ mod tests {
                     "ticket" => ticket(&data),
                     "action" => action(&data),
                     "flight_data" => flight_data(&data),
+                    "expr" => expr(&data),
                     _ => artifact(&data),
                 }
                 replayed += 1;

@@ -1,0 +1,8 @@
+#![no_main]
+//! libFuzzer target: see `polarway::fuzz::expr`. With `POLARWAY_FUZZ_SEEDS=<dir>` set, the seed
+//! corpus is written to that directory first.
+
+libfuzzer_sys::fuzz_target!(
+    init: polarway::fuzz::init("expr"),
+    |data: &[u8]| polarway::fuzz::expr(data)
+);
