@@ -7,7 +7,12 @@
 //! a `retry-after` hint. Each call has a deadline (30 s for actions, 120 s for streams by
 //! default) and carries the affinity key of the chain it continues. With several endpoints and no
 //! load balancer, the endpoint is chosen per affinity key by rendezvous hashing, moving to the
-//! next one when a worker is down. This module never touches the server's internals.
+//! next one when a worker is down. [`frame`] chains operations over Polars' own expressions.
+//! This module never touches the server's internals.
+
+pub mod frame;
+
+pub use frame::{GroupBy, RemoteFrame};
 
 use std::time::Duration;
 

@@ -56,3 +56,34 @@ async fn user_errors_are_not_retried() {
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "answered at once");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polars_expressions_chain_into_one_pipeline() {
+    let server = TestServer::start(Mode::Memory).await;
+    let endpoint = format!("http://{}", server.addr);
+    let client = Client::new(&[&endpoint], ClientConfig::default()).unwrap();
+    let df = df!("sym" => [Some("a"), Some("b"), None, Some("a")], "qty" => [Some(5i64), Some(20), Some(30), None]).unwrap();
+    let (schema, batches) = polarway::convert::frame_to_batches(&df).unwrap();
+    let up = client.upload("t", schema, batches, None).await.unwrap();
+    let chain = || {
+        client
+            .frame(&up)
+            .filter(col("qty").gt(lit(1)))
+            .with_columns([(col("qty") * lit(2)).alias("q2")])
+            .group_by_stable([col("sym")])
+            .agg([col("q2").sum().alias("total"), col("qty").max().alias("hi")])
+    };
+    let got = chain().collect().await.unwrap();
+    let want = df
+        .lazy()
+        .filter(col("qty").gt(lit(1)))
+        .with_columns([(col("qty") * lit(2)).alias("q2")])
+        .group_by_stable([col("sym")])
+        .agg([col("q2").sum().alias("total"), col("qty").max().alias("hi")])
+        .collect()
+        .unwrap();
+    assert_same(&got, &want, "native chain");
+    // The same chain names the same stored result.
+    assert_eq!(chain().persist().await.unwrap().handle, chain().persist().await.unwrap().handle);
+    server.stop().await;
+}
