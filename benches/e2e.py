@@ -22,6 +22,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
 
+import polarway
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from conftest_worker import Worker  # noqa: E402
@@ -282,6 +284,42 @@ def main():
                 local.append(tl)
         record("10-step pipeline / local lazy query", ms(median(remote)), ms(median(local)),
                f"{median(remote) / median(local):.2f}", "<= 1.2", median(remote) / median(local) <= 1.2)
+
+        # 4b. The same 10 steps written as Polars through the lazy client (one pipeline call),
+        # as 10 sequential actions (one call and one stored result each), and in local Polars.
+        pw = polarway.connect(memory.location)
+        source = pw.frame(handle)
+
+        def ten_steps(f, i):
+            return (f.filter(pl.col("qty") > i).with_columns(notional=pl.col("qty") * pl.col("price"))
+                    .filter(pl.col("notional") > 10).with_columns(bucket=pl.col("qty") % 10)
+                    .select("sym", "day", "qty", "price", "notional", "bucket").filter(pl.col("sym") != "ORCL")
+                    .group_by("sym", "bucket").agg(total=pl.col("notional").sum(), top=pl.col("price").max())
+                    .with_columns(ratio=pl.col("total") / pl.col("top")).sort("total", descending=True).head(20))
+
+        chained, sequential, local = [], [], []
+        for i in range(reps + 1):
+            t, got = timed(lambda: ten_steps(source, 10 + i).collect())
+            tl, want = timed(lambda: ten_steps(frame.lazy(), 10 + i).collect())
+            assert got.equals(want), "the lazy client and local Polars agree"
+            plan = ten_steps(source, 20 + i)
+
+            def one_by_one():
+                h = handle
+                for step in plan.steps:
+                    body = {k: v for k, v in step.items() if k != "op"}
+                    h = act(mem_c, step["op"], {"input": h, **body})["handle"]
+                return pw.fetch(h)
+
+            ts, _ = timed(one_by_one)
+            if i:
+                chained.append(t)
+                sequential.append(ts)
+                local.append(tl)
+        record("10 steps, lazy client / local Polars", ms(median(chained)), ms(median(local)),
+               f"{median(chained) / median(local):.2f}", "<= 1.2", median(chained) / median(local) <= 1.2)
+        record("10 steps, lazy client / 10 sequential actions", ms(median(chained)), ms(median(sequential)),
+               f"{median(chained) / median(sequential):.2f}", "< 1", median(chained) < median(sequential))
 
         # 5. Small actions: filter on 10k rows, p50 and p99, memory vs external.
         small = trades(10_000)
