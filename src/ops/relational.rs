@@ -159,19 +159,16 @@ impl Operation for Head {
 
 /// First `n` rows (another name for `head`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limit {
-    /// Rows to keep.
-    pub n: u64,
-}
+#[serde(transparent)]
+pub struct Limit(pub Head);
 
 impl Operation for Limit {
     const SPEC: Spec = one("limit", r#"{"input": h, "n": 3}"#, true);
-    fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
-        Ok(lf.limit(idx("n", self.n)?))
+    fn apply(&self, lf: LazyFrame, cx: &Context) -> Result<LazyFrame> {
+        self.0.apply(lf, cx)
     }
-    fn rows(&self, rows: u64, _: &LazyFrame, _: &Context) -> Result<u64> {
-        Ok(rows.min(self.n))
+    fn rows(&self, rows: u64, lf: &LazyFrame, cx: &Context) -> Result<u64> {
+        self.0.rows(rows, lf, cx)
     }
 }
 
