@@ -43,6 +43,7 @@ pub static OPERATIONS: &[Entry] = &[
     Entry::of::<relational::Cast>(),
     Entry::of::<relational::Unique>(),
     Entry::of::<relational::DropNulls>(),
+    Entry::of::<relational::DropNans>(),
     Entry::of::<relational::FillNull>(),
     Entry::of::<relational::FillNan>(),
     Entry::of::<relational::Interpolate>(),

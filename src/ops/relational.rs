@@ -333,6 +333,22 @@ impl Operation for DropNulls {
     }
 }
 
+/// Drop rows with NaN in a float column.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropNans {
+    /// Columns to look at (all float columns by default).
+    #[serde(default)]
+    pub subset: Option<Vec<String>>,
+}
+
+impl Operation for DropNans {
+    const SPEC: Spec = one("drop_nans", r#"{"input": h, "subset": ["price"]}"#, true);
+    fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
+        Ok(lf.drop_nans(self.subset.as_deref().map(expr::selector)))
+    }
+}
+
 /// How `fill_null` fills without a value.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
