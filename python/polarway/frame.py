@@ -135,6 +135,9 @@ class RemoteFrame:
     def drop_nulls(self, subset: Union[str, Sequence[str], None] = None) -> "RemoteFrame":
         return self._with("drop_nulls", subset=[subset] if isinstance(subset, str) else subset and list(subset))
 
+    def drop_nans(self, subset: Union[str, Sequence[str], None] = None) -> "RemoteFrame":
+        return self._with("drop_nans", subset=[subset] if isinstance(subset, str) else subset and list(subset))
+
     def interpolate(self) -> "RemoteFrame":
         return self._with("interpolate")
 

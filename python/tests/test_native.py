@@ -81,6 +81,7 @@ CASES = [
     ("sort_expr", lambda f, o: f.sort(col("qty").abs(), "ts", descending=[True, False], nulls_last=True), True),
     ("unique", lambda f, o: f.unique(subset=["sym", "day"], keep="first", maintain_order=True), True),
     ("fill_null", lambda f, o: f.fill_null(0).select("qty", "price"), True),
+    ("drop_nans", lambda f, o: f.with_columns(r=pl.when(col("qty") > 10).then(lit(float("nan"))).otherwise(col("price"))).drop_nans("r"), True),
     ("fill_null_forward", lambda f, o: f.fill_null(strategy="forward").select("qty", "price", "sym"), True),
     ("top_k", lambda f, o: f.top_k(5, by="qty").select("qty"), False),
     ("bottom_k", lambda f, o: f.bottom_k(5, by=["price", "qty"]).select("price", "qty"), False),
