@@ -39,6 +39,9 @@ def _refused(node: Any) -> str | None:
                     return _REFUSED[key]
                 if key == "RenameAlias" and isinstance(child, dict) and "Map" in (child.get("function") or {}):
                     return "a Python function (name.map)"
+                if key in ("Float", "Float32", "Float64") and child is None:
+                    # JSON has no NaN or infinity: Polars writes them as null, which no decoder reads.
+                    return "a NaN or infinite float literal (write it as pl.lit(0.0) / 0.0 or float('inf') via a cast)"
                 stack.append(child)
         elif isinstance(value, list):
             stack.extend(value)
