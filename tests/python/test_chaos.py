@@ -54,7 +54,7 @@ def test_creations_survive_workers_killed_with_sigkill(tmp_path):
             frame = pl.DataFrame({"k": list(range(100)), "v": [n * 100_000 + i] * 100})
             try:
                 up = pw.upload(frame, idempotency_key=f"client{n}-{i}")
-                top = up.filter("k >= 90").persist()
+                top = up.filter(pl.col("k") >= 90).persist()
             except Exception as err:  # noqa: BLE001 - collected and asserted below
                 errors.append(repr(err))
                 return
