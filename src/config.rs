@@ -234,6 +234,8 @@ pub struct Config {
     pub job_lease: Duration,
     /// Period of the job queue poll.
     pub job_poll: Duration,
+    /// The time results expire and leases lapse by (the system clock; tests move their own).
+    pub clock: crate::clock::SharedClock,
 }
 
 /// The validated store choice.
@@ -357,6 +359,7 @@ impl Args {
             command: self.command,
             job_lease: Duration::from_secs(self.job_lease_secs.max(1)),
             job_poll: Duration::from_millis(self.job_poll_ms.max(10)),
+            clock: crate::clock::system(),
         })
     }
 }

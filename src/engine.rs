@@ -18,6 +18,7 @@ use polars::prelude::DataFrame;
 use serde_json::{Value, json};
 
 use crate::cache::ResultCache;
+use crate::clock::SharedClock;
 use crate::config::{Config, StoreConfig};
 use crate::convert;
 use crate::error::{Error, Result};
@@ -46,6 +47,7 @@ pub struct Engine {
     executions: AtomicU64,
     recoveries: AtomicU64,
     quotas: Quotas,
+    clock: SharedClock,
 }
 
 /// The JSON clients get for a result.
@@ -105,7 +107,13 @@ impl Engine {
                 config.tenant_quota,
                 config.auth.as_ref().map(|a| a.quotas().clone()).unwrap_or_default(),
             ),
+            clock: config.clock.clone(),
         })
+    }
+
+    /// The current time, by the engine's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The configured limits.
@@ -247,7 +255,7 @@ impl Engine {
         let h = handle.clone();
         // Another tenant's result answers exactly like one that never existed.
         match self.on_store(move |store| store.meta(&h)).await? {
-            Some(meta) if meta.is_live(Utc::now()) && meta.tenant == tenant::current() => Ok(meta),
+            Some(meta) if meta.is_live(self.now()) && meta.tenant == tenant::current() => Ok(meta),
             _ => Err(Error::NotFound(format!("handle {handle} not found or expired"))),
         }
     }
@@ -352,7 +360,7 @@ impl Engine {
 
     /// Every live result.
     pub async fn list(&self) -> Result<Vec<ResultMeta>> {
-        let now = Utc::now();
+        let now = self.now();
         let mut metas = self.on_store(|store| store.list()).await?;
         let tenant = tenant::current();
         metas.retain(|m| m.is_live(now) && m.tenant == tenant);
@@ -363,7 +371,7 @@ impl Engine {
     /// Moves a live result's expiry to `until` (or now + TTL).
     pub async fn renew(&self, handle: &Handle, until: Option<DateTime<Utc>>) -> Result<ResultMeta> {
         let mut meta = self.live_meta(handle).await?;
-        let now = Utc::now();
+        let now = self.now();
         meta.expires_at = match until {
             Some(t) if t <= now => {
                 return Err(Error::invalid("`expiration_time`: must be in the future"));
@@ -392,19 +400,20 @@ impl Engine {
     /// keeps reading it (files stay readable after unlink; object GETs are independent).
     pub async fn sweep(&self) -> Result<(usize, usize)> {
         let store = self.store.clone();
-        let grace = self.orphan_grace;
+        let now = self.now();
+        let orphan_cutoff = now - self.orphan_grace;
         let read_grace = self.read_grace;
         self.blocking(move || {
             // A result is deleted one sweep interval after it expires: reads opened while it was
             // live get that long to finish, also on stores that cannot read a deleted object.
-            let cutoff = Utc::now() - read_grace;
+            let cutoff = now - read_grace;
             let mut deleted = 0;
             for meta in store.list()? {
                 if !meta.is_live(cutoff) && store.delete(&meta.handle)? {
                     deleted += 1;
                 }
             }
-            let orphans = store.remove_orphans(grace)?;
+            let orphans = store.remove_orphans(orphan_cutoff)?;
             let m = crate::metrics::metrics();
             m.gc_deleted.with_label_values(&["expired"]).inc_by(deleted as u64);
             m.gc_deleted.with_label_values(&["orphan"]).inc_by(orphans as u64);
@@ -462,7 +471,7 @@ impl Engine {
         lineage: Lineage,
         affinity: Option<String>,
     ) -> ResultMeta {
-        let now = Utc::now();
+        let now = self.now();
         ResultMeta {
             tenant: tenant::current(),
             affinity: affinity.unwrap_or_else(|| handle.to_string()),
@@ -487,7 +496,7 @@ impl Engine {
         if self.quotas.enabled() {
             if self.quotas.needs_census() {
                 let metas = self.on_store(|store| store.list()).await?;
-                self.quotas.record_census(&metas);
+                self.quotas.record_census(&metas, self.now());
             }
             self.quotas.check(meta.tenant.as_deref(), bytes)?;
         }

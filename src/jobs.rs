@@ -109,8 +109,9 @@ fn read_job(store: &dyn StateStore, id: &Handle) -> Result<Option<Job>> {
     }
 }
 
-/// Claims the next lease generation of a job if none is held; `None` when another worker holds it.
-fn try_claim(store: &dyn StateStore, id: &Handle, worker: &str, ttl: chrono::Duration) -> Result<Option<u64>> {
+/// Claims the next lease generation of a job if none is held at `now`; `None` when another
+/// worker holds it.
+fn try_claim(store: &dyn StateStore, id: &Handle, worker: &str, ttl: chrono::Duration, now: DateTime<Utc>) -> Result<Option<u64>> {
     let prefix = format!("leases/{id}.");
     let newest = store
         .list_docs("leases")?
@@ -123,14 +124,14 @@ fn try_claim(store: &dyn StateStore, id: &Handle, worker: &str, ttl: chrono::Dur
             let held = store
                 .get_doc(&lease_key(id, generation))?
                 .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
-                .is_some_and(|lease| lease.expires_at > Utc::now());
+                .is_some_and(|lease| lease.expires_at > now);
             if held {
                 return Ok(None);
             }
             generation + 1
         }
     };
-    let lease = Lease { worker: worker.to_string(), expires_at: Utc::now() + ttl };
+    let lease = Lease { worker: worker.to_string(), expires_at: now + ttl };
     Ok(store.put_doc(&lease_key(id, next), encode(&lease), true)?.then_some(next))
 }
 
@@ -168,9 +169,9 @@ impl Jobs {
         let tenant = crate::tenant::current();
         let id = Handle::derive(serde_json::json!({"job": value, "tenant": tenant}).to_string().as_bytes());
         let store = self.store.clone();
+        let now = self.engine.now();
         self.engine
             .blocking(move || {
-                let now = Utc::now();
                 let job = Job {
                     id: id.clone(),
                     command: value,
@@ -223,7 +224,7 @@ impl Jobs {
         let mut job = self.get(id).await?;
         if matches!(job.state, JobState::Pending | JobState::Running) {
             job.state = JobState::Cancelled;
-            job.updated_at = Utc::now();
+            job.updated_at = self.engine.now();
             let store = self.store.clone();
             let saved = job.clone();
             self.engine
@@ -261,11 +262,11 @@ impl Jobs {
             let Some(id) = key.strip_prefix("queue/").and_then(|k| Handle::parse(k).ok()) else {
                 continue;
             };
-            let (store, worker, lease) = (self.store.clone(), self.worker.clone(), self.lease);
+            let (store, worker, lease, now) = (self.store.clone(), self.worker.clone(), self.lease, self.engine.now());
             let claim_id = id.clone();
             let claimed = self
                 .engine
-                .blocking(move || try_claim(store.as_ref(), &claim_id, &worker, lease))
+                .blocking(move || try_claim(store.as_ref(), &claim_id, &worker, lease, now))
                 .await?;
             if let Some(generation) = claimed {
                 self.running.fetch_add(1, Ordering::Relaxed);
@@ -294,7 +295,7 @@ impl Jobs {
         }
         job.state = JobState::Running;
         job.worker = Some(self.worker.clone());
-        job.updated_at = Utc::now();
+        job.updated_at = self.engine.now();
         self.save(&job).await?;
         tracing::info!(job = %id, generation, "job started");
         let running = crate::metrics::metrics().jobs_running.clone();
@@ -304,11 +305,12 @@ impl Jobs {
         let renew = {
             let (store, worker, ttl, key) =
                 (self.store.clone(), self.worker.clone(), self.lease, lease_key(id, generation));
+            let engine = self.engine.clone();
             let period = (ttl / 3).to_std().unwrap_or(Duration::from_secs(1));
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(period).await;
-                    let lease = Lease { worker: worker.clone(), expires_at: Utc::now() + ttl };
+                    let lease = Lease { worker: worker.clone(), expires_at: engine.now() + ttl };
                     let (store, key) = (store.clone(), key.clone());
                     let _ = tokio::task::spawn_blocking(move || store.put_doc(&key, encode(&lease), false)).await;
                 }
@@ -335,7 +337,7 @@ impl Jobs {
                     job.error = Some(JobError { code: e.code() as i32, message: e.to_string() });
                 }
             }
-            job.updated_at = Utc::now();
+            job.updated_at = self.engine.now();
             self.save(&job).await?;
         }
         tracing::info!(job = %id, state = ?job.state, "job finished");
@@ -371,12 +373,12 @@ mod tests {
         let store = MemoryStore::new();
         let id = Handle::random();
         let ttl = chrono::Duration::seconds(30);
-        assert_eq!(try_claim(&store, &id, "a", ttl).unwrap(), Some(0));
-        assert_eq!(try_claim(&store, &id, "b", ttl).unwrap(), None, "held");
-        // a's lease lapses (a died): b takes the next generation, once.
-        let lapsed = Lease { worker: "a".into(), expires_at: Utc::now() - chrono::Duration::seconds(1) };
-        store.put_doc(&lease_key(&id, 0), encode(&lapsed), false).unwrap();
-        assert_eq!(try_claim(&store, &id, "b", ttl).unwrap(), Some(1));
-        assert_eq!(try_claim(&store, &id, "c", ttl).unwrap(), None);
+        let now = Utc::now();
+        assert_eq!(try_claim(&store, &id, "a", ttl, now).unwrap(), Some(0));
+        assert_eq!(try_claim(&store, &id, "b", ttl, now).unwrap(), None, "held");
+        // a's lease lapses (a died): 31 s later b takes the next generation, once.
+        let later = now + chrono::Duration::seconds(31);
+        assert_eq!(try_claim(&store, &id, "b", ttl, later).unwrap(), Some(1));
+        assert_eq!(try_claim(&store, &id, "c", ttl, later).unwrap(), None);
     }
 }

@@ -12,6 +12,8 @@ pub mod client;
 pub mod config;
 /// Panics of third-party decoders on outside input, contained to the request.
 pub mod contain;
+/// The time expiry, leases and sweeps are measured against; injected so tests can move it.
+pub mod clock;
 /// Zero-copy conversion between Polars frames and arrow-rs batches.
 pub mod convert;
 /// One operation's life: admit, load inputs, run, persist.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::store::ResultMeta;
@@ -70,9 +70,8 @@ impl Quotas {
         !matches!(&*self.census.lock().expect("quota lock"), Some((at, _)) if at.elapsed() < CENSUS_MAX_AGE)
     }
 
-    /// Replaces the census with one counted from `metas` (every stored result).
-    pub fn record_census(&self, metas: &[ResultMeta]) {
-        let now = Utc::now();
+    /// Replaces the census with one counted from `metas` (every stored result) live at `now`.
+    pub fn record_census(&self, metas: &[ResultMeta], now: DateTime<Utc>) {
         let mut census = Census::new();
         for meta in metas.iter().filter(|m| m.is_live(now)) {
             let usage = census.entry(meta.tenant.clone()).or_default();

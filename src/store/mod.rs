@@ -219,9 +219,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// Deletes a document; absent is not an error.
     fn delete_doc(&self, key: &str) -> Result<()>;
 
-    /// Removes what interrupted writes left behind, older than `grace`; returns how many.
-    fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
-        let _ = grace;
+    /// Removes what interrupted writes left behind, last touched before `cutoff`; returns how many.
+    fn remove_orphans(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        let _ = cutoff;
         Ok(0)
     }
 }

@@ -212,10 +212,9 @@ impl ObjectStateStore {
         self.runtime.block_on(f)
     }
 
-    /// Deletes staging files and result data without metadata older than `grace`: what a worker
-    /// killed mid-write leaves behind. Returns how many were removed.
-    pub fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
-        let cutoff = Utc::now() - grace;
+    /// Deletes staging files and result data without metadata last touched before `cutoff`: what
+    /// a worker killed mid-write leaves behind. Returns how many were removed.
+    pub fn remove_orphans(&self, cutoff: chrono::DateTime<Utc>) -> Result<usize> {
         let mut removed = 0;
         // Scratch copies of remote results: copied again when needed.
         if let Ok(entries) = std::fs::read_dir(&self.scratch) {
@@ -736,8 +735,8 @@ impl StateStore for ObjectStateStore {
         Ok(metas)
     }
 
-    fn remove_orphans(&self, grace: chrono::Duration) -> Result<usize> {
-        ObjectStateStore::remove_orphans(self, grace)
+    fn remove_orphans(&self, cutoff: chrono::DateTime<Utc>) -> Result<usize> {
+        ObjectStateStore::remove_orphans(self, cutoff)
     }
 
     fn scan(&self, handle: &Handle) -> Result<Option<polars::prelude::LazyFrame>> {

@@ -89,7 +89,7 @@ fn orphans_are_removed_after_the_grace_period() {
     let results = dir.path().join("results");
     std::fs::write(results.join("pw1_00000000000000000000000000000000.arrow"), b"data without meta").unwrap();
     std::fs::write(results.join("pw1_00000000000000000000000000000001.arrow#7"), b"staged").unwrap();
-    assert_eq!(store.remove_orphans(Duration::hours(1)).unwrap(), 0, "young orphans stay");
-    assert_eq!(store.remove_orphans(Duration::seconds(-1)).unwrap(), 2);
+    assert_eq!(store.remove_orphans(Utc::now() - Duration::hours(1)).unwrap(), 0, "young orphans stay");
+    assert_eq!(store.remove_orphans(Utc::now() + Duration::seconds(1)).unwrap(), 2);
     assert!(store.load(&kept.handle).unwrap().equals_missing(&frame), "complete results stay");
 }

@@ -106,27 +106,32 @@ async fn uploads_with_an_idempotency_key_are_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_results_are_not_found_unless_pinned() {
     for mode in MODES {
-        let server = TestServer::start_with(mode, |c| {
-            c.result_ttl = Duration::from_millis(300);
-            c.gc_interval = Duration::from_millis(100);
+        // Time moves when the test says: an hour's TTL passes without waiting for it.
+        let clock = polarway::clock::ManualClock::shared();
+        let shared = clock.clone();
+        let server = TestServer::start_with(mode, move |c| {
+            c.result_ttl = Duration::from_secs(3600);
+            c.gc_interval = Duration::from_secs(60);
+            c.clock = shared.clone();
         })
         .await;
         let mut c = server.client().await;
         let kept = handle_of(&c.upload("kept", &frame()).await);
         let gone = handle_of(&c.upload("gone", &df!("x" => [1i64]).unwrap()).await);
         c.action("pin", json!({"handle": kept})).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        clock.advance(Duration::from_secs(3601));
         assert_eq!(c.get(&gone).await.unwrap_err().code(), Code::NotFound, "{mode:?}");
         assert_same(&c.get(&kept).await.unwrap(), &frame(), "pinned survives");
-        // The workers' own sweep deletes it within TTL + 2 sweep intervals (here: of creation).
+        // A sweep within one interval of expiry leaves it (reads opened before may finish);
+        // one after deletes it.
         let gone_handle = polarway::handle::Handle::parse(&gone).unwrap();
         let store = server.engine.store();
-        let deadline = std::time::Instant::now() + Duration::from_millis(300 + 2 * 100 + 300);
         let stored = |h: &polarway::handle::Handle| tokio::task::block_in_place(|| store.meta(h).unwrap().is_some());
-        while stored(&gone_handle) {
-            assert!(std::time::Instant::now() < deadline, "{mode:?}: expired result still stored");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        assert_eq!(server.engine.sweep().await.unwrap().0, 0, "{mode:?}: within the read grace");
+        assert!(stored(&gone_handle));
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(server.engine.sweep().await.unwrap().0, 1, "{mode:?}: after the read grace");
+        assert!(!stored(&gone_handle), "{mode:?}: expired result deleted");
         assert!(stored(&polarway::handle::Handle::parse(&kept).unwrap()));
         assert_eq!(server.engine.sweep().await.unwrap().0, 0, "nothing twice");
         c.action("unpin", json!({"handle": kept})).await.unwrap();
@@ -295,14 +300,17 @@ async fn a_full_worker_sheds_load_quickly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweeps_on_every_worker_at_once_delete_each_result_once() {
     let state = tempfile::tempdir().unwrap();
+    let clock = polarway::clock::ManualClock::shared();
     let mut workers = Vec::new();
     for _ in 0..3 {
         let dir = state.path().to_path_buf();
+        let shared = clock.clone();
         workers.push(
             TestServer::start_with(Mode::External, move |c| {
                 c.store = polarway::config::StoreConfig::Directory(dir);
-                c.result_ttl = Duration::from_millis(100);
-                c.gc_interval = Duration::from_millis(1);
+                c.result_ttl = Duration::from_secs(60);
+                c.gc_interval = Duration::from_secs(3600);
+                c.clock = shared.clone();
             })
             .await,
         );
@@ -313,7 +321,8 @@ async fn sweeps_on_every_worker_at_once_delete_each_result_once() {
     }
     let pinned = handle_of(&c.upload("pinned", &frame()).await);
     c.action("pin", json!({"handle": pinned})).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Past the TTL and the read grace of one sweep interval.
+    clock.advance(Duration::from_secs(60 + 3600 + 1));
     let sweeps = workers.iter().map(|w| {
         let engine = w.engine.clone();
         tokio::spawn(async move { engine.sweep().await })

@@ -72,9 +72,13 @@ async fn lost_results_are_recomputed_from_their_lineage() {
 async fn gc_once_deletes_expired_results_and_orphans_but_not_pinned_ones() {
     let state = tempfile::tempdir().unwrap();
     let dir = state.path().to_path_buf();
-    let server = TestServer::start_with(Mode::External, |cfg| {
+    // The worker's clock runs an hour behind: its results expired long ago for `gc --once`,
+    // which reads the wall clock, without waiting for them to.
+    let clock = polarway::clock::ManualClock::shared_behind(Duration::from_secs(3600));
+    let server = TestServer::start_with(Mode::External, move |cfg| {
         cfg.store = polarway::config::StoreConfig::Directory(dir);
         cfg.result_ttl = Duration::from_millis(200);
+        cfg.clock = clock;
     })
     .await;
     let mut c = server.client().await;
@@ -84,8 +88,6 @@ async fn gc_once_deletes_expired_results_and_orphans_but_not_pinned_ones() {
     server.stop().await;
     let results = state.path().join("results");
     std::fs::write(results.join("pw1_00000000000000000000000000000000.arrow#3"), b"staged").unwrap();
-    // Expired, and one sweep interval (the read grace) has passed.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
 
     let out = Command::new(env!("CARGO_BIN_EXE_polarway-grpc"))
         .args(["gc", "--once"])
@@ -106,9 +108,12 @@ async fn gc_once_deletes_expired_results_and_orphans_but_not_pinned_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_in_flight_completes_across_a_sweep_that_deletes_its_result() {
-    let server = TestServer::start_with(Mode::External, |c| {
-        c.result_ttl = Duration::from_millis(300);
+    let clock = polarway::clock::ManualClock::shared();
+    let shared = clock.clone();
+    let server = TestServer::start_with(Mode::External, move |c| {
+        c.result_ttl = Duration::from_secs(60);
         c.gc_interval = Duration::from_secs(3600);
+        c.clock = shared.clone();
     })
     .await;
     let mut c = server.client().await;
@@ -118,7 +123,7 @@ async fn a_read_in_flight_completes_across_a_sweep_that_deletes_its_result() {
     let mut stream = c.inner.do_get(arrow_flight::Ticket::new(h.clone())).await.unwrap();
     use futures::StreamExt;
     let mut rows = stream.next().await.unwrap().unwrap().num_rows();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_secs(61));
     // Sweep with no read grace: the result's files are deleted under the open stream.
     let store = server.engine.store();
     let handle = polarway::handle::Handle::parse(&h).unwrap();
