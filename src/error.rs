@@ -1,17 +1,14 @@
-//! The worker's error type and its one mapping to gRPC status codes.
+//! The worker's error type. It knows nothing of gRPC: the one mapping to status codes is the
+//! Flight layer's ([`crate::flight::status`]).
 //!
 //! Variants say what the caller can do about the failure. Polars errors are classified by their
 //! root cause (a `Context` wrapper is looked through), so a user's unknown column is
-//! INVALID_ARGUMENT rather than a server fault. The mapping has no catch-all arm: a new variant
-//! does not compile until it is mapped.
+//! INVALID_ARGUMENT rather than a server fault.
 
 use polars::prelude::PolarsError;
-use tonic::{Code, Status};
-
-pub use crate::protocol::RETRY_AFTER;
 
 /// Longest message sent to a client.
-const MAX_MESSAGE_CHARS: usize = 1_000;
+pub const MAX_MESSAGE_CHARS: usize = 1_000;
 
 /// Result alias used across the worker.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -71,53 +68,50 @@ impl Error {
         Error::InvalidArgument(msg.into())
     }
 
-    /// The gRPC code of this error.
-    pub fn code(&self) -> Code {
+    /// A stable name for the variant, as a failed batch job's record keeps it.
+    pub fn kind(&self) -> &'static str {
         match self {
-            Error::NotFound(_) => Code::NotFound,
-            Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::ResourceExhausted(_) | Error::Overloaded(_) | Error::StoreFull(_) => Code::ResourceExhausted,
-            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::Unavailable(_) => Code::Unavailable,
-            Error::Internal(_) => Code::Internal,
-            Error::Cancelled(_) => Code::Cancelled,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::Unimplemented(_) => Code::Unimplemented,
-            Error::DataLoss(_) => Code::DataLoss,
+            Error::NotFound(_) => "not_found",
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::PermissionDenied(_) => "permission_denied",
+            Error::ResourceExhausted(_) => "resource_exhausted",
+            Error::Overloaded(_) => "overloaded",
+            Error::DeadlineExceeded(_) => "deadline_exceeded",
+            Error::Unavailable(_) => "unavailable",
+            Error::StoreFull(_) => "store_full",
+            Error::Internal(_) => "internal",
+            Error::Cancelled(_) => "cancelled",
+            Error::AlreadyExists(_) => "already_exists",
+            Error::Unimplemented(_) => "unimplemented",
+            Error::DataLoss(_) => "data_loss",
         }
     }
 
-    /// The error a stored status code stands for (a failed batch job's, read back).
-    pub fn from_code(code: i32, msg: String) -> Self {
-        match Code::from_i32(code) {
-            Code::NotFound => Error::NotFound(msg),
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Error::InvalidArgument(msg),
-            Code::PermissionDenied => Error::PermissionDenied(msg),
-            Code::Unauthenticated => Error::Unauthenticated(msg),
-            Code::ResourceExhausted => Error::ResourceExhausted(msg),
-            Code::DeadlineExceeded => Error::DeadlineExceeded(msg),
-            Code::Unavailable => Error::Unavailable(msg),
-            Code::Cancelled | Code::Aborted => Error::Cancelled(msg),
-            Code::AlreadyExists => Error::AlreadyExists(msg),
-            Code::Unimplemented => Error::Unimplemented(msg),
-            Code::DataLoss => Error::DataLoss(msg),
-            Code::Ok | Code::Unknown | Code::Internal => {
-                Error::Internal(msg)
-            }
+    /// The error a stored [`Error::kind`] names (a failed batch job's, read back); an unknown
+    /// name is [`Error::Internal`].
+    pub fn from_kind(kind: &str, msg: String) -> Self {
+        match kind {
+            "not_found" => Error::NotFound(msg),
+            "invalid_argument" => Error::InvalidArgument(msg),
+            "unauthenticated" => Error::Unauthenticated(msg),
+            "permission_denied" => Error::PermissionDenied(msg),
+            "resource_exhausted" => Error::ResourceExhausted(msg),
+            "overloaded" => Error::Overloaded(msg),
+            "deadline_exceeded" => Error::DeadlineExceeded(msg),
+            "unavailable" => Error::Unavailable(msg),
+            "store_full" => Error::StoreFull(msg),
+            "cancelled" => Error::Cancelled(msg),
+            "already_exists" => Error::AlreadyExists(msg),
+            "unimplemented" => Error::Unimplemented(msg),
+            "data_loss" => Error::DataLoss(msg),
+            _ => Error::Internal(msg),
         }
     }
 
-    /// Whether the client caused it (logged at `info`) or the worker did (logged at `warn`).
-    pub fn is_client_error(&self) -> bool {
-        !matches!(self, Error::Internal(_) | Error::Unavailable(_) | Error::StoreFull(_) | Error::DataLoss(_))
-    }
-}
-
-impl From<Error> for Status {
-    fn from(err: Error) -> Status {
-        let mut msg = err.to_string();
+    /// The message, capped at a length fit to send to a client.
+    pub fn capped_message(&self) -> String {
+        let mut msg = self.to_string();
         if msg.len() > MAX_MESSAGE_CHARS {
             let mut cut = MAX_MESSAGE_CHARS;
             while !msg.is_char_boundary(cut) {
@@ -126,16 +120,12 @@ impl From<Error> for Status {
             msg.truncate(cut);
             msg.push_str("...");
         }
-        if err.is_client_error() {
-            tracing::info!(code = ?err.code(), error = %msg, "request refused");
-        } else {
-            tracing::warn!(code = ?err.code(), error = %msg, "request failed");
-        }
-        let mut status = Status::new(err.code(), msg);
-        if let Error::Overloaded(_) = err {
-            status.metadata_mut().insert(RETRY_AFTER, tonic::metadata::MetadataValue::from_static("1"));
-        }
-        status
+        msg
+    }
+
+    /// Whether the client caused it (logged at `info`) or the worker did (logged at `warn`).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, Error::Internal(_) | Error::Unavailable(_) | Error::StoreFull(_) | Error::DataLoss(_))
     }
 }
 
@@ -234,7 +224,7 @@ mod tests {
         let df = df!("a" => [1, 2]).unwrap();
         let err = df.lazy().select([col("nope")]).collect().unwrap_err();
         let err = Error::from(err);
-        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
         assert!(err.to_string().contains("nope"));
     }
 
@@ -247,13 +237,26 @@ mod tests {
         assert!(!out_of_space(&std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
         let arrow = arrow::error::ArrowError::IoError("write".into(), std::io::Error::other(full));
         let err = Error::from(arrow);
-        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(matches!(err, Error::StoreFull(_)), "{err:?}");
         assert!(!err.is_client_error(), "a full store is the operator's to fix, logged as a warning");
     }
 
     #[test]
     fn long_messages_are_capped() {
-        let status = Status::from(Error::invalid("x".repeat(5_000)));
-        assert!(status.message().len() <= MAX_MESSAGE_CHARS + 3);
+        assert!(Error::invalid("x".repeat(5_000)).capped_message().len() <= MAX_MESSAGE_CHARS + 3);
+    }
+
+    #[test]
+    fn kinds_read_back_as_the_same_variant() {
+        let all = [
+            Error::NotFound(String::new()), Error::InvalidArgument(String::new()), Error::Unauthenticated(String::new()),
+            Error::PermissionDenied(String::new()), Error::ResourceExhausted(String::new()), Error::Overloaded(String::new()),
+            Error::DeadlineExceeded(String::new()), Error::Unavailable(String::new()), Error::StoreFull(String::new()),
+            Error::Internal(String::new()), Error::Cancelled(String::new()), Error::AlreadyExists(String::new()),
+            Error::Unimplemented(String::new()), Error::DataLoss(String::new()),
+        ];
+        for err in all {
+            assert_eq!(Error::from_kind(err.kind(), String::new()).kind(), err.kind());
+        }
     }
 }

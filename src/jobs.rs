@@ -45,11 +45,16 @@ pub enum JobState {
     Cancelled,
 }
 
-/// A job's failure, as the status the client will see.
+fn internal() -> String {
+    "internal".into()
+}
+
+/// A job's failure, as the error the client will see.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
-    /// gRPC status code.
-    pub code: i32,
+    /// The error's [`Error::kind`] (a record without one reads as `internal`).
+    #[serde(default = "internal")]
+    pub kind: String,
     /// The message.
     pub message: String,
 }
@@ -334,7 +339,7 @@ impl Jobs {
                 Err(e) => {
                     crate::metrics::metrics().jobs_failed.inc();
                     job.state = JobState::Failed;
-                    job.error = Some(JobError { code: e.code() as i32, message: e.to_string() });
+                    job.error = Some(JobError { kind: e.kind().to_string(), message: e.to_string() });
                 }
             }
             job.updated_at = self.engine.now();

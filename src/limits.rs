@@ -200,7 +200,7 @@ mod tests {
         assert!(err.to_string().contains("in time"), "{err}");
         let status = tonic::Status::from(err);
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(status.metadata().get(crate::error::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(status.metadata().get(crate::protocol::RETRY_AFTER).unwrap(), "1");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod sql;
+pub mod status;
 pub(crate) mod wire;
 
 pub use wire::FlightRoutes;
@@ -162,8 +163,8 @@ impl PolarwayFlight {
                 })
             }
             JobState::Failed => {
-                let error = job.error.unwrap_or(JobError { code: tonic::Code::Internal as i32, message: "job failed".into() });
-                Err(Error::from_code(error.code, error.message))
+                let error = job.error.unwrap_or(JobError { kind: "internal".into(), message: "job failed".into() });
+                Err(Error::from_kind(&error.kind, error.message))
             }
             JobState::Cancelled => Err(Error::Cancelled(format!("job {} was cancelled", job.id))),
         }

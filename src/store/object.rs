@@ -821,13 +821,12 @@ mod tests {
         };
         let err = store_error("write a result", full);
         assert!(matches!(err, Error::StoreFull(_)), "{err:?}");
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         assert_eq!(err.to_string(), "state store is full: cannot write a result");
 
         let refused = object_store::Error::Generic {
             store: "LocalFileSystem",
             source: Box::new(io::Error::from(io::ErrorKind::PermissionDenied)),
         };
-        assert_eq!(store_error("write a result", refused).code(), tonic::Code::Unavailable);
+        assert!(matches!(store_error("write a result", refused), Error::Unavailable(_)));
     }
 }

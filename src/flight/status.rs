@@ -1,0 +1,60 @@
+//! The one mapping from [`Error`] to gRPC status: exhaustive, with no catch-all arm, so a new
+//! variant does not compile until it is mapped. Errors are logged once, here, where the status
+//! is made: a client's at `info`, the worker's own at `warn`.
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::error::Error;
+use crate::protocol::RETRY_AFTER;
+
+/// The gRPC code of an error.
+pub fn code(err: &Error) -> Code {
+    match err {
+        Error::NotFound(_) => Code::NotFound,
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
+        Error::ResourceExhausted(_) | Error::Overloaded(_) | Error::StoreFull(_) => Code::ResourceExhausted,
+        Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        Error::Unavailable(_) => Code::Unavailable,
+        Error::Internal(_) => Code::Internal,
+        Error::Cancelled(_) => Code::Cancelled,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
+        Error::Unimplemented(_) => Code::Unimplemented,
+        Error::DataLoss(_) => Code::DataLoss,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        let msg = err.capped_message();
+        let code = code(&err);
+        if err.is_client_error() {
+            tracing::info!(?code, error = %msg, "request refused");
+        } else {
+            tracing::warn!(?code, error = %msg, "request failed");
+        }
+        let mut status = Status::new(code, msg);
+        if let Error::Overloaded(_) = err {
+            status.metadata_mut().insert(RETRY_AFTER, MetadataValue::from_static("1"));
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_the_code_a_capped_message_and_the_retry_hint() {
+        let status = Status::from(Error::invalid("x".repeat(5_000)));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= crate::error::MAX_MESSAGE_CHARS + 3);
+        let busy = Status::from(Error::Overloaded("busy".into()));
+        assert_eq!(busy.code(), Code::ResourceExhausted);
+        assert_eq!(busy.metadata().get(RETRY_AFTER).unwrap(), "1");
+        assert_eq!(code(&Error::StoreFull("full".into())), Code::ResourceExhausted);
+    }
+}
