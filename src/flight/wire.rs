@@ -154,11 +154,11 @@ async fn read_unary<M: Message + Default>(body: Body, max: usize) -> Result<M, S
 /// The message in one gRPC-framed request body.
 fn unary_message(bytes: &[u8]) -> Result<&[u8], Status> {
     let Some((header, rest)) = bytes.split_first_chunk::<GRPC_HEADER>() else {
-        return Err(Status::internal("missing request message"));
+        return Err(Status::invalid_argument("missing request message"));
     };
-    let len = message_length(header, Status::internal)?;
+    let len = message_length(header)?;
     if rest.len() != len {
-        return Err(Status::internal("the request body is not exactly one gRPC message"));
+        return Err(Status::invalid_argument("the request body is not exactly one gRPC message"));
     }
     Ok(rest)
 }
@@ -166,12 +166,12 @@ fn unary_message(bytes: &[u8]) -> Result<&[u8], Status> {
 /// The message length in a gRPC message header. A set compressed flag is answered UNIMPLEMENTED,
 /// as gRPC's compression spec requires of a server given an encoding it does not support: this
 /// service offers none (tonic's own decoder answers the same on the other methods). Any other
-/// flag value is malformed input, answered by `bad_flag`.
-fn message_length(header: &[u8; GRPC_HEADER], bad_flag: fn(String) -> Status) -> Result<usize, Status> {
+/// flag value is a client's malformed framing: INVALID_ARGUMENT.
+fn message_length(header: &[u8; GRPC_HEADER]) -> Result<usize, Status> {
     match header[0] {
         0 => Ok(u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize),
         1 => Err(Status::unimplemented("compressed messages are not supported: no grpc-encoding is offered")),
-        flag => Err(bad_flag(format!("invalid gRPC compression flag {flag}"))),
+        flag => Err(Status::invalid_argument(format!("invalid gRPC compression flag {flag}"))),
     }
 }
 
@@ -357,7 +357,7 @@ impl Assembler {
     /// The message length in the gRPC header in `pending`.
     fn header(&self) -> Result<usize, Status> {
         let header = self.pending[..GRPC_HEADER].try_into().expect("a whole header is pending");
-        let len = message_length(header, Status::invalid_argument)?;
+        let len = message_length(header)?;
         if len > self.max {
             return Err(Status::resource_exhausted(format!(
                 "a message of {len} bytes is over the message limit of {} bytes (POLARWAY_MAX_MESSAGE_BYTES)",
@@ -604,14 +604,18 @@ mod tests {
         assert_eq!(Ticket::decode(unary_message(&framed).unwrap()).unwrap(), ticket);
 
         let code = |bytes: &[u8]| unary_message(bytes).unwrap_err().code();
-        assert_eq!(code(&[]), tonic::Code::Internal);
-        assert_eq!(code(&framed[..framed.len() - 1]), tonic::Code::Internal);
+        // Malformed framing is the client's: INVALID_ARGUMENT.
+        assert_eq!(code(&[]), tonic::Code::InvalidArgument);
+        assert_eq!(code(&framed[..framed.len() - 1]), tonic::Code::InvalidArgument);
         let mut compressed = framed.clone();
         compressed[0] = 1;
         assert_eq!(code(&compressed), tonic::Code::Unimplemented);
         let mut two = framed.clone();
         two.extend_from_slice(&framed);
-        assert_eq!(code(&two), tonic::Code::Internal);
+        assert_eq!(code(&two), tonic::Code::InvalidArgument);
+        let mut bad_flag = framed.clone();
+        bad_flag[0] = 7;
+        assert_eq!(code(&bad_flag), tonic::Code::InvalidArgument);
     }
 
     fn sample_messages() -> Vec<FlightData> {
