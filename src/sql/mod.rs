@@ -59,18 +59,56 @@ struct Planned {
     inputs: Vec<Handle>,
 }
 
+/// A DataFusion error by its root cause, with no catch-all arm: the query's own mistakes are
+/// INVALID_ARGUMENT, the store behind a table UNAVAILABLE (or NOT_FOUND, or full), DataFusion's
+/// own faults INTERNAL.
 fn sql_error(e: DataFusionError) -> Error {
+    let query = |m: &dyn std::fmt::Display| format!("query: {m}");
     match e {
-        DataFusionError::ResourcesExhausted(m) => Error::ResourceExhausted(format!("query: {m}")),
+        DataFusionError::ResourcesExhausted(m) => Error::ResourceExhausted(query(&m)),
         DataFusionError::ArrowError(e, _) => Error::from(*e),
+        DataFusionError::ObjectStore(e) => crate::store::object::store_error("read a table", *e),
+        DataFusionError::IoError(e) => io_error(e),
         DataFusionError::External(e) => match e.downcast::<Error>() {
             Ok(e) => *e,
-            Err(e) => Error::Internal(e.to_string()),
+            Err(e) => match e.downcast::<object_store::Error>() {
+                Ok(e) => crate::store::object::store_error("read a table", *e),
+                Err(e) => match e.downcast::<std::io::Error>() {
+                    Ok(e) => io_error(*e),
+                    Err(e) => Error::Internal(query(&e)),
+                },
+            },
         },
-        DataFusionError::Context(_, inner) => sql_error(*inner),
-        DataFusionError::Shared(e) => Error::invalid(format!("query: {e}")),
-        DataFusionError::Internal(m) => Error::Internal(format!("query: {m}")),
-        other => Error::invalid(format!("query: {}", other.strip_backtrace())),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => sql_error(*inner),
+        DataFusionError::Shared(e) => match std::sync::Arc::try_unwrap(e) {
+            Ok(e) => sql_error(e),
+            // Shared with another consumer: classified by its message's kind below.
+            Err(e) => sql_error(DataFusionError::Execution(e.to_string())),
+        },
+        DataFusionError::Collection(mut errors) => match errors.len() {
+            0 => Error::Internal("query: an empty error collection".into()),
+            _ => sql_error(errors.swap_remove(0)),
+        },
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::Execution(_)
+        | DataFusionError::NotImplemented(_) => Error::invalid(query(&e.strip_backtrace())),
+        DataFusionError::Substrait(m) | DataFusionError::Ffi(m) => Error::Unimplemented(query(&m)),
+        DataFusionError::Internal(m) => Error::Internal(query(&m)),
+        DataFusionError::ExecutionJoin(e) => Error::Internal(query(&e)),
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    if crate::error::out_of_space(&e) {
+        Error::StoreFull("state store is full: cannot read a table".into())
+    } else if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NotFound("query: a table's data is missing".into())
+    } else {
+        tracing::warn!(error = %e, "table read failed");
+        Error::Unavailable("state store: cannot read a table".into())
     }
 }
 
@@ -351,7 +389,27 @@ impl SqlEngine {
 
 #[cfg(test)]
 mod tests {
-    use super::number_placeholders;
+    use super::{DataFusionError, Error, number_placeholders, sql_error};
+
+    #[test]
+    fn query_errors_are_mapped_by_their_root_cause() {
+        let unreachable = || object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        };
+        // A store that cannot be reached, directly or wrapped, is UNAVAILABLE.
+        assert!(matches!(sql_error(DataFusionError::ObjectStore(Box::new(unreachable()))), Error::Unavailable(_)));
+        let wrapped = DataFusionError::Context("scan".into(), Box::new(DataFusionError::External(Box::new(unreachable()))));
+        assert!(matches!(sql_error(wrapped), Error::Unavailable(_)));
+        let missing = object_store::Error::NotFound { path: "results/x.arrow".into(), source: "gone".into() };
+        assert!(matches!(sql_error(DataFusionError::ObjectStore(Box::new(missing))), Error::NotFound(_)));
+        // The query's own mistakes are INVALID_ARGUMENT; DataFusion's own faults INTERNAL.
+        assert!(matches!(sql_error(DataFusionError::Plan("no column x".into())), Error::InvalidArgument(_)));
+        assert!(matches!(sql_error(DataFusionError::Internal("bug".into())), Error::Internal(_)));
+        assert!(matches!(sql_error(DataFusionError::ResourcesExhausted("memory".into())), Error::ResourceExhausted(_)));
+        let ours = DataFusionError::External(Box::new(Error::NotFound("table t".into())));
+        assert!(matches!(sql_error(ours), Error::NotFound(_)));
+    }
 
     #[test]
     fn question_marks_become_numbered_parameters() {

@@ -5,7 +5,7 @@
 //! and are called from the blocking pool.
 
 mod memory;
-mod object;
+pub(crate) mod object;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;

@@ -64,7 +64,9 @@ pub struct ObjectStateStore {
     runtime: Runtime,
 }
 
-fn store_error(what: &str, err: object_store::Error) -> Error {
+/// An object store failure by its kind: a missing object is NOT_FOUND, a full backend
+/// [`Error::StoreFull`], anything else an unreachable or refusing store, UNAVAILABLE.
+pub(crate) fn store_error(what: &str, err: object_store::Error) -> Error {
     match err {
         object_store::Error::NotFound { .. } => Error::NotFound(format!("{what}: not found")),
         other => {
