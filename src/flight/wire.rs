@@ -423,14 +423,9 @@ fn body_offset(start: &[u8]) -> BodyAt {
 
 /// A protobuf varint at the start of `bytes` and its length, if it is complete and fits 64 bits.
 fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
+    let mut rest = bytes;
+    let value = prost::encoding::decode_varint(&mut rest).ok()?;
+    Some((value, bytes.len() - rest.len()))
 }
 
 /// A response message as gRPC frames: a prefix, and a body sent as it is (empty if none).
@@ -553,6 +548,17 @@ impl<M: WireMessage> http_body::Body for MessageBody<M> {
 mod tests {
     use super::*;
     use arrow_flight::FlightDescriptor;
+
+    #[test]
+    fn varints_are_read_whole_or_not_at_all() {
+        let mut encoded = Vec::new();
+        encode_varint(300, &mut encoded);
+        encoded.push(0xff);
+        assert_eq!(varint(&encoded), Some((300, 2)), "the rest is left alone");
+        assert_eq!(varint(&[0x80, 0x80]), None, "incomplete");
+        assert_eq!(varint(&[0xff; 11]), None, "longer than 64 bits");
+        assert_eq!(varint(&[]), None);
+    }
 
     fn prost_framed(data: &FlightData) -> Vec<u8> {
         let encoded = data.encode_to_vec();
