@@ -64,11 +64,26 @@ pub struct ObjectStateStore {
     runtime: Runtime,
 }
 
-/// An object store failure by its kind: a missing object is NOT_FOUND, a full backend
-/// [`Error::StoreFull`], anything else an unreachable or refusing store, UNAVAILABLE.
+/// An object store failure by its kind: a missing object is NOT_FOUND; credentials the store
+/// refuses, a path or feature it does not take, are the worker's configuration (INTERNAL, not
+/// worth a retry); a write that lost a race with another worker, a full backend
+/// ([`Error::StoreFull`]) and an unreachable store are UNAVAILABLE, which a retry can get past.
 pub(crate) fn store_error(what: &str, err: object_store::Error) -> Error {
+    use object_store::Error as E;
     match err {
-        object_store::Error::NotFound { .. } => Error::NotFound(format!("{what}: not found")),
+        E::NotFound { .. } => Error::NotFound(format!("{what}: not found")),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            tracing::error!(error = %err, what, "the state store refused the worker's credentials");
+            Error::Internal(format!("state store refused the worker's credentials: cannot {what}"))
+        }
+        E::InvalidPath { .. } | E::NotSupported { .. } | E::NotImplemented { .. } | E::UnknownConfigurationKey { .. } => {
+            tracing::error!(error = %err, what, "the state store does not support this call");
+            Error::Internal(format!("state store does not support this: cannot {what}"))
+        }
+        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
+            Error::Unavailable(format!("state store: another worker changed it first; cannot {what}"))
+        }
+        // Generic failures (the network, the backend, a full disk), and kinds newer than these.
         other => {
             tracing::warn!(error = %other, what, "state store call failed");
             if crate::error::out_of_space(&other) {
@@ -829,6 +844,10 @@ mod tests {
             store: "LocalFileSystem",
             source: Box::new(io::Error::from(io::ErrorKind::PermissionDenied)),
         };
-        assert!(matches!(store_error("write a result", refused), Error::Unavailable(_)));
+        assert!(matches!(store_error("write a result", refused), Error::Unavailable(_)), "a refusing disk");
+        let denied = object_store::Error::PermissionDenied { path: "results/x".into(), source: "403".into() };
+        assert!(matches!(store_error("write a result", denied), Error::Internal(_)), "credentials are configuration");
+        let raced = object_store::Error::Precondition { path: "results/x".into(), source: "412".into() };
+        assert!(matches!(store_error("write a result", raced), Error::Unavailable(_)), "a lost race is retried");
     }
 }
