@@ -245,9 +245,18 @@ pub enum StoreConfig {
     Memory,
     /// Results as files under this directory.
     Directory(PathBuf),
-    /// Results in an object store at this URL.
-    Url(String),
+    /// Results in an object store at `url`, opened with `options`: the cloud's usual
+    /// environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`), read here and nowhere else.
+    Url {
+        /// `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix` or `file:///path`.
+        url: String,
+        /// Credentials and endpoints, as `(variable, value)`.
+        options: Vec<(String, String)>,
+    },
 }
+
+/// The environment variables object stores take their credentials and endpoints from.
+const CLOUD_ENV_PREFIXES: [&str; 3] = ["AWS_", "AZURE_", "GOOGLE_"];
 
 impl Args {
     /// Validates the arguments; the error is one line naming the offending option.
@@ -276,7 +285,10 @@ impl Args {
                 if !["s3", "s3a", "az", "abfs", "abfss", "azure", "gs", "file"].contains(&scheme) {
                     return Err(format!("POLARWAY_STATE_URL: `{url}` must start with s3://, az://, gs:// or file://"));
                 }
-                StoreConfig::Url(url)
+                let options = std::env::vars()
+                    .filter(|(k, _)| CLOUD_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
+                    .collect();
+                StoreConfig::Url { url, options }
             }
         };
         let data_dir = match self.data_dir {

@@ -80,8 +80,8 @@ impl Engine {
         let store: Arc<dyn StateStore> = match &config.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
             StoreConfig::Directory(dir) => Arc::new(ObjectStateStore::open_dir(dir, runtime)?),
-            StoreConfig::Url(url) => Arc::new(
-                ObjectStateStore::open_url(url, runtime)?.with_scratch_dir(config.scratch_dir.clone()),
+            StoreConfig::Url { url, options } => Arc::new(
+                ObjectStateStore::open_url(url, options, runtime)?.with_scratch_dir(config.scratch_dir.clone()),
             ),
         };
         // In memory the store already holds decoded frames; elsewhere a cache saves the reads.

@@ -165,9 +165,10 @@ impl ObjectStateStore {
     }
 
     /// Opens a store from a URL (`s3://bucket/prefix`, `az://container/prefix`,
-    /// `gs://bucket/prefix`, `file:///path`); credentials and endpoints come from the usual
-    /// environment variables of each cloud (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
-    pub fn open_url(url: &str, runtime: Runtime) -> Result<Self> {
+    /// `gs://bucket/prefix`, `file:///path`); `options` are its credentials and endpoints, named
+    /// as each cloud's environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`; see
+    /// [`crate::config::StoreConfig::Url`]).
+    pub fn open_url(url: &str, options: &[(String, String)], runtime: Runtime) -> Result<Self> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::invalid(format!("POLARWAY_STATE_URL: `{url}` is not a URL: {e}")))?;
         if parsed.scheme() == "file" {
@@ -176,7 +177,7 @@ impl ObjectStateStore {
                 .map_err(|_| Error::invalid(format!("POLARWAY_STATE_URL: `{url}` is not a local path")))?;
             return Self::open_dir(&dir, runtime);
         }
-        let (store, root) = object_store::parse_url_opts(&parsed, std::env::vars())
+        let (store, root) = object_store::parse_url_opts(&parsed, options.iter().cloned())
             .map_err(|e| Error::invalid(format!("POLARWAY_STATE_URL: `{url}`: {e}")))?;
         Ok(Self::new(Arc::from(store), root, None, runtime))
     }
