@@ -86,7 +86,7 @@ pub fn sample_frame() -> DataFrame {
 /// A ticket as DoGet receives it: a handle, a Flight SQL command, or a prepared statement whose
 /// parameters are an IPC stream inside base64 inside JSON.
 pub fn ticket(data: &[u8]) {
-    let _ = Handle::from_ticket(data);
+    let _ = crate::flight::ticket::Ticket::parse(data);
     let _ = Request::parse_command(data);
     if let Some(command) = crate::flight::sql::decode(data)
         && let arrow_flight::sql::Command::CommandPreparedStatementQuery(p) = command

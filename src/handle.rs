@@ -50,6 +50,11 @@ impl Handle {
         }
     }
 
+    /// Whether ticket bytes are meant as a handle (they carry its version tag), valid or not.
+    pub fn is_handle_ticket(ticket: &[u8]) -> bool {
+        ticket.starts_with(PREFIX.as_bytes())
+    }
+
     /// Parses a Flight ticket, whose bytes are the handle's UTF-8 text.
     pub fn from_ticket(ticket: &[u8]) -> Result<Handle> {
         let text = std::str::from_utf8(ticket)

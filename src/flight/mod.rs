@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod sql;
 pub mod status;
+pub mod ticket;
 pub(crate) mod wire;
 
 pub use wire::FlightRoutes;
@@ -638,15 +639,14 @@ impl FlightService for PolarwayFlight {
         let call = self.begin("DoGet", &request);
         call.run(async move {
             let views = self.views(&request)?;
-            let ticket = &request.get_ref().ticket;
-            if !ticket.starts_with(b"pw1_")
-                && let Some(cmd) = sql::decode(ticket)
-            {
-                let batch = self.sql.metadata(cmd).await?;
-                let schema = batch.schema();
-                return Ok(Response::new(stream_batches(schema, Box::new(std::iter::once(Ok(batch))), views)));
-            }
-            let handle = Handle::from_ticket(ticket)?;
+            let handle = match ticket::Ticket::parse(&request.get_ref().ticket)? {
+                ticket::Ticket::Result(handle) => handle,
+                ticket::Ticket::SqlMetadata(cmd) => {
+                    let batch = self.sql.metadata(cmd).await?;
+                    let schema = batch.schema();
+                    return Ok(Response::new(stream_batches(schema, Box::new(std::iter::once(Ok(batch))), views)));
+                }
+            };
             tracing::Span::current().record("handle", handle.as_str());
             // A stored file's record batches go out as they are stored, without decoding and
             // encoding them again, unless the client asked for other string types.
