@@ -377,9 +377,14 @@ impl Args {
 }
 
 impl Config {
-    /// A configuration with every default and the given store, for embedding and tests.
+    /// A configuration with every default and the given store, for embedding and tests. It
+    /// reads no environment: a `POLARWAY_*` variable set where the tests run changes nothing.
     pub fn with_store(store: StoreConfig) -> Config {
-        let mut config = Args::parse_from(["polarway-grpc"])
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Args::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.try_get_matches_from(["polarway-grpc"]).expect("defaults parse");
+        let mut config = Args::from_arg_matches(&matches)
+            .expect("defaults parse")
             .try_into_config()
             .expect("defaults are valid");
         config.store = store;
@@ -390,6 +395,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedding_constructor_reads_no_environment() {
+        // SAFETY: set and removed within this test; no other test reads this variable.
+        unsafe { std::env::set_var("POLARWAY_MAX_CONCURRENT_OPS", "977") };
+        let embedded = Config::with_store(StoreConfig::Memory);
+        let parsed = Args::parse_from(["polarway-grpc"]).try_into_config().unwrap();
+        unsafe { std::env::remove_var("POLARWAY_MAX_CONCURRENT_OPS") };
+        assert_eq!(parsed.limits.max_concurrent_ops, 977, "the command line reads the variable");
+        assert_ne!(embedded.limits.max_concurrent_ops, 977, "the embedding constructor does not");
+    }
 
     #[test]
     fn external_without_state_dir_names_the_option() {
