@@ -21,6 +21,16 @@ pub enum HandleStore {
     External,
 }
 
+/// Who frames DoGet and DoPut messages on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WireFraming {
+    /// The worker itself, passing record batch bodies through without copies (the default;
+    /// see `flight::wire`).
+    Direct,
+    /// tonic's generated codec, like every other method: the plain path, kept as a fallback.
+    Tonic,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -166,6 +176,11 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
     pub request_timeout_secs: u64,
 
+    /// Who frames DoGet and DoPut messages: `direct` (the worker, without copying batch
+    /// bodies) or `tonic` (its generated codec, the plain fallback).
+    #[arg(long, env = "POLARWAY_WIRE_FRAMING", value_enum, default_value = "direct")]
+    pub wire_framing: WireFraming,
+
     /// Log format: `text` or `json`. Levels follow RUST_LOG (default `info`).
     #[arg(long, env = "POLARWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -220,6 +235,8 @@ pub struct Config {
     pub gc_interval: Duration,
     /// Size, row, concurrency and time limits.
     pub limits: Limits,
+    /// Who frames DoGet and DoPut messages.
+    pub wire_framing: WireFraming,
     /// Log line format.
     pub log_format: LogFormat,
     /// Bytes of decoded results cached per worker.
@@ -364,6 +381,7 @@ impl Args {
                 queue_timeout: Duration::from_millis(self.queue_timeout_ms),
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
             },
+            wire_framing: self.wire_framing,
             log_format: self.log_format,
             cache_bytes: self.cache_bytes,
             scratch_dir: self.scratch_dir.unwrap_or_else(|| std::env::temp_dir().join("polarway-scratch")),

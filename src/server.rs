@@ -62,7 +62,7 @@ pub async fn serve_engine(
     let service = PolarwayFlight::new(engine, jobs)
         .with_auth(config.auth.clone())
         .with_view_types(config.view_types)
-        .into_routes();
+        .into_routes(config.wire_framing);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<PolarwayFlight>>().await;
     // Flow-control windows sized for bulk streams (h2's 64 KiB default makes an upload wait for a

@@ -172,8 +172,8 @@ impl PolarwayFlight {
     }
 
     /// The routes serving this service, with message limits from the engine's configuration.
-    pub fn into_routes(self) -> FlightRoutes {
-        FlightRoutes::new(self)
+    pub fn into_routes(self, framing: crate::config::WireFraming) -> FlightRoutes {
+        FlightRoutes::new(self, framing)
     }
 
     /// DoPut over any stream of messages: tonic's, or the one `wire` assembles.

@@ -25,6 +25,8 @@ use futures::{Stream, StreamExt};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
+
+use crate::config::WireFraming;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
@@ -53,17 +55,19 @@ pub struct FlightRoutes {
     flight: Arc<PolarwayFlight>,
     generated: FlightServiceServer<PolarwayFlight>,
     max_message: usize,
+    framing: WireFraming,
 }
 
 impl FlightRoutes {
-    /// Routes for `flight`, with its engine's message size limit on requests and responses.
-    pub fn new(flight: PolarwayFlight) -> FlightRoutes {
+    /// Routes for `flight`, with its engine's message size limit on requests and responses;
+    /// `framing` says whether DoGet and DoPut are framed here or by tonic like the rest.
+    pub fn new(flight: PolarwayFlight, framing: WireFraming) -> FlightRoutes {
         let max_message = flight.engine.limits().max_message_bytes;
         let flight = Arc::new(flight);
         let generated = FlightServiceServer::from_arc(flight.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
-        FlightRoutes { flight, generated, max_message }
+        FlightRoutes { flight, generated, max_message, framing }
     }
 
     async fn do_get(self, request: http::Request<Body>) -> http::Response<Body> {
@@ -118,6 +122,9 @@ impl Service<http::Request<Body>> for FlightRoutes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if self.framing == WireFraming::Tonic {
+            return self.generated.call(request);
+        }
         match request.uri().path() {
             DO_GET => {
                 let routes = self.clone();

@@ -1,6 +1,10 @@
-//! DoPut -> DoGet round trips of the types Polars supports, in both store modes.
+//! DoPut -> DoGet round trips of the types Polars supports, in both store modes, framed by the
+//! worker and by tonic's fallback path.
 
 use polars::prelude::*;
+use polarway::config::WireFraming;
+
+const FRAMINGS: [WireFraming; 2] = [WireFraming::Direct, WireFraming::Tonic];
 
 use crate::fixture::*;
 
@@ -53,15 +57,15 @@ fn all_types() -> DataFrame {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_in_both_stores() {
-    for mode in MODES {
-        let server = TestServer::start(mode).await;
+    for (mode, framing) in MODES.into_iter().flat_map(|m| FRAMINGS.map(|f| (m, f))) {
+        let server = TestServer::start_with(mode, |c| c.wire_framing = framing).await;
         let mut client = server.client().await;
         let df = all_types();
         let result = client.upload("types", &df).await;
         assert_eq!(result["num_rows"], 3);
         assert_eq!(result["schema"].as_array().unwrap().len(), df.width());
         let back = client.get(&handle_of(&result)).await.unwrap();
-        assert_same(&back, &df, &format!("{mode:?} round trip"));
+        assert_same(&back, &df, &format!("{mode:?} {framing:?} round trip"));
 
         let empty = df.head(Some(0));
         let result = client.upload("empty", &empty).await;
@@ -75,8 +79,8 @@ async fn every_type_round_trips_in_both_stores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_results_stream_in_many_messages() {
-    for mode in MODES {
-        let server = TestServer::start(mode).await;
+    for (mode, framing) in MODES.into_iter().flat_map(|m| FRAMINGS.map(|f| (m, f))) {
+        let server = TestServer::start_with(mode, |c| c.wire_framing = framing).await;
         let mut client = server.client().await;
         let n = 400_000i64;
         let df = df!(
@@ -95,7 +99,7 @@ async fn large_results_stream_in_many_messages() {
             rows += batch.num_rows();
         }
         assert_eq!(rows as i64, n);
-        assert!(batches > 2, "{mode:?}: {batches} batches; a large result must be split");
+        assert!(batches > 2, "{mode:?} {framing:?}: {batches} batches; a large result must be split");
         let back = client.get(&h).await.unwrap();
         assert_same(&back, &df, "big");
         server.stop().await;
