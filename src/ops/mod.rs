@@ -57,6 +57,13 @@ pub struct Spec {
     pub streams: bool,
 }
 
+impl Spec {
+    /// The spec of an operation over one `input`.
+    pub const fn one(name: &'static str, example: &'static str, streams: bool) -> Spec {
+        Spec { name, example, inputs: Inputs::One, streams }
+    }
+}
+
 /// The frames a plan may read besides its input, and the limits it is built under.
 pub struct Context<'a> {
     /// Every handle the pipeline names.

@@ -5,13 +5,8 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{self, Expression, Key};
-use super::{Context, Flags, Inputs, Operation, Spec, columns_or_all, idx, yes};
+use super::{Context, Flags, Operation, Spec, columns_or_all, idx, yes};
 use crate::error::{Error, Result};
-
-/// A one-input operation's spec.
-const fn one(name: &'static str, example: &'static str, streams: bool) -> Spec {
-    Spec { name, example, inputs: Inputs::One, streams }
-}
 
 /// Keep rows where a predicate holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,7 +17,7 @@ pub struct Filter {
 }
 
 impl Operation for Filter {
-    const SPEC: Spec = one("filter", r#"{"input": h, "predicate": "qty > 10 AND sym = 'MSFT'" | {"expr": <Polars JSON>}}"#, true);
+    const SPEC: Spec = Spec::one("filter", r#"{"input": h, "predicate": "qty > 10 AND sym = 'MSFT'" | {"expr": <Polars JSON>}}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.filter(self.predicate.to_expr("predicate")?))
     }
@@ -37,7 +32,7 @@ pub struct Select {
 }
 
 impl Operation for Select {
-    const SPEC: Spec = one("select", r#"{"input": h, "columns": ["sym", "qty * 2 AS q2", {"expr": ...}]}"#, true);
+    const SPEC: Spec = Spec::one("select", r#"{"input": h, "columns": ["sym", "qty * 2 AS q2", {"expr": ...}]}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.select(expr::to_exprs("columns", &self.columns)?))
     }
@@ -62,7 +57,7 @@ pub struct WithColumns {
 }
 
 impl Operation for WithColumns {
-    const SPEC: Spec = one("with_columns", r#"{"input": h, "columns": {"notional": "qty * price"} | [{"expr": ...}]}"#, true);
+    const SPEC: Spec = Spec::one("with_columns", r#"{"input": h, "columns": {"notional": "qty * price"} | [{"expr": ...}]}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let exprs = match &self.columns {
             NewColumns::Named(map) => map
@@ -102,7 +97,7 @@ impl Sort {
 }
 
 impl Operation for Sort {
-    const SPEC: Spec = one("sort", r#"{"input": h, "by": ["price"], "descending": [true], "nulls_last": false, "maintain_order": false}"#, true);
+    const SPEC: Spec = Spec::one("sort", r#"{"input": h, "by": ["price"], "descending": [true], "nulls_last": false, "maintain_order": false}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.sort_by_exprs(expr::key_exprs("by", &self.by)?, self.options()?))
     }
@@ -122,7 +117,7 @@ pub struct GroupBy {
 }
 
 impl Operation for GroupBy {
-    const SPEC: Spec = one("group_by", r#"{"input": h, "by": ["sym"], "aggs": ["sum(qty) AS total", {"expr": ...}], "maintain_order": false}"#, true);
+    const SPEC: Spec = Spec::one("group_by", r#"{"input": h, "by": ["sym"], "aggs": ["sum(qty) AS total", {"expr": ...}], "maintain_order": false}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let keys = expr::to_exprs("by", &self.by)?;
         let parsed = expr::parse_aggs("aggs", &self.aggs)?;
@@ -148,7 +143,7 @@ pub struct Head {
 }
 
 impl Operation for Head {
-    const SPEC: Spec = one("head", r#"{"input": h, "n": 3}"#, true);
+    const SPEC: Spec = Spec::one("head", r#"{"input": h, "n": 3}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.limit(idx("n", self.n)?))
     }
@@ -163,7 +158,7 @@ impl Operation for Head {
 pub struct Limit(pub Head);
 
 impl Operation for Limit {
-    const SPEC: Spec = one("limit", r#"{"input": h, "n": 3}"#, true);
+    const SPEC: Spec = Spec::one("limit", r#"{"input": h, "n": 3}"#, true);
     fn apply(&self, lf: LazyFrame, cx: &Context) -> Result<LazyFrame> {
         self.0.apply(lf, cx)
     }
@@ -181,7 +176,7 @@ pub struct Tail {
 }
 
 impl Operation for Tail {
-    const SPEC: Spec = one("tail", r#"{"input": h, "n": 3}"#, true);
+    const SPEC: Spec = Spec::one("tail", r#"{"input": h, "n": 3}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.tail(idx("n", self.n)?))
     }
@@ -201,7 +196,7 @@ pub struct Slice {
 }
 
 impl Operation for Slice {
-    const SPEC: Spec = one("slice", r#"{"input": h, "offset": 2, "length": 3}"#, true);
+    const SPEC: Spec = Spec::one("slice", r#"{"input": h, "offset": 2, "length": 3}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.slice(self.offset, idx("length", self.length)?))
     }
@@ -219,7 +214,7 @@ pub struct Drop {
 }
 
 impl Operation for Drop {
-    const SPEC: Spec = one("drop", r#"{"input": h, "columns": ["a", "b"]}"#, true);
+    const SPEC: Spec = Spec::one("drop", r#"{"input": h, "columns": ["a", "b"]}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.drop(expr::selector(&self.columns)))
     }
@@ -237,7 +232,7 @@ pub struct Rename {
 }
 
 impl Operation for Rename {
-    const SPEC: Spec = one("rename", r#"{"input": h, "mapping": {"old": "new"}, "strict": true}"#, true);
+    const SPEC: Spec = Spec::one("rename", r#"{"input": h, "mapping": {"old": "new"}, "strict": true}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.rename(self.mapping.keys(), self.mapping.values(), self.strict))
     }
@@ -255,7 +250,7 @@ pub struct Cast {
 }
 
 impl Operation for Cast {
-    const SPEC: Spec = one("cast", r#"{"input": h, "dtypes": {"qty": "f64", "ts": "datetime[ms, UTC]"}, "strict": true}"#, false);
+    const SPEC: Spec = Spec::one("cast", r#"{"input": h, "dtypes": {"qty": "f64", "ts": "datetime[ms, UTC]"}, "strict": true}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let exprs = self
             .dtypes
@@ -304,7 +299,7 @@ fn any() -> Keep {
 }
 
 impl Operation for Unique {
-    const SPEC: Spec = one("unique", r#"{"input": h, "subset": ["sym"], "keep": "first|last|any|none", "maintain_order": true}"#, false);
+    const SPEC: Spec = Spec::one("unique", r#"{"input": h, "subset": ["sym"], "keep": "first|last|any|none", "maintain_order": true}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let keep = match self.keep {
             Keep::First => UniqueKeepStrategy::First,
@@ -327,7 +322,7 @@ pub struct DropNulls {
 }
 
 impl Operation for DropNulls {
-    const SPEC: Spec = one("drop_nulls", r#"{"input": h, "subset": ["qty"]}"#, false);
+    const SPEC: Spec = Spec::one("drop_nulls", r#"{"input": h, "subset": ["qty"]}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.drop_nulls(self.subset.as_deref().map(expr::selector)))
     }
@@ -343,7 +338,7 @@ pub struct DropNans {
 }
 
 impl Operation for DropNans {
-    const SPEC: Spec = one("drop_nans", r#"{"input": h, "subset": ["price"]}"#, true);
+    const SPEC: Spec = Spec::one("drop_nans", r#"{"input": h, "subset": ["price"]}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.drop_nans(self.subset.as_deref().map(expr::selector)))
     }
@@ -388,7 +383,7 @@ pub struct FillNull {
 }
 
 impl Operation for FillNull {
-    const SPEC: Spec = one("fill_null", r#"{"input": h, "value": 0 | "strategy": "forward|backward|mean|min|max|zero|one", "limit": 2, "columns": ["qty"]}"#, false);
+    const SPEC: Spec = Spec::one("fill_null", r#"{"input": h, "value": 0 | "strategy": "forward|backward|mean|min|max|zero|one", "limit": 2, "columns": ["qty"]}"#, false);
     fn apply(&self, mut lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let fill: Box<dyn Fn(Expr) -> Expr> = match (&self.value, self.strategy) {
             (Some(v), None) => {
@@ -435,7 +430,7 @@ pub struct FillNan {
 }
 
 impl Operation for FillNan {
-    const SPEC: Spec = one("fill_nan", r#"{"input": h, "value": 0.0}"#, false);
+    const SPEC: Spec = Spec::one("fill_nan", r#"{"input": h, "value": 0.0}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.fill_nan(expr::scalar("value", &self.value)?))
     }
@@ -468,7 +463,7 @@ fn linear() -> Interpolation {
 }
 
 impl Operation for Interpolate {
-    const SPEC: Spec = one("interpolate", r#"{"input": h, "method": "linear|nearest", "columns": ["price"]}"#, false);
+    const SPEC: Spec = Spec::one("interpolate", r#"{"input": h, "method": "linear|nearest", "columns": ["price"]}"#, false);
     fn apply(&self, mut lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let method = match self.method {
             Interpolation::Linear => InterpolationMethod::Linear,
@@ -502,7 +497,7 @@ pub struct Explode {
 }
 
 impl Operation for Explode {
-    const SPEC: Spec = one("explode", r#"{"input": h, "columns": ["tags"], "empty_as_null": false, "keep_nulls": true}"#, false);
+    const SPEC: Spec = Spec::one("explode", r#"{"input": h, "columns": ["tags"], "empty_as_null": false, "keep_nulls": true}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let options = ExplodeOptions { empty_as_null: self.empty_as_null, keep_nulls: self.keep_nulls };
         Ok(lf.explode(expr::selector(&self.columns), options))
@@ -531,7 +526,7 @@ pub struct Unnest {
 }
 
 impl Operation for Unnest {
-    const SPEC: Spec = one("unnest", r#"{"input": h, "columns": ["point"], "separator": null}"#, false);
+    const SPEC: Spec = Spec::one("unnest", r#"{"input": h, "columns": ["point"], "separator": null}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.unnest(expr::selector(&self.columns), self.separator.as_deref().map(Into::into)))
     }
@@ -554,7 +549,7 @@ fn index() -> String {
 }
 
 impl Operation for WithRowIndex {
-    const SPEC: Spec = one("with_row_index", r#"{"input": h, "name": "index", "offset": 0}"#, false);
+    const SPEC: Spec = Spec::one("with_row_index", r#"{"input": h, "name": "index", "offset": 0}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.with_row_index(self.name.as_str(), Some(idx("offset", self.offset)?)))
     }
@@ -585,7 +580,7 @@ impl TopK {
 }
 
 impl Operation for TopK {
-    const SPEC: Spec = one("top_k", r#"{"input": h, "k": 3, "by": ["price"], "reverse": false}"#, false);
+    const SPEC: Spec = Spec::one("top_k", r#"{"input": h, "k": 3, "by": ["price"], "reverse": false}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         self.plan(lf, true)
     }
@@ -600,7 +595,7 @@ impl Operation for TopK {
 pub struct BottomK(pub TopK);
 
 impl Operation for BottomK {
-    const SPEC: Spec = one("bottom_k", r#"{"input": h, "k": 3, "by": ["price"], "reverse": false}"#, false);
+    const SPEC: Spec = Spec::one("bottom_k", r#"{"input": h, "k": 3, "by": ["price"], "reverse": false}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         self.0.plan(lf, false)
     }
@@ -615,7 +610,7 @@ impl Operation for BottomK {
 pub struct Reverse {}
 
 impl Operation for Reverse {
-    const SPEC: Spec = one("reverse", r#"{"input": h}"#, false);
+    const SPEC: Spec = Spec::one("reverse", r#"{"input": h}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.reverse())
     }
@@ -633,7 +628,7 @@ pub struct GatherEvery {
 }
 
 impl Operation for GatherEvery {
-    const SPEC: Spec = one("gather_every", r#"{"input": h, "n": 2, "offset": 0}"#, false);
+    const SPEC: Spec = Spec::one("gather_every", r#"{"input": h, "n": 2, "offset": 0}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         if self.n == 0 {
             return Err(Error::invalid("`n`: must be at least 1"));

@@ -5,12 +5,8 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{self, Expression};
-use super::{Context, Inputs, Operation, Spec, columns_or_all};
+use super::{Context, Operation, Spec, columns_or_all};
 use crate::error::{Error, Result};
-
-const fn one(name: &'static str, example: &'static str) -> Spec {
-    Spec { name, example, inputs: Inputs::One, streams: false }
-}
 
 /// Which ends of a window belong to it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,9 +84,10 @@ pub struct Resample {
 }
 
 impl Operation for Resample {
-    const SPEC: Spec = one(
+    const SPEC: Spec = Spec::one(
         "resample",
         r#"{"input": h, "index": "ts", "every": "1h", "period": "1h", "offset": "0m", "closed": "left", "label": "left", "by": ["sym"], "aggs": ["sum(qty) AS qty"]}"#,
+        false,
     );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let every = expr::positive_duration("every", &self.every)?;
@@ -144,9 +141,10 @@ pub struct GroupByRolling {
 }
 
 impl Operation for GroupByRolling {
-    const SPEC: Spec = one(
+    const SPEC: Spec = Spec::one(
         "group_by_rolling",
         r#"{"input": h, "index": "ts", "period": "2h", "offset": "-2h", "closed": "right", "by": ["sym"], "aggs": ["sum(qty) AS qty"]}"#,
+        false,
     );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let period = expr::positive_duration("period", &self.period)?;
@@ -187,7 +185,7 @@ pub struct Upsample {
 }
 
 impl Operation for Upsample {
-    const SPEC: Spec = one("upsample", r#"{"input": h, "time_column": "ts", "every": "1h", "by": ["sym"], "maintain_order": false}"#);
+    const SPEC: Spec = Spec::one("upsample", r#"{"input": h, "time_column": "ts", "every": "1h", "by": ["sym"], "maintain_order": false}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         use polars::time::PolarsUpsample;
         let every = expr::positive_duration("every", &self.every)?;
@@ -288,9 +286,10 @@ pub struct Rolling {
 }
 
 impl Operation for Rolling {
-    const SPEC: Spec = one(
+    const SPEC: Spec = Spec::one(
         "rolling",
         r#"{"input": h, "columns": ["price"], "agg": "mean|sum|min|max|median|std|var", "window_size": 3 | "window": "2h" with "by": "ts", "min_periods": 1, "closed": "right"}"#,
+        false,
     );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let agg = self.agg;
@@ -373,6 +372,13 @@ fn one_row() -> i64 {
     1
 }
 
+impl PerColumn {
+    /// Applies `f(column, n)` to each chosen column.
+    fn apply(&self, lf: LazyFrame, f: impl Fn(Expr, i64) -> Expr) -> Result<LazyFrame> {
+        per_column(lf, &self.columns, &self.suffix, |e| f(e, self.n))
+    }
+}
+
 /// Applies `f` to each chosen column, in place or as new `<name><suffix>` columns.
 fn per_column(mut lf: LazyFrame, columns: &Option<Vec<String>>, suffix: &Option<String>, f: impl Fn(Expr) -> Expr) -> Result<LazyFrame> {
     let names = columns_or_all(&mut lf, columns)?;
@@ -395,10 +401,9 @@ fn per_column(mut lf: LazyFrame, columns: &Option<Vec<String>>, suffix: &Option<
 pub struct Shift(pub PerColumn);
 
 impl Operation for Shift {
-    const SPEC: Spec = one("shift", r#"{"input": h, "n": 1, "columns": ["price"], "suffix": "_lag"}"#);
+    const SPEC: Spec = Spec::one("shift", r#"{"input": h, "n": 1, "columns": ["price"], "suffix": "_lag"}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
-        let n = self.0.n;
-        per_column(lf, &self.0.columns, &self.0.suffix, |e| e.shift(lit(n)))
+        self.0.apply(lf, |e, n| e.shift(lit(n)))
     }
 }
 
@@ -408,12 +413,9 @@ impl Operation for Shift {
 pub struct Diff(pub PerColumn);
 
 impl Operation for Diff {
-    const SPEC: Spec = one("diff", r#"{"input": h, "n": 1, "columns": ["price"], "suffix": "_diff"}"#);
+    const SPEC: Spec = Spec::one("diff", r#"{"input": h, "n": 1, "columns": ["price"], "suffix": "_diff"}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
-        let n = self.0.n;
-        per_column(lf, &self.0.columns, &self.0.suffix, |e| {
-            e.diff(lit(n), polars::series::ops::NullBehavior::Ignore)
-        })
+        self.0.apply(lf, |e, n| e.diff(lit(n), polars::series::ops::NullBehavior::Ignore))
     }
 }
 
@@ -423,10 +425,9 @@ impl Operation for Diff {
 pub struct PctChange(pub PerColumn);
 
 impl Operation for PctChange {
-    const SPEC: Spec = one("pct_change", r#"{"input": h, "n": 1, "columns": ["price"], "suffix": "_pct"}"#);
+    const SPEC: Spec = Spec::one("pct_change", r#"{"input": h, "n": 1, "columns": ["price"], "suffix": "_pct"}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
-        let n = self.0.n;
-        per_column(lf, &self.0.columns, &self.0.suffix, |e| e.pct_change(lit(n)))
+        self.0.apply(lf, |e, n| e.pct_change(lit(n)))
     }
 }
 
@@ -446,7 +447,7 @@ pub struct CumSum {
 }
 
 impl Operation for CumSum {
-    const SPEC: Spec = one("cum_sum", r#"{"input": h, "columns": ["qty"], "reverse": false, "suffix": "_cum"}"#);
+    const SPEC: Spec = Spec::one("cum_sum", r#"{"input": h, "columns": ["qty"], "reverse": false, "suffix": "_cum"}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let reverse = self.reverse;
         per_column(lf, &self.columns, &self.suffix, |e| e.cum_sum(reverse))
@@ -487,7 +488,7 @@ pub struct Cumulative {
 }
 
 impl Operation for Cumulative {
-    const SPEC: Spec = one("cumulative", r#"{"input": h, "kind": "sum|prod|min|max|count", "columns": ["qty"], "reverse": false, "suffix": "_cum"}"#);
+    const SPEC: Spec = Spec::one("cumulative", r#"{"input": h, "kind": "sum|prod|min|max|count", "columns": ["qty"], "reverse": false, "suffix": "_cum"}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let (kind, r) = (self.kind, self.reverse);
         per_column(lf, &self.columns, &self.suffix, |e| match kind {

@@ -90,18 +90,17 @@ pub fn check_json(param: &str, json: &Value) -> Result<()> {
 /// The third pass: the decoded tree, node by node.
 fn check_tree(param: &str, expr: &Expr) -> Result<()> {
     for node in expr {
-        let refused_kind = match node {
-            Expr::AnonymousFunction { .. } => Some(("AnonymousFunction", FORBIDDEN[0].1)),
-            Expr::SubPlan(..) => Some(("SubPlan", FORBIDDEN[2].1)),
-            Expr::Display { .. } => Some(("Display", FORBIDDEN[6].1)),
+        let key = match node {
+            Expr::AnonymousFunction { .. } => "AnonymousFunction",
+            Expr::SubPlan(..) => "SubPlan",
+            Expr::Display { .. } => "Display",
             Expr::RenameAlias { function: RenameAliasFn::Map(_), .. } => {
-                Some(("RenameAlias.Map", PYTHON_PAYLOAD))
+                return Err(refused(param, "RenameAlias.Map", PYTHON_PAYLOAD));
             }
-            _ => None,
+            _ => continue,
         };
-        if let Some((key, what)) = refused_kind {
-            return Err(refused(param, key, what));
-        }
+        let what = FORBIDDEN.iter().find(|(k, _)| *k == key).map_or(key, |(_, what)| what);
+        return Err(refused(param, key, what));
     }
     if depth(expr) > crate::sqltext::MAX_DEPTH {
         return Err(too_deep(param));
