@@ -15,7 +15,7 @@ use polarway::config::{Config, StoreConfig};
 use polarway::convert;
 use polarway::handle::Handle;
 use polarway::ops::{self, Step};
-use polarway::store::{Lineage, ObjectStateStore, ResultMeta, StateStore, describe_schema};
+use polarway::store::{Lineage, ObjectStateStore, ResultMeta, ResultStore, describe_schema};
 use polars::prelude::*;
 
 const ROWS: i64 = 1_000_000;

@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use base64::Engine as _;
-use chrono::Utc;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -85,6 +84,7 @@ pub struct Authenticator {
     quotas: HashMap<String, Quota>,
     users: HashMap<String, ([u8; 32], String)>,
     key: Vec<u8>,
+    clock: crate::clock::SharedClock,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -148,7 +148,13 @@ impl Authenticator {
             .into_iter()
             .map(|(tenant, q)| (tenant, Quota { max_bytes: q.max_bytes, max_handles: q.max_handles }))
             .collect();
-        Ok(Authenticator { tokens, certificates, quotas, users, key: file.signing_key.into_bytes() })
+        Ok(Authenticator { tokens, certificates, quotas, users, key: file.signing_key.into_bytes(), clock: crate::clock::system() })
+    }
+
+    /// Issues and checks token expiry by `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
@@ -169,7 +175,7 @@ impl Authenticator {
             self.mac(&format!("{SIGNED_PREFIX}.{claims}")).verify_slice(&mac).map_err(|_| refused())?;
             let (tenant, expiry) = claims.rsplit_once('.').ok_or_else(refused)?;
             let expiry: i64 = expiry.parse().map_err(|_| refused())?;
-            if expiry < Utc::now().timestamp() {
+            if expiry < self.clock.now().timestamp() {
                 return Err(Error::Unauthenticated("the token has expired; authenticate again".into()));
             }
             return Ok(Principal { tenant: tenant.to_string() });
@@ -208,7 +214,7 @@ impl Authenticator {
         if !bool::from(stored.ct_eq(&digest)) {
             return Err(refused());
         }
-        let claims = format!("{tenant}.{}", Utc::now().timestamp() + ISSUED_TOKEN_SECS);
+        let claims = format!("{tenant}.{}", self.clock.now().timestamp() + ISSUED_TOKEN_SECS);
         let mac = self.mac(&format!("{SIGNED_PREFIX}.{claims}")).finalize().into_bytes();
         let mac_hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
         Ok((Principal { tenant: tenant.clone() }, format!("{SIGNED_PREFIX}.{claims}.{mac_hex}")))
@@ -255,5 +261,18 @@ mod tests {
         assert!(auth.authenticate(Some(&format!("Bearer {forged}"))).is_err());
         let wrong = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:nope"));
         assert!(auth.handshake(Some(&wrong)).is_err());
+    }
+
+    #[test]
+    fn handshake_tokens_expire() {
+        let clock = crate::clock::ManualClock::shared();
+        let auth = authenticator().with_clock(clock.clone());
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:pw"));
+        let bearer = format!("Bearer {}", auth.handshake(Some(&basic)).unwrap().1);
+        clock.advance(std::time::Duration::from_secs(ISSUED_TOKEN_SECS as u64 - 60));
+        assert!(auth.authenticate(Some(&bearer)).is_ok(), "a minute before expiry");
+        clock.advance(std::time::Duration::from_secs(120));
+        let err = auth.authenticate(Some(&bearer)).unwrap_err();
+        assert!(matches!(&err, Error::Unauthenticated(m) if m.contains("expired")), "{err:?}");
     }
 }

@@ -1,8 +1,13 @@
 //! Worker configuration: the one place that reads the command line and the environment.
 //!
 //! Every option is a `--long` flag and a `POLARWAY_*` variable with a default, documented by
-//! `polarway-grpc --help`. [`Args`] is the raw clap view; [`Config`] is the validated form the rest
-//! of the worker uses, so an invalid setting fails at start with one line that names the option.
+//! `polarway-grpc --help` under its group: server, store, limits, TLS, authentication, jobs,
+//! observability (one flattened clap struct each). Values are parsed by type: addresses as
+//! `SocketAddr`, durations as a bare number in the unit the variable names or with units of their
+//! own (`90s`, `10m`, by humantime), choices as enums that list themselves. [`Args`] is the raw
+//! clap view; [`Config`] is the validated form the rest of the worker uses, so an invalid setting
+//! fails at start with one line that names the option. [`Config::with_store`] is the constructor
+//! for embedding and tests, and reads no environment.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,48 +49,58 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "polarway-grpc", version, about)]
 pub struct Args {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub jobs: JobArgs,
+    #[command(flatten)]
+    pub observability: ObservabilityArgs,
+
+    /// What to run; without a command, the Flight server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The Flight port and how it speaks.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Server")]
+pub struct ServerArgs {
     /// Address the gRPC (Arrow Flight) server listens on.
     #[arg(long, env = "POLARWAY_BIND_ADDRESS", default_value = "127.0.0.1:50051")]
-    pub bind_address: String,
+    pub bind_address: SocketAddr,
 
-    /// Address of the HTTP endpoint serving /metrics (Prometheus), /healthz and /readyz.
-    #[arg(long, env = "POLARWAY_METRICS_ADDRESS", default_value = "127.0.0.1:9464")]
-    pub metrics_address: String,
+    /// How string and binary view columns (Utf8View, BinaryView) are sent: `view`, or `utf8` /
+    /// `large_utf8` for drivers that cannot read views; clients override it per call with the
+    /// `x-polarway-view-types` header.
+    #[arg(long, env = "POLARWAY_VIEW_TYPES", default_value = "view", value_parser = view_types)]
+    pub view_types: crate::convert::ViewTypes,
 
-    /// JSON file of accepted tokens (SHA-256 digests) and users; when set, every call needs
-    /// `authorization: Bearer <token>` (see README).
-    #[arg(long, env = "POLARWAY_AUTH_TOKENS_FILE")]
-    pub auth_tokens_file: Option<PathBuf>,
+    /// Who frames DoGet and DoPut messages: `direct` (the worker, without copying batch
+    /// bodies) or `tonic` (its generated codec, the plain fallback).
+    #[arg(long, env = "POLARWAY_WIRE_FRAMING", value_enum, default_value = "direct")]
+    pub wire_framing: WireFraming,
 
-    /// PEM certificate chain for TLS on the Flight port; with POLARWAY_TLS_KEY the port speaks only TLS.
-    #[arg(long, env = "POLARWAY_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    /// Root directory that read_*/write_* operations may touch; without it file operations are refused.
+    #[arg(long, env = "POLARWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
 
-    /// PEM private key matching POLARWAY_TLS_CERT.
-    #[arg(long, env = "POLARWAY_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// PEM CA certificates; when set, clients must present a certificate issued by one of them (mTLS).
-    #[arg(long, env = "POLARWAY_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-
-    /// How often the TLS files are checked for changes, in seconds; changed files are used for
-    /// new connections without a restart.
-    #[arg(long, env = "POLARWAY_TLS_RELOAD_SECS", default_value_t = 10)]
-    pub tls_reload_secs: u64,
-
-    /// Most bytes of live results one tenant may hold (0 = unlimited); the tokens file may set
-    /// other figures per tenant.
-    #[arg(long, env = "POLARWAY_TENANT_MAX_BYTES", default_value_t = 0)]
-    pub tenant_max_bytes: u64,
-
-    /// Most live results one tenant may hold (0 = unlimited).
-    #[arg(long, env = "POLARWAY_TENANT_MAX_HANDLES", default_value_t = 0)]
-    pub tenant_max_handles: u64,
-
-    /// Where results are kept: `memory` (this process) or `external` (POLARWAY_STATE_DIR).
-    #[arg(long, env = "POLARWAY_HANDLE_STORE", value_enum, default_value = "memory")]
-    pub handle_store: HandleStore,
+/// Where results live and for how long.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Store")]
+pub struct StoreArgs {
+    /// Where results are kept: `memory` (this process, the default) or `external`
+    /// (POLARWAY_STATE_DIR or POLARWAY_STATE_URL, which `external` requires and `memory` refuses).
+    #[arg(long, env = "POLARWAY_HANDLE_STORE", value_enum)]
+    pub handle_store: Option<HandleStore>,
 
     /// Shared directory for results when POLARWAY_HANDLE_STORE=external (shorthand for a file:// URL).
     #[arg(long, env = "POLARWAY_STATE_DIR")]
@@ -106,29 +121,32 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_CACHE_BYTES", default_value_t = 1 << 30)]
     pub cache_bytes: u64,
 
-    /// Age after which an interrupted upload's leftovers are removed by the sweep, in seconds.
-    #[arg(long, env = "POLARWAY_ORPHAN_GRACE_SECS", default_value_t = 3_600)]
-    pub orphan_grace_secs: u64,
+    /// How long a result lives after it is created: seconds, or a duration such as `24h`.
+    #[arg(long, env = "POLARWAY_RESULT_TTL_SECS", default_value = "86400", value_parser = seconds)]
+    pub result_ttl_secs: Duration,
 
-    /// Root directory that read_*/write_* operations may touch; without it file operations are refused.
-    #[arg(long, env = "POLARWAY_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Time between sweeps that delete expired results: seconds, or a duration such as `1m`.
+    #[arg(long, env = "POLARWAY_GC_INTERVAL_SECS", default_value = "60", value_parser = seconds)]
+    pub gc_interval_secs: Duration,
 
-    /// How long a result lives after it is created, in seconds (default 24 h).
-    #[arg(long, env = "POLARWAY_RESULT_TTL_SECS", default_value_t = 86_400)]
-    pub result_ttl_secs: u64,
+    /// Age after which an interrupted upload's leftovers are removed by the sweep: seconds, or a
+    /// duration such as `1h`.
+    #[arg(long, env = "POLARWAY_ORPHAN_GRACE_SECS", default_value = "3600", value_parser = seconds)]
+    pub orphan_grace_secs: Duration,
+}
 
-    /// Seconds between sweeps that delete expired results.
-    #[arg(long, env = "POLARWAY_GC_INTERVAL_SECS", default_value_t = 60)]
-    pub gc_interval_secs: u64,
-
+/// Size, row, concurrency and time limits.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
     /// Largest DoPut upload accepted, in bytes.
     #[arg(long, env = "POLARWAY_MAX_PUT_BYTES", default_value_t = 4 << 30)]
     pub max_put_bytes: u64,
 
-    /// Largest single gRPC message accepted or sent, in bytes.
-    #[arg(long, env = "POLARWAY_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
-    pub max_message_bytes: usize,
+    /// Largest single gRPC message accepted or sent, in bytes (at least 1024).
+    #[arg(long, env = "POLARWAY_MAX_MESSAGE_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(1024..=u32::MAX as u64))]
+    pub max_message_bytes: u64,
 
     /// Most rows a result may have.
     #[arg(long, env = "POLARWAY_MAX_RESULT_ROWS", default_value_t = 1_000_000_000)]
@@ -153,12 +171,6 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_MAX_SQL_MEMORY_BYTES", default_value_t = 4 << 30)]
     pub max_sql_memory_bytes: usize,
 
-    /// How string and binary view columns (Utf8View, BinaryView) are sent: `view`, or `utf8` /
-    /// `large_utf8` for drivers that cannot read views; clients override it per call with the
-    /// `x-polarway-view-types` header.
-    #[arg(long, env = "POLARWAY_VIEW_TYPES", default_value = "view")]
-    pub view_types: String,
-
     /// Operations that may run at once on this worker (0 = number of cores).
     #[arg(long, env = "POLARWAY_MAX_CONCURRENT_OPS", default_value_t = 0)]
     pub max_concurrent_ops: usize,
@@ -168,35 +180,103 @@ pub struct Args {
     #[arg(long, env = "POLARWAY_MAX_QUEUED_OPS", default_value_t = 0)]
     pub max_queued_ops: usize,
 
-    /// How long a request may wait for an operation slot before RESOURCE_EXHAUSTED, in milliseconds.
-    #[arg(long, env = "POLARWAY_QUEUE_TIMEOUT_MS", default_value_t = 5_000)]
-    pub queue_timeout_ms: u64,
+    /// How long a request may wait for an operation slot before RESOURCE_EXHAUSTED:
+    /// milliseconds, or a duration such as `5s`.
+    #[arg(long, env = "POLARWAY_QUEUE_TIMEOUT_MS", default_value = "5000", value_parser = milliseconds)]
+    pub queue_timeout_ms: Duration,
 
-    /// Longest an operation may run before DEADLINE_EXCEEDED, in seconds.
-    #[arg(long, env = "POLARWAY_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
-    pub request_timeout_secs: u64,
+    /// Longest a request may take before DEADLINE_EXCEEDED, its wait for a slot included:
+    /// seconds, or a duration such as `10m`.
+    #[arg(long, env = "POLARWAY_REQUEST_TIMEOUT_SECS", default_value = "600", value_parser = seconds)]
+    pub request_timeout_secs: Duration,
+}
 
-    /// Who frames DoGet and DoPut messages: `direct` (the worker, without copying batch
-    /// bodies) or `tonic` (its generated codec, the plain fallback).
-    #[arg(long, env = "POLARWAY_WIRE_FRAMING", value_enum, default_value = "direct")]
-    pub wire_framing: WireFraming,
+/// TLS on the Flight port.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// PEM certificate chain for TLS on the Flight port; with POLARWAY_TLS_KEY the port speaks only TLS.
+    #[arg(long, env = "POLARWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching POLARWAY_TLS_CERT.
+    #[arg(long, env = "POLARWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates; when set, clients must present a certificate issued by one of them (mTLS).
+    #[arg(long, env = "POLARWAY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes (seconds, or a duration such as `30s`);
+    /// changed files are used for new connections without a restart.
+    #[arg(long, env = "POLARWAY_TLS_RELOAD_SECS", default_value = "10", value_parser = seconds)]
+    pub tls_reload_secs: Duration,
+}
+
+/// Who may call, and how much each tenant may hold.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Authentication and quotas")]
+pub struct AuthArgs {
+    /// JSON file of accepted tokens (SHA-256 digests) and users; when set, every call needs
+    /// `authorization: Bearer <token>` (see README).
+    #[arg(long, env = "POLARWAY_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// Most bytes of live results one tenant may hold (0 = unlimited); the tokens file may set
+    /// other figures per tenant.
+    #[arg(long, env = "POLARWAY_TENANT_MAX_BYTES", default_value_t = 0)]
+    pub tenant_max_bytes: u64,
+
+    /// Most live results one tenant may hold (0 = unlimited).
+    #[arg(long, env = "POLARWAY_TENANT_MAX_HANDLES", default_value_t = 0)]
+    pub tenant_max_handles: u64,
+}
+
+/// The batch job queue.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Jobs")]
+pub struct JobArgs {
+    /// How long a job's lease lasts without renewal (seconds, or a duration such as `10s`); a job
+    /// whose worker died is picked up by another worker after this.
+    #[arg(long, env = "POLARWAY_JOB_LEASE_SECS", default_value = "10", value_parser = seconds)]
+    pub job_lease_secs: Duration,
+
+    /// How often an idle worker looks for queued jobs: milliseconds, or a duration such as `1s`.
+    #[arg(long, env = "POLARWAY_JOB_POLL_MS", default_value = "1000", value_parser = milliseconds)]
+    pub job_poll_ms: Duration,
+}
+
+/// Logs and metrics.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Observability")]
+pub struct ObservabilityArgs {
+    /// Address of the HTTP endpoint serving /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "POLARWAY_METRICS_ADDRESS", default_value = "127.0.0.1:9464")]
+    pub metrics_address: SocketAddr,
 
     /// Log format: `text` or `json`. Levels follow RUST_LOG (default `info`).
     #[arg(long, env = "POLARWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
 
-    /// How long a job's lease lasts without renewal, in seconds; a job whose worker died is
-    /// picked up by another worker after this.
-    #[arg(long, env = "POLARWAY_JOB_LEASE_SECS", default_value_t = 10)]
-    pub job_lease_secs: u64,
+/// A duration given in `unit`s as a bare number, or with its own units (`90s`, `10m`, `1h 30m`).
+fn duration_in(text: &str, unit: Duration) -> Result<Duration, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) => Ok(unit * n),
+        Err(_) => humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration: {e}")),
+    }
+}
 
-    /// How often an idle worker looks for queued jobs, in milliseconds.
-    #[arg(long, env = "POLARWAY_JOB_POLL_MS", default_value_t = 1_000)]
-    pub job_poll_ms: u64,
+fn seconds(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::from_secs(1))
+}
 
-    /// What to run; without a command, the Flight server.
-    #[command(subcommand)]
-    pub command: Option<Command>,
+fn milliseconds(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::from_millis(1))
+}
+
+fn view_types(text: &str) -> Result<crate::convert::ViewTypes, String> {
+    crate::convert::ViewTypes::parse(text).ok_or_else(|| format!("`{text}` is not one of view, utf8, large_utf8"))
 }
 
 /// Commands besides serving.
@@ -275,27 +355,26 @@ pub enum StoreConfig {
 /// The environment variables object stores take their credentials and endpoints from.
 const CLOUD_ENV_PREFIXES: [&str; 3] = ["AWS_", "AZURE_", "GOOGLE_"];
 
-impl Args {
-    /// Validates the arguments; the error is one line naming the offending option.
-    pub fn try_into_config(self) -> Result<Config, String> {
-        let bind_address: SocketAddr = self.bind_address.parse().map_err(|e| {
-            format!("POLARWAY_BIND_ADDRESS: `{}` is not a socket address: {e}", self.bind_address)
-        })?;
-        let metrics_address: SocketAddr = self.metrics_address.parse().map_err(|e| {
-            format!("POLARWAY_METRICS_ADDRESS: `{}` is not a socket address: {e}", self.metrics_address)
-        })?;
-        let store = match (self.handle_store, self.state_dir, self.state_url) {
-            (HandleStore::Memory, _, _) => StoreConfig::Memory,
+impl StoreArgs {
+    /// The one store selector: `POLARWAY_HANDLE_STORE` and the location settings must agree.
+    fn selected(&self) -> Result<StoreConfig, String> {
+        let kind = self.handle_store.unwrap_or(HandleStore::Memory);
+        match (kind, &self.state_dir, &self.state_url) {
+            (HandleStore::Memory, None, None) => Ok(StoreConfig::Memory),
+            (HandleStore::Memory, dir, _) => {
+                let option = if dir.is_some() { "POLARWAY_STATE_DIR" } else { "POLARWAY_STATE_URL" };
+                Err(format!("{option}: is set but POLARWAY_HANDLE_STORE is memory; set POLARWAY_HANDLE_STORE=external to use it"))
+            }
             (HandleStore::External, None, None) => {
-                return Err("POLARWAY_STATE_DIR: required (or POLARWAY_STATE_URL) when POLARWAY_HANDLE_STORE=external".to_string());
+                Err("POLARWAY_STATE_DIR: required (or POLARWAY_STATE_URL) when POLARWAY_HANDLE_STORE=external".to_string())
             }
             (HandleStore::External, Some(_), Some(_)) => {
-                return Err("POLARWAY_STATE_URL: give POLARWAY_STATE_DIR or POLARWAY_STATE_URL, not both".to_string());
+                Err("POLARWAY_STATE_URL: give POLARWAY_STATE_DIR or POLARWAY_STATE_URL, not both".to_string())
             }
             (HandleStore::External, Some(dir), None) => {
-                std::fs::create_dir_all(&dir)
+                std::fs::create_dir_all(dir)
                     .map_err(|e| format!("POLARWAY_STATE_DIR: cannot create {}: {e}", dir.display()))?;
-                StoreConfig::Directory(dir)
+                Ok(StoreConfig::Directory(dir.clone()))
             }
             (HandleStore::External, None, Some(url)) => {
                 let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
@@ -305,92 +384,112 @@ impl Args {
                 let options = std::env::vars()
                     .filter(|(k, _)| CLOUD_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
                     .collect();
-                StoreConfig::Url { url, options }
+                Ok(StoreConfig::Url { url: url.clone(), options })
             }
-        };
-        let data_dir = match self.data_dir {
-            None => None,
-            Some(dir) => Some(dir.canonicalize().map_err(|e| {
-                format!("POLARWAY_DATA_DIR: {} is not an existing directory: {e}", dir.display())
-            })?),
-        };
-        if self.result_ttl_secs == 0 {
-            return Err("POLARWAY_RESULT_TTL_SECS: must be greater than 0".to_string());
         }
-        if self.gc_interval_secs == 0 {
-            return Err("POLARWAY_GC_INTERVAL_SECS: must be greater than 0".to_string());
-        }
-        if self.max_message_bytes < 1024 {
-            return Err("POLARWAY_MAX_MESSAGE_BYTES: must be at least 1024".to_string());
-        }
-        if self.request_timeout_secs == 0 {
+    }
+}
+
+impl LimitArgs {
+    fn validated(&self) -> Result<Limits, String> {
+        if self.request_timeout_secs.is_zero() {
             return Err("POLARWAY_REQUEST_TIMEOUT_SECS: must be greater than 0".to_string());
         }
         let max_concurrent_ops = match self.max_concurrent_ops {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
-        let auth = match &self.auth_tokens_file {
+        Ok(Limits {
+            max_put_bytes: self.max_put_bytes,
+            max_message_bytes: self.max_message_bytes as usize,
+            max_result_rows: self.max_result_rows,
+            max_result_columns: self.max_result_columns,
+            max_join_rows: self.max_join_rows,
+            max_result_bytes: match self.max_result_bytes {
+                0 => crate::memory::physical_bytes() / 2,
+                n => n,
+            },
+            max_sql_memory_bytes: self.max_sql_memory_bytes,
+            max_concurrent_ops,
+            max_queued_ops: match self.max_queued_ops {
+                0 => 16 * max_concurrent_ops,
+                n => n,
+            },
+            queue_timeout: self.queue_timeout_ms,
+            request_timeout: self.request_timeout_secs,
+        })
+    }
+}
+
+impl TlsArgs {
+    fn validated(self) -> Result<Option<crate::tls::TlsFiles>, String> {
+        let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) else { return Ok(None) };
+        let files = crate::tls::TlsFiles {
+            cert,
+            key,
+            client_ca: self.tls_client_ca,
+            reload_interval: self.tls_reload_secs.max(Duration::from_secs(1)),
+        };
+        files.load().map_err(|e| format!("POLARWAY_TLS_CERT: {e}"))?;
+        Ok(Some(files))
+    }
+}
+
+impl Args {
+    /// Validates the arguments; the error is one line naming the offending option.
+    pub fn try_into_config(self) -> Result<Config, String> {
+        let Args { server, store, limits, tls, auth, jobs, observability, command } = self;
+        let data_dir = match server.data_dir {
+            None => None,
+            Some(dir) => Some(dir.canonicalize().map_err(|e| {
+                format!("POLARWAY_DATA_DIR: {} is not an existing directory: {e}", dir.display())
+            })?),
+        };
+        if store.result_ttl_secs.is_zero() {
+            return Err("POLARWAY_RESULT_TTL_SECS: must be greater than 0".to_string());
+        }
+        if store.gc_interval_secs.is_zero() {
+            return Err("POLARWAY_GC_INTERVAL_SECS: must be greater than 0".to_string());
+        }
+        let authenticator = match &auth.auth_tokens_file {
             Some(path) => Some(std::sync::Arc::new(crate::auth::Authenticator::from_file(path)?)),
             None => None,
         };
-        let tls = match (self.tls_cert, self.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
-                cert,
-                key,
-                client_ca: self.tls_client_ca,
-                reload_interval: Duration::from_secs(self.tls_reload_secs.max(1)),
-            }),
-            _ => None,
-        };
-        if let Some(files) = &tls {
-            files.load().map_err(|e| format!("POLARWAY_TLS_CERT: {e}"))?;
-        }
         Ok(Config {
-            bind_address,
-            metrics_address,
-            auth,
-            tls,
-            view_types: crate::convert::ViewTypes::parse(&self.view_types).ok_or_else(|| {
-                format!("POLARWAY_VIEW_TYPES: `{}` is not one of view, utf8, large_utf8", self.view_types)
-            })?,
+            bind_address: server.bind_address,
+            metrics_address: observability.metrics_address,
+            auth: authenticator,
+            tls: tls.validated()?,
+            view_types: server.view_types,
             tenant_quota: crate::quota::Quota {
-                max_bytes: (self.tenant_max_bytes > 0).then_some(self.tenant_max_bytes),
-                max_handles: (self.tenant_max_handles > 0).then_some(self.tenant_max_handles),
+                max_bytes: (auth.tenant_max_bytes > 0).then_some(auth.tenant_max_bytes),
+                max_handles: (auth.tenant_max_handles > 0).then_some(auth.tenant_max_handles),
             },
-            store,
+            store: store.selected()?,
             data_dir,
-            result_ttl: Duration::from_secs(self.result_ttl_secs),
-            gc_interval: Duration::from_secs(self.gc_interval_secs),
-            limits: Limits {
-                max_put_bytes: self.max_put_bytes,
-                max_message_bytes: self.max_message_bytes,
-                max_result_rows: self.max_result_rows,
-                max_result_columns: self.max_result_columns,
-                max_join_rows: self.max_join_rows,
-                max_result_bytes: match self.max_result_bytes {
-                    0 => crate::memory::physical_bytes() / 2,
-                    n => n,
-                },
-                max_sql_memory_bytes: self.max_sql_memory_bytes,
-                max_concurrent_ops,
-                max_queued_ops: match self.max_queued_ops {
-                    0 => 16 * max_concurrent_ops,
-                    n => n,
-                },
-                queue_timeout: Duration::from_millis(self.queue_timeout_ms),
-                request_timeout: Duration::from_secs(self.request_timeout_secs),
-            },
-            wire_framing: self.wire_framing,
-            log_format: self.log_format,
-            cache_bytes: self.cache_bytes,
-            scratch_dir: self.scratch_dir.unwrap_or_else(|| std::env::temp_dir().join("polarway-scratch")),
-            orphan_grace: Duration::from_secs(self.orphan_grace_secs),
-            command: self.command,
-            job_lease: Duration::from_secs(self.job_lease_secs.max(1)),
-            job_poll: Duration::from_millis(self.job_poll_ms.max(10)),
+            result_ttl: store.result_ttl_secs,
+            gc_interval: store.gc_interval_secs,
+            limits: limits.validated()?,
+            wire_framing: server.wire_framing,
+            log_format: observability.log_format,
+            cache_bytes: store.cache_bytes,
+            scratch_dir: store.scratch_dir.unwrap_or_else(|| std::env::temp_dir().join("polarway-scratch")),
+            orphan_grace: store.orphan_grace_secs,
+            command,
+            job_lease: jobs.job_lease_secs.max(Duration::from_secs(1)),
+            job_poll: jobs.job_poll_ms.max(Duration::from_millis(10)),
             clock: crate::clock::system(),
         })
+    }
+}
+
+/// Gives threads that other crates start (Polars' and DataFusion's pools)
+/// [`crate::memory::THREAD_STACK_BYTES`] of stack, unless `RUST_MIN_STACK` says otherwise. Call it
+/// first thing in `main`, before other threads start; the runtime is built with the same size.
+pub fn size_thread_stacks() {
+    if std::env::var_os("RUST_MIN_STACK").is_none() {
+        // SAFETY: called before any other thread exists, so nothing reads the environment at once.
+        unsafe { std::env::set_var("RUST_MIN_STACK", crate::memory::THREAD_STACK_BYTES.to_string()) };
     }
 }
 
@@ -433,8 +532,50 @@ mod tests {
     }
 
     #[test]
-    fn bad_bind_address_names_the_option() {
-        let args = Args::parse_from(["polarway-grpc", "--bind-address", "nope"]);
-        assert!(args.try_into_config().unwrap_err().starts_with("POLARWAY_BIND_ADDRESS"));
+    fn settings_are_parsed_by_type_and_name_their_option() {
+        let err = Args::try_parse_from(["polarway-grpc", "--bind-address", "nope"]).unwrap_err().to_string();
+        assert!(err.contains("--bind-address"), "{err}");
+        let err = Args::try_parse_from(["polarway-grpc", "--wire-framing", "smoke"]).unwrap_err().to_string();
+        assert!(err.contains("direct") && err.contains("tonic"), "the choices are listed: {err}");
+        let err = Args::try_parse_from(["polarway-grpc", "--max-message-bytes", "10"]).unwrap_err().to_string();
+        assert!(err.contains("--max-message-bytes"), "{err}");
+        let err = Args::try_parse_from(["polarway-grpc", "--view-types", "utf16"]).unwrap_err().to_string();
+        assert!(err.contains("large_utf8"), "{err}");
+    }
+
+    #[test]
+    fn durations_take_a_bare_number_in_the_named_unit_or_their_own_units() {
+        let config = |flags: &[&str]| {
+            Args::try_parse_from(std::iter::once("polarway-grpc").chain(flags.iter().copied()))
+                .unwrap()
+                .try_into_config()
+                .unwrap()
+        };
+        let bare = config(&["--request-timeout-secs", "90", "--queue-timeout-ms", "250"]);
+        assert_eq!(bare.limits.request_timeout, Duration::from_secs(90));
+        assert_eq!(bare.limits.queue_timeout, Duration::from_millis(250));
+        let united = config(&["--request-timeout-secs", "1m 30s", "--queue-timeout-ms", "2s", "--result-ttl-secs", "2h"]);
+        assert_eq!(united.limits.request_timeout, Duration::from_secs(90));
+        assert_eq!(united.limits.queue_timeout, Duration::from_secs(2));
+        assert_eq!(united.result_ttl, Duration::from_secs(7200));
+        assert!(Args::try_parse_from(["polarway-grpc", "--job-poll-ms", "soon"]).is_err());
+        let zero = Args::try_parse_from(["polarway-grpc", "--request-timeout-secs", "0"]).unwrap();
+        assert!(zero.try_into_config().unwrap_err().starts_with("POLARWAY_REQUEST_TIMEOUT_SECS"));
+    }
+
+    #[test]
+    fn one_store_selector_refuses_settings_that_disagree() {
+        let store = |flags: &[&str]| {
+            Args::try_parse_from(std::iter::once("polarway-grpc").chain(flags.iter().copied())).unwrap().try_into_config()
+        };
+        assert!(matches!(store(&[]).unwrap().store, StoreConfig::Memory));
+        let err = store(&["--state-dir", "/tmp/polarway-unused"]).unwrap_err();
+        assert!(err.starts_with("POLARWAY_STATE_DIR") && err.contains("POLARWAY_HANDLE_STORE=external"), "{err}");
+        let err = store(&["--handle-store", "memory", "--state-url", "s3://b/p"]).unwrap_err();
+        assert!(err.starts_with("POLARWAY_STATE_URL"), "{err}");
+        let err = store(&["--handle-store", "external", "--state-dir", "/tmp/x", "--state-url", "s3://b/p"]).unwrap_err();
+        assert!(err.contains("not both"), "{err}");
+        let err = store(&["--handle-store", "external", "--state-url", "ftp://b/p"]).unwrap_err();
+        assert!(err.starts_with("POLARWAY_STATE_URL"), "{err}");
     }
 }

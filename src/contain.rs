@@ -1,4 +1,5 @@
-//! Containing panics that third-party decoders raise on input from outside.
+//! Containing panics: the one place a panic is caught ([`catch`]), and the guard for third-party
+//! decoders that panic on input from outside.
 //!
 //! arrow-rs's IPC reader asserts on array lengths, null counts and offsets, and Polars' import of
 //! Arrow types unwraps field metadata and panics on types it lacks. Both see bytes a client sent
@@ -26,16 +27,24 @@ pub fn guarded() -> bool {
     GUARDS.with(|g| g.get() > 0)
 }
 
+/// Runs `f`; a panic comes back as its message. [`crate::exec`] runs every operation through
+/// this, and [`guard`] every decoder.
+pub fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()).to_string())
+}
+
+/// Awaits `work`; a panic while polling it comes back as its message.
+pub async fn catch_async<T>(work: impl Future<Output = T>) -> std::result::Result<T, String> {
+    use futures::FutureExt;
+    AssertUnwindSafe(work).catch_unwind().await.map_err(|payload| panic_message(payload.as_ref()).to_string())
+}
+
 /// Runs `f` counted as guarded; a panic comes back as its message, logged once here.
 fn contained<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     GUARDS.with(|g| g.set(g.get() + 1));
-    let outcome = catch_unwind(AssertUnwindSafe(f));
+    let outcome = catch(f);
     GUARDS.with(|g| g.set(g.get() - 1));
-    outcome.map_err(|payload| {
-        let message = panic_message(payload.as_ref()).to_string();
-        tracing::warn!(panic = %message, "decoder panicked on its input");
-        message
-    })
+    outcome.inspect_err(|message| tracing::warn!(panic = %message, "decoder panicked on its input"))
 }
 
 /// The message a panic was raised with.

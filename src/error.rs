@@ -28,9 +28,17 @@ pub enum Error {
     /// The request touches something it may not, such as a path outside the data root.
     #[error("{0}")]
     PermissionDenied(String),
-    /// A configured limit was reached; ask for less.
+    /// A resource ran out that no setting names (memory, an IPC body's declared size); ask for less.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A configured limit was reached; ask for less, or raise the setting it names.
+    #[error("{detail} ({})", limit.option())]
+    LimitExceeded {
+        /// Which limit.
+        limit: crate::limits::Limit,
+        /// By how much.
+        detail: String,
+    },
     /// The worker is busy right now; the same request will succeed later (RESOURCE_EXHAUSTED
     /// with a `retry-after` hint in seconds).
     #[error("{0}")]
@@ -38,9 +46,19 @@ pub enum Error {
     /// The operation ran longer than the request timeout.
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// The state store could not be reached or written.
+    /// The worker cannot serve this now (shutting down, a record that vanished mid-read).
     #[error("{0}")]
     Unavailable(String),
+    /// A state store call failed: the network, the backend, the disk. UNAVAILABLE, which a retry
+    /// can get past; the store's own error is kept as the source, for the log.
+    #[error("{message}")]
+    Store {
+        /// What could not be done, as the client is told.
+        message: String,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The state store has no space left (a full disk or quota): RESOURCE_EXHAUSTED, for the
     /// operator rather than the request; space returns as expired results are swept.
     #[error("{0}")]
@@ -75,10 +93,10 @@ impl Error {
             Error::InvalidArgument(_) => "invalid_argument",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::PermissionDenied(_) => "permission_denied",
-            Error::ResourceExhausted(_) => "resource_exhausted",
+            Error::ResourceExhausted(_) | Error::LimitExceeded { .. } => "resource_exhausted",
             Error::Overloaded(_) => "overloaded",
             Error::DeadlineExceeded(_) => "deadline_exceeded",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::Store { .. } => "unavailable",
             Error::StoreFull(_) => "store_full",
             Error::Internal(_) => "internal",
             Error::Cancelled(_) => "cancelled",
@@ -109,6 +127,23 @@ impl Error {
         }
     }
 
+    /// A failed store call: `message` for the client, `source` for the log.
+    pub fn store(message: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Store { message: message.into(), source: source.into() }
+    }
+
+    /// The message and every error under it, for the log.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            next = e.source();
+        }
+        text
+    }
+
     /// The message, capped at a length fit to send to a client.
     pub fn capped_message(&self) -> String {
         let mut msg = self.to_string();
@@ -125,7 +160,10 @@ impl Error {
 
     /// Whether the client caused it (logged at `info`) or the worker did (logged at `warn`).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, Error::Internal(_) | Error::Unavailable(_) | Error::StoreFull(_) | Error::DataLoss(_))
+        !matches!(
+            self,
+            Error::Internal(_) | Error::Unavailable(_) | Error::Store { .. } | Error::StoreFull(_) | Error::DataLoss(_)
+        )
     }
 }
 
@@ -171,7 +209,7 @@ impl From<arrow::error::ArrowError> for Error {
         match err {
             A::ExternalError(e) => Error::Internal(e.to_string()),
             A::IoError(msg, e) if out_of_space(&e) => Error::StoreFull(format!("state store is full: {msg}")),
-            A::IoError(msg, _) => Error::Unavailable(format!("state store I/O: {msg}")),
+            A::IoError(msg, e) => Error::store(format!("state store I/O: {msg}"), e),
             A::NotYetImplemented(m) => Error::InvalidArgument(format!("unsupported: {m}")),
             A::MemoryError(m) => Error::ResourceExhausted(m),
             A::CastError(m)

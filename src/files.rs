@@ -24,6 +24,17 @@ pub enum Format {
     Ipc,
 }
 
+impl Format {
+    /// The format's name, as in `read_<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+            Format::Ipc => "ipc",
+        }
+    }
+}
+
 /// `read_csv` / `read_parquet` / `read_ipc`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

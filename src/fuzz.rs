@@ -33,7 +33,7 @@ use crate::handle::Handle;
 use crate::limits::Limits;
 use crate::ops::{self, Input};
 use crate::request::Request;
-use crate::store::{Lineage, ObjectStateStore, ResultMeta, StateStore, describe_schema};
+use crate::store::{FileCapabilities, Lineage, ObjectStateStore, ResultMeta, ResultStore, describe_schema};
 
 /// The fuzz targets, by name.
 pub const TARGETS: [&str; 5] = ["ticket", "action", "flight_data", "artifact", "expr"];
@@ -364,17 +364,17 @@ fn action_seeds() -> Vec<Vec<u8>> {
 }
 
 /// Sets a fuzz target up: a panic is fatal (libFuzzer's hook aborts) unless it happens where the
-/// service contains it on purpose ([`crate::contain::guard`]); and when `POLARWAY_FUZZ_SEEDS` names a
-/// directory, `target`'s seeds are written there as `seed-<n>` files, so the run starts from them.
-pub fn init(target: &str) {
+/// service contains it on purpose ([`crate::contain::guard`]); and when `seed_dir` names a directory
+/// (the targets pass `POLARWAY_FUZZ_SEEDS`), `target`'s seeds are written there as `seed-<n>`
+/// files, so the run starts from them.
+pub fn init(target: &str, seed_dir: Option<std::path::PathBuf>) {
     let fatal = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !crate::contain::guarded() {
             fatal(info);
         }
     }));
-    let Some(dir) = std::env::var_os("POLARWAY_FUZZ_SEEDS") else { return };
-    let dir = std::path::PathBuf::from(dir);
+    let Some(dir) = seed_dir else { return };
     std::fs::create_dir_all(&dir).expect("seed directory");
     for (i, seed) in seeds(target).iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i}")), seed).expect("seed written");

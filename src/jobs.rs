@@ -1,15 +1,11 @@
 //! Batch jobs: `PollFlightInfo` on a command queues it in the shared store and answers at once;
 //! idle workers claim and run queued jobs; a poll on any worker reports where a job is.
 //!
-//! Store layout (documents beside the results):
-//!
-//! ```text
-//! jobs/<id>.json       the job record: command, state, worker, result handle or error
-//! queue/<id>           present while the job is pending or running
-//! leases/<id>.<gen>    who runs it: created with create-if-absent, so one worker wins a
-//!                      generation; renewed by its holder; once it lapses (the worker died),
-//!                      another worker claims generation gen+1
-//! ```
+//! A job is three kinds of document in the shared store ([`DocKey`]): its record (command, state,
+//! worker, result handle or error); its place in the queue, present while it is pending or
+//! running; and its leases, one per generation, created with create-if-absent so one worker wins
+//! a generation, renewed by its holder, and once lapsed (the worker died) followed by generation
+//! gen+1 claimed by another worker.
 //!
 //! A job's id is derived from its command, so submitting the same command twice names one job,
 //! and because results are keyed by their request, a job that runs twice (a lease lapsed while
@@ -23,11 +19,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::context::RequestContext;
 use crate::engine::Engine;
+use crate::exec::blocking;
 use crate::request::Request;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
-use crate::store::StateStore;
+use crate::store::{DocKey, DocSet, DocumentStore};
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,24 +87,12 @@ struct Lease {
     expires_at: DateTime<Utc>,
 }
 
-fn job_key(id: &Handle) -> String {
-    format!("jobs/{id}.json")
-}
-
-fn queue_key(id: &Handle) -> String {
-    format!("queue/{id}")
-}
-
-fn lease_key(id: &Handle, generation: u64) -> String {
-    format!("leases/{id}.{generation}")
-}
-
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("job documents serialise")
 }
 
-fn read_job(store: &dyn StateStore, id: &Handle) -> Result<Option<Job>> {
-    match store.get_doc(&job_key(id))? {
+fn read_job(store: &dyn DocumentStore, id: &Handle) -> Result<Option<Job>> {
+    match store.get_doc(&DocKey::Job(id.clone()))? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -116,18 +102,20 @@ fn read_job(store: &dyn StateStore, id: &Handle) -> Result<Option<Job>> {
 
 /// Claims the next lease generation of a job if none is held at `now`; `None` when another
 /// worker holds it.
-fn try_claim(store: &dyn StateStore, id: &Handle, worker: &str, ttl: chrono::Duration, now: DateTime<Utc>) -> Result<Option<u64>> {
-    let prefix = format!("leases/{id}.");
+fn try_claim(store: &dyn DocumentStore, id: &Handle, worker: &str, ttl: chrono::Duration, now: DateTime<Utc>) -> Result<Option<u64>> {
     let newest = store
-        .list_docs("leases")?
+        .list_docs(&DocSet::Leases(id.clone()))?
         .iter()
-        .filter_map(|k| k.strip_prefix(&prefix).and_then(|g| g.parse::<u64>().ok()))
+        .filter_map(|key| match key {
+            DocKey::Lease(_, generation) => Some(*generation),
+            _ => None,
+        })
         .max();
     let next = match newest {
         None => 0,
         Some(generation) => {
             let held = store
-                .get_doc(&lease_key(id, generation))?
+                .get_doc(&DocKey::Lease(id.clone(), generation))?
                 .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
                 .is_some_and(|lease| lease.expires_at > now);
             if held {
@@ -137,13 +125,13 @@ fn try_claim(store: &dyn StateStore, id: &Handle, worker: &str, ttl: chrono::Dur
         }
     };
     let lease = Lease { worker: worker.to_string(), expires_at: now + ttl };
-    Ok(store.put_doc(&lease_key(id, next), encode(&lease), true)?.then_some(next))
+    Ok(store.put_doc(&DocKey::Lease(id.clone(), next), encode(&lease), true)?.then_some(next))
 }
 
 /// The job queue of one worker.
 pub struct Jobs {
     engine: Arc<Engine>,
-    store: Arc<dyn StateStore>,
+    store: Arc<dyn DocumentStore>,
     worker: String,
     lease: chrono::Duration,
     running: AtomicUsize,
@@ -154,7 +142,7 @@ impl Jobs {
     /// The queue over `engine`'s store; `worker` names this worker in leases and records.
     pub fn new(engine: Arc<Engine>, worker: String, lease: Duration) -> Arc<Jobs> {
         Arc::new(Jobs {
-            store: engine.store(),
+            store: engine.store() as Arc<dyn DocumentStore>,
             max_running: engine.limits().max_concurrent_ops,
             engine,
             worker,
@@ -163,20 +151,23 @@ impl Jobs {
         })
     }
 
+    fn now(&self) -> DateTime<Utc> {
+        self.engine.catalog().now()
+    }
+
     /// Queues a command (validated first) and returns its record; the same command names the
     /// same job. A failed or cancelled job is queued again.
-    pub async fn submit(&self, command: &[u8]) -> Result<Job> {
+    pub async fn submit(&self, ctx: &RequestContext, command: &[u8]) -> Result<Job> {
         let request = Request::parse_command(command)?;
         if !matches!(request, Request::Transform { .. } | Request::Read { .. }) {
             return Err(Error::invalid("only operations that make a result can run as jobs"));
         }
         let value: Value = serde_json::from_slice(command).expect("parsed above");
-        let tenant = crate::tenant::current();
+        let tenant = ctx.tenant().map(str::to_string);
         let id = Handle::derive(serde_json::json!({"job": value, "tenant": tenant}).to_string().as_bytes());
         let store = self.store.clone();
-        let now = self.engine.now();
-        self.engine
-            .blocking(move || {
+        let now = self.now();
+        blocking(move || {
                 let job = Job {
                     id: id.clone(),
                     command: value,
@@ -188,16 +179,16 @@ impl Jobs {
                     error: None,
                     tenant,
                 };
-                if !store.put_doc(&job_key(&id), encode(&job), true)? {
+                if !store.put_doc(&DocKey::Job(id.clone()), encode(&job), true)? {
                     let existing = read_job(store.as_ref(), &id)?.ok_or_else(|| {
                         Error::Unavailable("job record vanished while being read".into())
                     })?;
                     if !matches!(existing.state, JobState::Failed | JobState::Cancelled) {
                         return Ok(existing);
                     }
-                    store.put_doc(&job_key(&id), encode(&job), false)?;
+                    store.put_doc(&DocKey::Job(id.clone()), encode(&job), false)?;
                 }
-                store.put_doc(&queue_key(&id), Vec::new(), false)?;
+                store.put_doc(&DocKey::Queued(id.clone()), Vec::new(), false)?;
                 crate::metrics::metrics().jobs_queued.inc();
                 tracing::info!(job = %id, "job queued");
                 Ok(job)
@@ -206,9 +197,9 @@ impl Jobs {
     }
 
     /// A job's record, or NOT_FOUND (also for another tenant's job).
-    pub async fn get(&self, id: &Handle) -> Result<Job> {
+    pub async fn get(&self, ctx: &RequestContext, id: &Handle) -> Result<Job> {
         let job = self.record(id).await?;
-        if job.tenant != crate::tenant::current() {
+        if !ctx.owns(&job.tenant) {
             return Err(Error::NotFound(format!("job {id} not found")));
         }
         Ok(job)
@@ -217,25 +208,23 @@ impl Jobs {
     async fn record(&self, id: &Handle) -> Result<Job> {
         let store = self.store.clone();
         let key = id.clone();
-        self.engine
-            .blocking(move || read_job(store.as_ref(), &key))
+        blocking(move || read_job(store.as_ref(), &key))
             .await?
             .ok_or_else(|| Error::NotFound(format!("job {id} not found")))
     }
 
     /// Cancels a job that has not finished; a running computation completes but its job stays
     /// cancelled.
-    pub async fn cancel(&self, id: &Handle) -> Result<Job> {
-        let mut job = self.get(id).await?;
+    pub async fn cancel(&self, ctx: &RequestContext, id: &Handle) -> Result<Job> {
+        let mut job = self.get(ctx, id).await?;
         if matches!(job.state, JobState::Pending | JobState::Running) {
             job.state = JobState::Cancelled;
-            job.updated_at = self.engine.now();
+            job.updated_at = self.now();
             let store = self.store.clone();
             let saved = job.clone();
-            self.engine
-                .blocking(move || {
-                    store.put_doc(&job_key(&saved.id), encode(&saved), false)?;
-                    store.delete_doc(&queue_key(&saved.id))
+            blocking(move || {
+                    store.put_doc(&DocKey::Job(saved.id.clone()), encode(&saved), false)?;
+                    store.delete_doc(&DocKey::Queued(saved.id.clone()))
                 })
                 .await?;
         }
@@ -259,20 +248,15 @@ impl Jobs {
             return Ok(());
         }
         let store = self.store.clone();
-        let queued = self.engine.blocking(move || store.list_docs("queue")).await?;
+        let queued = blocking(move || store.list_docs(&DocSet::Queue)).await?;
         for key in queued {
             if self.running.load(Ordering::Relaxed) >= self.max_running {
                 break;
             }
-            let Some(id) = key.strip_prefix("queue/").and_then(|k| Handle::parse(k).ok()) else {
-                continue;
-            };
-            let (store, worker, lease, now) = (self.store.clone(), self.worker.clone(), self.lease, self.engine.now());
+            let DocKey::Queued(id) = key else { continue };
+            let (store, worker, lease, now) = (self.store.clone(), self.worker.clone(), self.lease, self.now());
             let claim_id = id.clone();
-            let claimed = self
-                .engine
-                .blocking(move || try_claim(store.as_ref(), &claim_id, &worker, lease, now))
-                .await?;
+            let claimed = blocking(move || try_claim(store.as_ref(), &claim_id, &worker, lease, now)).await?;
             if let Some(generation) = claimed {
                 self.running.fetch_add(1, Ordering::Relaxed);
                 let this = self.clone();
@@ -290,7 +274,7 @@ impl Jobs {
     async fn save(&self, job: &Job) -> Result<()> {
         let store = self.store.clone();
         let saved = job.clone();
-        self.engine.blocking(move || store.put_doc(&job_key(&saved.id), encode(&saved), false).map(|_| ())).await
+        blocking(move || store.put_doc(&DocKey::Job(saved.id.clone()), encode(&saved), false).map(|_| ())).await
     }
 
     async fn execute(&self, id: &Handle, generation: u64) -> Result<()> {
@@ -300,7 +284,7 @@ impl Jobs {
         }
         job.state = JobState::Running;
         job.worker = Some(self.worker.clone());
-        job.updated_at = self.engine.now();
+        job.updated_at = self.now();
         self.save(&job).await?;
         tracing::info!(job = %id, generation, "job started");
         let running = crate::metrics::metrics().jobs_running.clone();
@@ -309,21 +293,24 @@ impl Jobs {
         // Renew the lease while the operation runs.
         let renew = {
             let (store, worker, ttl, key) =
-                (self.store.clone(), self.worker.clone(), self.lease, lease_key(id, generation));
-            let engine = self.engine.clone();
+                (self.store.clone(), self.worker.clone(), self.lease, DocKey::Lease(id.clone(), generation));
+            let clock = self.engine.catalog().clock();
             let period = (ttl / 3).to_std().unwrap_or(Duration::from_secs(1));
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(period).await;
-                    let lease = Lease { worker: worker.clone(), expires_at: engine.now() + ttl };
+                    let lease = Lease { worker: worker.clone(), expires_at: clock.now() + ttl };
                     let (store, key) = (store.clone(), key.clone());
                     let _ = tokio::task::spawn_blocking(move || store.put_doc(&key, encode(&lease), false)).await;
                 }
             })
         };
         let outcome = match Request::parse_command(&serde_json::to_vec(&job.command).expect("json")) {
-            // The job runs as the tenant that queued it.
-            Ok(request) => crate::tenant::scope(job.tenant.clone(), self.engine.produce(request)).await,
+            // The job runs as the tenant that queued it, with a request's time from its start.
+            Ok(request) => {
+                let ctx = RequestContext::new(job.tenant.clone(), self.engine.limits().request_timeout, format!("job-{id}"));
+                self.engine.produce(&ctx, request).await
+            }
             Err(e) => Err(e),
         };
         renew.abort();
@@ -342,7 +329,7 @@ impl Jobs {
                     job.error = Some(JobError { kind: e.kind().to_string(), message: e.to_string() });
                 }
             }
-            job.updated_at = self.engine.now();
+            job.updated_at = self.now();
             self.save(&job).await?;
         }
         tracing::info!(job = %id, state = ?job.state, "job finished");
@@ -353,14 +340,10 @@ impl Jobs {
     async fn finish(&self, id: &Handle) -> Result<()> {
         let store = self.store.clone();
         let id = id.clone();
-        self.engine
-            .blocking(move || {
-                store.delete_doc(&queue_key(&id))?;
-                let prefix = format!("leases/{id}.");
-                for key in store.list_docs("leases")? {
-                    if key.starts_with(&prefix) {
-                        store.delete_doc(&key)?;
-                    }
+        blocking(move || {
+                store.delete_doc(&DocKey::Queued(id.clone()))?;
+                for key in store.list_docs(&DocSet::Leases(id.clone()))? {
+                    store.delete_doc(&key)?;
                 }
                 Ok(())
             })

@@ -1,62 +1,94 @@
 //! Polarway: Polars DataFrame operations over Arrow Flight.
 //!
-//! Dependencies point one way: [`flight`] (protocol) -> [`engine`] -> [`ops`] / [`store`].
+//! Dependencies point one way, down this map: protocol -> execution -> operations and storage.
+//! Only the protocol layer speaks gRPC (metrics count its calls by status code); only storage
+//! knows keys and paths; only [`config`] reads the environment. Where a change lands:
+//!
+//! | change | room |
+//! | --- | --- |
+//! | add an operation | a struct in its family's file in [`ops`] (its spec and `Operation` impl), listed once in `ops::registry` |
+//! | add a store backend | [`store`]: its `ResultStore`, `DocumentStore` and `FileCapabilities`, chosen in `store::open` from [`config`]'s `StoreConfig` |
+//! | change how DoGet streams | `flight::stream` (batches and stored messages), `flight::wire` (HTTP/2 framing) |
+//! | add a limit | [`limits`]: a `Limit` variant (its setting, its metrics label) and its check; a field in [`config`]'s `LimitArgs` |
 
-/// Token authentication: bearer tokens and signed Handshake tokens.
-pub mod auth;
-/// A bytes-bounded LRU of decoded results, per worker.
-pub mod cache;
-/// The Rust client: retries, deadlines, affinity, endpoint hashing; independent of the server.
-pub mod client;
-/// Command line and environment: the one place configuration is read and validated.
-pub mod config;
-/// Panics of third-party decoders on outside input, contained to the request.
-pub mod contain;
-/// The time expiry, leases and sweeps are measured against; injected so tests can move it.
-pub mod clock;
-/// Zero-copy conversion between Polars frames and arrow-rs batches.
-pub mod convert;
-/// One operation's life: admit, load inputs, run, persist.
-pub mod engine;
-/// The error type and its mapping to gRPC status codes.
-pub mod error;
-/// File sources and sinks under the data root: `read_*` and `write_*`.
-pub mod files;
-/// The Arrow Flight service: a thin adapter over the engine.
+// Protocol: how clients reach a worker.
+
+/// The Arrow Flight service: decode, call the engine, encode; the only module that knows tonic.
 pub mod flight;
-/// Entry points for the fuzz targets in `fuzz/`, and the replay of the inputs they found.
-pub mod fuzz;
-/// Result handles, which are also Flight tickets.
-pub mod handle;
-/// Checks on Arrow IPC from clients and the store, before arrow-rs decodes it.
-pub mod ipc;
-/// Size, row, concurrency and time limits.
-pub mod limits;
-/// Batch jobs queued in the shared store, claimed with leases.
-pub mod jobs;
-/// The allocator's settings, freed memory handed back, and thread stacks.
-pub mod memory;
-/// Prometheus metrics and the health/readiness endpoint.
-pub mod metrics;
-/// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.
-pub mod names;
-/// Polars operations by family, their typed JSON specs, and the one registry of them.
-pub mod ops;
-/// Per-tenant quotas on bytes stored and live results.
-pub mod quota;
-/// Header names shared by the server and clients.
-pub mod protocol;
 /// Parsing of DoAction bodies and command descriptors into typed requests.
 pub mod request;
-/// The calling tenant, carried with each request.
-pub mod tenant;
+/// Result handles, which are also Flight tickets.
+pub mod handle;
+/// Header names shared by the server and clients.
+pub mod protocol;
+/// Token authentication: bearer tokens and signed Handshake tokens.
+pub mod auth;
 /// TLS and mTLS on the Flight port, with certificates reloaded from disk.
 pub mod tls;
+/// Running a worker: server, sweep and job tasks, shutdown.
+pub mod server;
+
+// Execution: one request's life.
+
+/// What a request carries through the layers: tenant, deadline, request id.
+pub mod context;
+/// The one way work runs: admitted, within the deadline, on the blocking pool, panics contained.
+pub mod exec;
+/// What a request asks of the worker, done: operations, files, uploads, exchanges; typed outcomes.
+pub mod engine;
+/// Which results a request sees, their lifetime, reads, cache, quota and recovery from lineage.
+pub mod catalog;
 /// SQL over a tenant's named datasets with DataFusion, reading stored IPC files directly.
 pub mod sql;
-/// Running a worker: server, expiry sweep, shutdown.
-pub mod server;
 /// What SQL text can cost, read from its tokens before a parser sees it: depth and expansion.
 pub mod sqltext;
-/// Where results live: in memory or as Arrow IPC files.
+/// Batch jobs queued in the shared store, claimed with leases.
+pub mod jobs;
+/// Expiry: deleting expired results and the leftovers of interrupted writes.
+pub mod gc;
+
+// Operations: Polars work, no I/O.
+
+/// Polars operations by family, their typed JSON specs, and the one registry of them.
+pub mod ops;
+/// File sources and sinks under the data root: `read_*` and `write_*`.
+pub mod files;
+/// Zero-copy conversion between Polars frames and arrow-rs batches.
+pub mod convert;
+
+// Storage: where results and documents live.
+
+/// Where results live: the store trait, in memory or as Arrow IPC files in an object store.
 pub mod store;
+/// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.
+pub mod names;
+/// A bytes-bounded LRU of decoded results, per worker.
+pub mod cache;
+/// Checks on Arrow IPC from clients and the store, before arrow-rs decodes it.
+pub mod ipc;
+
+// Cross-cutting.
+
+/// Command line and environment: the one place configuration is read and validated.
+pub mod config;
+/// The error type, by root cause; its gRPC status is made in `flight::status` alone.
+pub mod error;
+/// Size, row, concurrency and time limits, and the admission queue.
+pub mod limits;
+/// Per-tenant quotas on bytes stored and live results.
+pub mod quota;
+/// The time expiry, leases and sweeps are measured against; injected so tests can move it.
+pub mod clock;
+/// The one place a panic is caught, and the guard for decoders fed outside input.
+pub mod contain;
+/// Prometheus metrics and the health/readiness endpoint.
+pub mod metrics;
+/// The allocator's settings, freed memory handed back, and thread stacks.
+pub mod memory;
+/// Entry points for the fuzz targets in `fuzz/`, and the replay of the inputs they found.
+pub mod fuzz;
+
+// Clients.
+
+/// The Rust client: retries, deadlines, affinity, endpoint hashing; independent of the server.
+pub mod client;

@@ -13,6 +13,71 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
 
+/// A configured limit: the setting that raises it and the label its refusals are counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Bytes one upload may send.
+    PutBytes,
+    /// Bytes of one gRPC message.
+    MessageBytes,
+    /// Rows of one result.
+    ResultRows,
+    /// Columns of one result.
+    ResultColumns,
+    /// Bytes of one result.
+    ResultBytes,
+    /// Rows one join may produce.
+    JoinRows,
+    /// Memory of one SQL query.
+    SqlMemoryBytes,
+    /// How deep an expression or query may nest (fixed: [`crate::sqltext::MAX_DEPTH`]).
+    ExpressionDepth,
+    /// Bytes a tenant's live results may hold (tokens file, else POLARWAY_TENANT_MAX_BYTES).
+    TenantBytes,
+    /// Live results a tenant may hold (tokens file, else POLARWAY_TENANT_MAX_HANDLES).
+    TenantHandles,
+}
+
+impl Limit {
+    /// The setting that raises the limit.
+    pub fn option(self) -> &'static str {
+        match self {
+            Limit::PutBytes => "POLARWAY_MAX_PUT_BYTES",
+            Limit::MessageBytes => "POLARWAY_MAX_MESSAGE_BYTES",
+            Limit::ResultRows => "POLARWAY_MAX_RESULT_ROWS",
+            Limit::ResultColumns => "POLARWAY_MAX_RESULT_COLUMNS",
+            Limit::ResultBytes => "POLARWAY_MAX_RESULT_BYTES",
+            Limit::JoinRows => "POLARWAY_MAX_JOIN_ROWS",
+            Limit::SqlMemoryBytes => "POLARWAY_MAX_SQL_MEMORY_BYTES",
+            Limit::ExpressionDepth => "a fixed limit",
+            Limit::TenantBytes => "POLARWAY_TENANT_MAX_BYTES",
+            Limit::TenantHandles => "POLARWAY_TENANT_MAX_HANDLES",
+        }
+    }
+
+    /// The `limit` label of `polarway_limit_rejections_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::PutBytes => "put_bytes",
+            Limit::MessageBytes => "message_bytes",
+            Limit::ResultRows => "result_rows",
+            Limit::ResultColumns => "result_columns",
+            Limit::ResultBytes => "result_bytes",
+            Limit::JoinRows => "join_rows",
+            Limit::SqlMemoryBytes => "sql_memory",
+            Limit::ExpressionDepth => "expression_depth",
+            Limit::TenantBytes => "tenant_bytes",
+            Limit::TenantHandles => "tenant_handles",
+        }
+    }
+
+    /// The error for a request past this limit, counted in the metrics; `detail` says by how much.
+    pub fn exceeded(self, detail: impl Into<String>) -> Error {
+        rejected(self.label());
+        Error::LimitExceeded { limit: self, detail: detail.into() }
+    }
+}
+
 /// Configured limits of one worker.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -44,18 +109,11 @@ impl Limits {
     /// Refuses a result whose shape exceeds the row or column limit.
     pub fn check_shape(&self, rows: usize, columns: usize) -> Result<()> {
         if rows as u64 > self.max_result_rows {
-            rejected("result_rows");
-            return Err(Error::ResourceExhausted(format!(
-                "result has {rows} rows; the limit is {} (POLARWAY_MAX_RESULT_ROWS)",
-                self.max_result_rows
-            )));
+            return Err(Limit::ResultRows.exceeded(format!("result has {rows} rows; the limit is {}", self.max_result_rows)));
         }
         if columns as u64 > self.max_result_columns {
-            rejected("result_columns");
-            return Err(Error::ResourceExhausted(format!(
-                "result has {columns} columns; the limit is {} (POLARWAY_MAX_RESULT_COLUMNS)",
-                self.max_result_columns
-            )));
+            return Err(Limit::ResultColumns
+                .exceeded(format!("result has {columns} columns; the limit is {}", self.max_result_columns)));
         }
         Ok(())
     }
@@ -63,12 +121,9 @@ impl Limits {
     /// Refuses a result of `bytes`, or one estimated at that, past the byte limit.
     pub fn check_bytes(&self, bytes: u64, estimated: bool) -> Result<()> {
         if bytes > self.max_result_bytes {
-            rejected("result_bytes");
             let what = if estimated { "would take about" } else { "takes" };
-            return Err(Error::ResourceExhausted(format!(
-                "result {what} {bytes} bytes; the limit is {} (POLARWAY_MAX_RESULT_BYTES)",
-                self.max_result_bytes
-            )));
+            return Err(Limit::ResultBytes
+                .exceeded(format!("result {what} {bytes} bytes; the limit is {}", self.max_result_bytes)));
         }
         Ok(())
     }
@@ -81,11 +136,8 @@ impl Limits {
     /// Refuses a join of kind `how` that would produce more than the limit's rows.
     pub fn check_join(&self, how: &str, rows: u64) -> Result<()> {
         if rows > self.max_join_rows {
-            rejected("join_rows");
-            return Err(Error::ResourceExhausted(format!(
-                "{how} join would produce {rows} rows; the limit is {} (POLARWAY_MAX_JOIN_ROWS)",
-                self.max_join_rows
-            )));
+            return Err(Limit::JoinRows
+                .exceeded(format!("{how} join would produce {rows} rows; the limit is {}", self.max_join_rows)));
         }
         Ok(())
     }
@@ -93,11 +145,7 @@ impl Limits {
     /// Refuses an upload once it has passed the byte limit.
     pub fn check_put_bytes(&self, bytes: u64) -> Result<()> {
         if bytes > self.max_put_bytes {
-            rejected("put_bytes");
-            return Err(Error::ResourceExhausted(format!(
-                "upload exceeds {} bytes (POLARWAY_MAX_PUT_BYTES)",
-                self.max_put_bytes
-            )));
+            return Err(Limit::PutBytes.exceeded(format!("upload exceeds {} bytes", self.max_put_bytes)));
         }
         Ok(())
     }
@@ -223,6 +271,15 @@ mod tests {
         waiting.await.unwrap().unwrap();
         admission.shed().unwrap();
         assert_eq!(admission.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_limit_names_the_setting_that_raises_it() {
+        let limits = crate::config::Config::with_store(crate::config::StoreConfig::Memory).limits;
+        let err = limits.check_shape(limits.max_result_rows as usize + 1, 1).unwrap_err();
+        assert!(matches!(err, Error::LimitExceeded { limit: Limit::ResultRows, .. }), "{err:?}");
+        assert!(err.to_string().ends_with("(POLARWAY_MAX_RESULT_ROWS)"), "{err}");
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::ResourceExhausted);
     }
 
     #[test]

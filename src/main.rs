@@ -10,7 +10,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() {
     polarway::memory::tune_allocator();
-    polarway::memory::size_thread_stacks();
+    polarway::config::size_thread_stacks();
     polarway::memory::trim_periodically(polarway::memory::TRIM_INTERVAL);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

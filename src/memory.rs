@@ -37,16 +37,6 @@ const TRIM_THRESHOLD: i32 = 1 << 30;
 /// memory is reserved, not used: pages are touched only as deep as a thread recurses.
 pub const THREAD_STACK_BYTES: usize = 16 << 20;
 
-/// Gives threads that other crates start (Polars' and DataFusion's pools) [`THREAD_STACK_BYTES`]
-/// of stack, unless `RUST_MIN_STACK` says otherwise. Call it first thing in `main`, before other
-/// threads start; the runtime is built with the same size.
-pub fn size_thread_stacks() {
-    if std::env::var_os("RUST_MIN_STACK").is_none() {
-        // SAFETY: called before any other thread exists, so nothing reads the environment at once.
-        unsafe { std::env::set_var("RUST_MIN_STACK", THREAD_STACK_BYTES.to_string()) };
-    }
-}
-
 /// The machine's physical memory in bytes (16 GiB where it cannot be read).
 pub fn physical_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.

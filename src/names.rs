@@ -7,12 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
+use crate::context::RequestContext;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
-use crate::store::StateStore;
-
-/// The namespace of calls without authentication (tenant names start with a letter or digit).
-const ANONYMOUS: &str = "-";
+use crate::store::{DocKey, DocSet, DocumentStore, ResultMeta};
 
 /// What a name document holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,16 +39,7 @@ pub fn check(name: &str) -> Result<()> {
     }
 }
 
-fn prefix(tenant: Option<&str>) -> String {
-    format!("names/{}", tenant.unwrap_or(ANONYMOUS))
-}
-
-fn key(tenant: Option<&str>, name: &str) -> String {
-    format!("{}/{name}.json", prefix(tenant))
-}
-
-/// Binds `name` to `handle` for `tenant`, replacing an earlier binding. Blocking.
-pub fn bind(store: &dyn StateStore, tenant: Option<&str>, name: &str, handle: &Handle) -> Result<()> {
+pub fn bind(store: &dyn DocumentStore, tenant: Option<&str>, name: &str, handle: &Handle) -> Result<()> {
     check(name)?;
     let doc = serde_json::to_vec(&Binding { handle: handle.clone() }).map_err(|e| Error::Internal(e.to_string()))?;
     store.put_doc(&key(tenant, name), doc, false)?;
@@ -57,7 +47,7 @@ pub fn bind(store: &dyn StateStore, tenant: Option<&str>, name: &str, handle: &H
 }
 
 /// The handle `name` is bound to for `tenant`, if any. Blocking.
-pub fn resolve(store: &dyn StateStore, tenant: Option<&str>, name: &str) -> Result<Option<Handle>> {
+pub fn resolve(store: &dyn DocumentStore, tenant: Option<&str>, name: &str) -> Result<Option<Handle>> {
     if !is_valid(name) {
         return Ok(None);
     }
@@ -72,15 +62,52 @@ pub fn resolve(store: &dyn StateStore, tenant: Option<&str>, name: &str) -> Resu
 }
 
 /// Every name `tenant` has bound, sorted. Blocking.
-pub fn list(store: &dyn StateStore, tenant: Option<&str>) -> Result<Vec<String>> {
+pub fn list(store: &dyn DocumentStore, tenant: Option<&str>) -> Result<Vec<String>> {
     let mut names: Vec<String> = store
-        .list_docs(&prefix(tenant))?
+        .list_docs(&DocSet::Names(tenant.map(str::to_string)))?
         .into_iter()
-        .filter_map(|key| key.rsplit('/').next()?.strip_suffix(".json").map(str::to_string))
-        .filter(|name| is_valid(name))
+        .filter_map(|key| match key {
+            DocKey::Name { name, .. } if is_valid(&name) => Some(name),
+            _ => None,
+        })
         .collect();
     names.sort();
     Ok(names)
+}
+
+fn key(tenant: Option<&str>, name: &str) -> DocKey {
+    DocKey::Name { tenant: tenant.map(str::to_string), name: name.to_string() }
+}
+
+/// Binds `name` to a result the request can see, and returns the result's meta.
+pub async fn bind_live(catalog: &Catalog, ctx: &RequestContext, name: &str, handle: &Handle) -> Result<ResultMeta> {
+    check(name)?;
+    let meta = catalog.live_meta(ctx, handle).await?;
+    let (tenant, name, h) = (ctx.tenant().map(str::to_string), name.to_string(), handle.clone());
+    catalog.on_store(move |store| bind(store, tenant.as_deref(), &name, &h)).await?;
+    Ok(meta)
+}
+
+/// The live result `name` names for the request's tenant, if any.
+pub async fn resolve_live(catalog: &Catalog, ctx: &RequestContext, name: &str) -> Result<Option<ResultMeta>> {
+    let (tenant, owned) = (ctx.tenant().map(str::to_string), name.to_string());
+    match catalog.on_store(move |store| resolve(store, tenant.as_deref(), &owned)).await? {
+        Some(handle) => catalog.existing(ctx, &handle).await,
+        None => Ok(None),
+    }
+}
+
+/// The request's tenant's named datasets whose results are live, by name.
+pub async fn named(catalog: &Catalog, ctx: &RequestContext) -> Result<Vec<(String, ResultMeta)>> {
+    let tenant = ctx.tenant().map(str::to_string);
+    let all = catalog.on_store(move |store| list(store, tenant.as_deref())).await?;
+    let mut named = Vec::new();
+    for name in all {
+        if let Some(meta) = resolve_live(catalog, ctx, &name).await? {
+            named.push((name, meta));
+        }
+    }
+    Ok(named)
 }
 
 #[cfg(test)]

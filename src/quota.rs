@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::limits::Limit;
 use crate::store::ResultMeta;
 
 /// Longest a census is trusted before the store is listed again.
@@ -99,8 +100,7 @@ impl Quotas {
         if let Some(max) = quota.max_handles
             && usage.handles + 1 > max
         {
-            crate::limits::rejected("tenant_handles");
-            return Err(Error::ResourceExhausted(format!(
+            return Err(Limit::TenantHandles.exceeded(format!(
                 "{who} holds {} live results; its quota is {max}: drop or let some expire",
                 usage.handles
             )));
@@ -108,8 +108,7 @@ impl Quotas {
         if let Some(max) = quota.max_bytes
             && usage.bytes.saturating_add(bytes) > max
         {
-            crate::limits::rejected("tenant_bytes");
-            return Err(Error::ResourceExhausted(format!(
+            return Err(Limit::TenantBytes.exceeded(format!(
                 "{who} holds {} bytes of live results and this result adds about {bytes}; its quota is {max} bytes",
                 usage.bytes
             )));

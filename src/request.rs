@@ -85,42 +85,15 @@ fn from_value<T: serde::de::DeserializeOwned>(op: &str, value: Value) -> Result<
 impl Request {
     /// Parses a DoAction: the operation name and its JSON body.
     pub fn parse(op: &str, body: &[u8]) -> Result<Request> {
-        // serde_json refuses deeper nesting with a message about recursion; say what is refused.
-        if native::json_depth(body) > native::MAX_JSON_DEPTH {
-            return Err(Error::invalid(format!(
-                "`{op}`: the body nests deeper than {} levels (an expression nested too deep)",
-                native::MAX_JSON_DEPTH
-            )));
-        }
-        let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
-            json!({})
-        } else {
-            serde_json::from_slice(body)
-                .map_err(|e| Error::invalid(format!("`{op}`: body is not valid JSON: {e}")))?
-        };
-        let Value::Object(mut obj) = value else {
-            return Err(Error::invalid(format!("`{op}`: body must be a JSON object")));
-        };
+        let obj = body_object(op, body)?;
         use actions::*;
-        let take_handle = |obj: &mut serde_json::Map<String, Value>, key: &str| -> Result<Handle> {
-            match obj.remove(key) {
-                Some(Value::String(s)) => Handle::parse(&s),
-                Some(_) => Err(Error::invalid(format!("`{key}`: must be a handle string"))),
-                None => Err(Error::invalid(format!("`{op}`: missing field `{key}`"))),
-            }
-        };
+        let args = || Value::Object(obj.clone());
         Ok(match op {
-            PIPELINE => Request::Transform {
-                op: op.to_string(),
-                pipeline: from_value(op, Value::Object(obj))?,
-            },
-            EXPLAIN => Request::Explain { pipeline: from_value(op, Value::Object(obj))? },
-            SCHEMA => Request::Schema { input: from_value::<InputArg>(op, Value::Object(obj))?.input },
-            SHAPE => Request::Shape { input: from_value::<InputArg>(op, Value::Object(obj))?.input },
-            PIN | UNPIN => Request::Pin {
-                handle: from_value::<HandleArg>(op, Value::Object(obj))?.handle,
-                pinned: op == PIN,
-            },
+            PIPELINE => Request::Transform { op: op.to_string(), pipeline: from_value(op, args())? },
+            EXPLAIN => Request::Explain { pipeline: from_value(op, args())? },
+            SCHEMA => Request::Schema { input: from_value::<InputArg>(op, args())?.input },
+            SHAPE => Request::Shape { input: from_value::<InputArg>(op, args())?.input },
+            PIN | UNPIN => Request::Pin { handle: from_value::<HandleArg>(op, args())?.handle, pinned: op == PIN },
             NAME => {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
@@ -128,50 +101,18 @@ impl Request {
                     handle: Handle,
                     name: String,
                 }
-                let arg: NameArg = from_value(op, Value::Object(obj))?;
+                let arg: NameArg = from_value(op, args())?;
                 crate::names::check(&arg.name)?;
                 Request::Name { handle: arg.handle, name: arg.name }
             }
-            DROP_HANDLE => {
-                Request::DropHandle { handle: from_value::<HandleArg>(op, Value::Object(obj))?.handle }
-            }
-            READ_CSV | READ_PARQUET | READ_IPC => Request::Read {
-                format: match op {
-                    READ_CSV => Format::Csv,
-                    READ_PARQUET => Format::Parquet,
-                    _ => Format::Ipc,
-                },
-                spec: from_value(op, Value::Object(obj))?,
-            },
-            WRITE_CSV | WRITE_PARQUET | WRITE_IPC => Request::Write {
-                format: match op {
-                    WRITE_CSV => Format::Csv,
-                    WRITE_PARQUET => Format::Parquet,
-                    _ => Format::Ipc,
-                },
-                spec: from_value(op, Value::Object(obj))?,
-            },
-            _ => {
-                let entry = registry::find(op).ok_or_else(|| Error::invalid(format!("unknown operation `{op}`")))?;
-                let input = match entry.spec.inputs {
-                    Inputs::Pair => take_handle(&mut obj, "left")?,
-                    Inputs::Many => {
-                        let mut inputs: Vec<Handle> = match obj.remove("inputs") {
-                            Some(v) => from_value(op, v)?,
-                            None => return Err(Error::invalid(format!("`{op}`: missing field `inputs`"))),
-                        };
-                        if inputs.is_empty() {
-                            return Err(Error::invalid(format!("`inputs`: {op} needs at least one handle")));
-                        }
-                        let first = inputs.remove(0);
-                        obj.insert("inputs".into(), serde_json::to_value(inputs).expect("handles"));
-                        first
-                    }
-                    Inputs::One => take_handle(&mut obj, "input")?,
-                };
-                let step = registry::decode(op, obj)?;
-                Request::Transform { op: op.to_string(), pipeline: Pipeline { input, steps: vec![step] } }
-            }
+            DROP_HANDLE => Request::DropHandle { handle: from_value::<HandleArg>(op, args())?.handle },
+            READ_CSV => Request::Read { format: Format::Csv, spec: from_value(op, args())? },
+            READ_PARQUET => Request::Read { format: Format::Parquet, spec: from_value(op, args())? },
+            READ_IPC => Request::Read { format: Format::Ipc, spec: from_value(op, args())? },
+            WRITE_CSV => Request::Write { format: Format::Csv, spec: from_value(op, args())? },
+            WRITE_PARQUET => Request::Write { format: Format::Parquet, spec: from_value(op, args())? },
+            WRITE_IPC => Request::Write { format: Format::Ipc, spec: from_value(op, args())? },
+            _ => operation(op, obj)?,
         })
     }
 
@@ -190,6 +131,56 @@ impl Request {
     }
 }
 
+/// A DoAction's body as a JSON object (an empty body is `{}`), within the nesting limit.
+fn body_object(op: &str, body: &[u8]) -> Result<serde_json::Map<String, Value>> {
+    // serde_json refuses deeper nesting with a message about recursion; say what is refused.
+    if native::json_depth(body) > native::MAX_JSON_DEPTH {
+        return Err(Error::invalid(format!(
+            "`{op}`: the body nests deeper than {} levels (an expression nested too deep)",
+            native::MAX_JSON_DEPTH
+        )));
+    }
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| Error::invalid(format!("`{op}`: body is not valid JSON: {e}")))?
+    };
+    match value {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(Error::invalid(format!("`{op}`: body must be a JSON object"))),
+    }
+}
+
+/// A registered data operation: its input handles taken from the body as its spec says, the
+/// rest decoded as its step.
+fn operation(op: &str, mut obj: serde_json::Map<String, Value>) -> Result<Request> {
+    let entry = registry::find(op).ok_or_else(|| Error::invalid(format!("unknown operation `{op}`")))?;
+    let mut take_handle = |key: &str| -> Result<Handle> {
+        match obj.remove(key) {
+            Some(Value::String(s)) => Handle::parse(&s),
+            Some(_) => Err(Error::invalid(format!("`{key}`: must be a handle string"))),
+            None => Err(Error::invalid(format!("`{op}`: missing field `{key}`"))),
+        }
+    };
+    let input = match entry.spec.inputs {
+        Inputs::Pair => take_handle("left")?,
+        Inputs::One => take_handle("input")?,
+        Inputs::Many => {
+            let mut inputs: Vec<Handle> = match obj.remove("inputs") {
+                Some(v) => from_value(op, v)?,
+                None => return Err(Error::invalid(format!("`{op}`: missing field `inputs`"))),
+            };
+            if inputs.is_empty() {
+                return Err(Error::invalid(format!("`inputs`: {op} needs at least one handle")));
+            }
+            let first = inputs.remove(0);
+            obj.insert("inputs".into(), serde_json::to_value(inputs).expect("handles"));
+            first
+        }
+    };
+    let step = registry::decode(op, obj)?;
+    Ok(Request::Transform { op: op.to_string(), pipeline: Pipeline { input, steps: vec![step] } })
+}
 
 #[cfg(test)]
 mod tests {

@@ -36,22 +36,7 @@ pub async fn serve_engine(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let sweeper = {
-        let engine = engine.clone();
-        let period = config.gc_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match engine.sweep().await {
-                    Ok((0, 0)) => {}
-                    Ok((expired, orphans)) => tracing::info!(expired, orphans, "sweep deleted results"),
-                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
-                }
-            }
-        })
-    };
+    let sweeper = tokio::spawn(crate::gc::run_every(engine.clone(), config.gc_interval));
     let worker = format!(
         "{}@{}",
         std::process::id(),

@@ -3,6 +3,6 @@
 //! corpus is written to that directory first.
 
 libfuzzer_sys::fuzz_target!(
-    init: polarway::fuzz::init("expr"),
+    init: polarway::fuzz::init("expr", std::env::var_os("POLARWAY_FUZZ_SEEDS").map(Into::into)),
     |data: &[u8]| polarway::fuzz::expr(data)
 );

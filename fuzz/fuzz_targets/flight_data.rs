@@ -3,6 +3,6 @@
 //! corpus is written to that directory first.
 
 libfuzzer_sys::fuzz_target!(
-    init: polarway::fuzz::init("flight_data"),
+    init: polarway::fuzz::init("flight_data", std::env::var_os("POLARWAY_FUZZ_SEEDS").map(Into::into)),
     |data: &[u8]| polarway::fuzz::flight_data(data)
 );

@@ -29,6 +29,7 @@ use datafusion::common::ScalarValue;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::context::RequestContext;
 use crate::error::{Error, Result};
 use crate::sql::{CATALOG, IfExists, SCHEMA, SqlEngine};
 use crate::store::ResultMeta;
@@ -195,17 +196,17 @@ impl FlightSql {
     }
 
     /// Runs a statement (or plans a metadata answer) for `GetFlightInfo`.
-    pub async fn info(&self, cmd: Command) -> Result<Info> {
+    pub async fn info(&self, ctx: &RequestContext, cmd: Command) -> Result<Info> {
         match cmd {
             Command::CommandStatementQuery(q) => {
                 if q.transaction_id.is_some() {
                     return Err(Error::invalid("transactions are not supported"));
                 }
-                Ok(Info::Result(Box::new(self.sql.query(&q.query, Vec::new()).await?)))
+                Ok(Info::Result(Box::new(self.sql.query(ctx, &q.query, Vec::new()).await?)))
             }
             Command::CommandPreparedStatementQuery(p) => {
                 let prepared = Prepared::parse(&p.prepared_statement_handle)?;
-                Ok(Info::Result(Box::new(self.sql.query(&prepared.query, prepared.values()?).await?)))
+                Ok(Info::Result(Box::new(self.sql.query(ctx, &prepared.query, prepared.values()?).await?)))
             }
             cmd @ (Command::CommandGetCatalogs(_)
             | Command::CommandGetDbSchemas(_)
@@ -231,11 +232,11 @@ impl FlightSql {
     }
 
     /// The schema a command's answer will have (`GetSchema`).
-    pub async fn schema(&self, cmd: Command) -> Result<SchemaRef> {
+    pub async fn schema(&self, ctx: &RequestContext, cmd: Command) -> Result<SchemaRef> {
         match cmd {
-            Command::CommandStatementQuery(q) => Ok(self.sql.prepare(&q.query).await?.0),
+            Command::CommandStatementQuery(q) => Ok(self.sql.prepare(ctx, &q.query).await?.0),
             Command::CommandPreparedStatementQuery(p) => {
-                Ok(self.sql.prepare(&Prepared::parse(&p.prepared_statement_handle)?.query).await?.0)
+                Ok(self.sql.prepare(ctx, &Prepared::parse(&p.prepared_statement_handle)?.query).await?.0)
             }
             cmd @ (Command::CommandGetCatalogs(_)
             | Command::CommandGetDbSchemas(_)
@@ -247,7 +248,7 @@ impl FlightSql {
     }
 
     /// The answer to a metadata ticket (`DoGet`).
-    pub async fn metadata(&self, cmd: Command) -> Result<RecordBatch> {
+    pub async fn metadata(&self, ctx: &RequestContext, cmd: Command) -> Result<RecordBatch> {
         Ok(match cmd {
             Command::CommandGetCatalogs(c) => {
                 let mut builder = c.into_builder();
@@ -265,7 +266,7 @@ impl FlightSql {
                 let in_scope = catalog.as_deref().is_none_or(|cat| cat.is_empty() || cat == CATALOG);
                 let mut builder = c.into_builder();
                 if in_scope {
-                    for (name, schema) in self.sql.tables().await? {
+                    for (name, schema) in self.sql.tables(ctx).await? {
                         let schema = if include_schema { schema } else { Arc::new(arrow::datatypes::Schema::empty()) };
                         builder.append(CATALOG, SCHEMA, name, "TABLE", &schema).map_err(metadata_error)?;
                     }
@@ -284,7 +285,7 @@ impl FlightSql {
 
     /// A `DoPut` with a Flight SQL command: ingest, or parameters for a prepared statement.
     /// Returns the `PutResult` metadata.
-    pub async fn put(&self, cmd: Command, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Bytes> {
+    pub async fn put(&self, ctx: &RequestContext, cmd: Command, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Bytes> {
         match cmd {
             Command::CommandStatementIngest(c) => {
                 if c.transaction_id.is_some() {
@@ -293,7 +294,7 @@ impl FlightSql {
                 check_scope(c.catalog.as_deref(), c.schema.as_deref())?;
                 let (if_exists, create) = ingest_mode(&c)?;
                 let table = c.table.to_ascii_lowercase();
-                let rows = self.sql.ingest(&table, if_exists, create, !c.temporary, schema, batches).await?;
+                let rows = self.sql.ingest(ctx, &table, if_exists, create, !c.temporary, schema, batches).await?;
                 Ok(DoPutUpdateResult { record_count: rows }.encode_to_vec().into())
             }
             Command::CommandPreparedStatementQuery(CommandPreparedStatementQuery { prepared_statement_handle }) => {
@@ -324,14 +325,14 @@ impl FlightSql {
     }
 
     /// A Flight SQL action; the answer body.
-    pub async fn action(&self, kind: &str, body: Bytes) -> Result<Option<Bytes>> {
+    pub async fn action(&self, ctx: &RequestContext, kind: &str, body: Bytes) -> Result<Option<Bytes>> {
         match kind {
             CREATE_PREPARED_STATEMENT => {
                 let request: ActionCreatePreparedStatementRequest = unpack(&body)?;
                 if request.transaction_id.is_some() {
                     return Err(Error::invalid("transactions are not supported"));
                 }
-                let (dataset, parameters) = self.sql.prepare(&request.query).await?;
+                let (dataset, parameters) = self.sql.prepare(ctx, &request.query).await?;
                 let result = ActionCreatePreparedStatementResult {
                     prepared_statement_handle: Prepared { query: request.query, params: None }.encode(),
                     dataset_schema: schema_bytes(&dataset)?,

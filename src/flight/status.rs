@@ -15,9 +15,11 @@ pub fn code(err: &Error) -> Code {
         Error::InvalidArgument(_) => Code::InvalidArgument,
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::PermissionDenied(_) => Code::PermissionDenied,
-        Error::ResourceExhausted(_) | Error::Overloaded(_) | Error::StoreFull(_) => Code::ResourceExhausted,
+        Error::ResourceExhausted(_) | Error::LimitExceeded { .. } | Error::Overloaded(_) | Error::StoreFull(_) => {
+            Code::ResourceExhausted
+        }
         Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-        Error::Unavailable(_) => Code::Unavailable,
+        Error::Unavailable(_) | Error::Store { .. } => Code::Unavailable,
         Error::Internal(_) => Code::Internal,
         Error::Cancelled(_) => Code::Cancelled,
         Error::AlreadyExists(_) => Code::AlreadyExists,
@@ -33,7 +35,8 @@ impl From<Error> for Status {
         if err.is_client_error() {
             tracing::info!(?code, error = %msg, "request refused");
         } else {
-            tracing::warn!(?code, error = %msg, "request failed");
+            // The log gets the causes under the message; the client only the message.
+            tracing::warn!(?code, error = %err.chain(), "request failed");
         }
         let mut status = Status::new(code, msg);
         if let Error::Overloaded(_) = err {

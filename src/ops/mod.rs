@@ -3,7 +3,7 @@
 //! Every data operation is a struct implementing [`Operation`]: its serde-typed body, and once,
 //! next to it, its [`Spec`] (name, example, how a DoAction names its inputs, whether the
 //! streaming engine runs it), its row bound and how it applies to a lazy frame. The operations
-//! live by family ([`relational`], [`join`], [`reshape`], [`timeseries`], [`sampling`]) and are
+//! live by family ([`relational`], [`nulls`], [`join`], [`reshape`], [`timeseries`], [`sampling`]) and are
 //! listed once in [`registry`], from which the request parser, `ListActions` and the
 //! clients' action names derive. Adding an operation is one struct and one registration.
 //!
@@ -14,6 +14,7 @@
 mod describe;
 pub mod expr;
 pub mod join;
+pub mod nulls;
 pub mod registry;
 pub mod relational;
 pub mod reshape;

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Operation, Spec, Step, join, relational, reshape, sampling, timeseries};
+use super::{Operation, Spec, Step, join, nulls, relational, reshape, sampling, timeseries};
 use crate::error::{Error, Result};
 
 /// One registered operation: its declaration and its decoder.
@@ -42,11 +42,13 @@ pub static OPERATIONS: &[Entry] = &[
     Entry::of::<relational::Rename>(),
     Entry::of::<relational::Cast>(),
     Entry::of::<relational::Unique>(),
-    Entry::of::<relational::DropNulls>(),
-    Entry::of::<relational::DropNans>(),
-    Entry::of::<relational::FillNull>(),
-    Entry::of::<relational::FillNan>(),
-    Entry::of::<relational::Interpolate>(),
+    // nulls
+    Entry::of::<nulls::DropNulls>(),
+    Entry::of::<nulls::DropNans>(),
+    Entry::of::<nulls::FillNull>(),
+    Entry::of::<nulls::FillNan>(),
+    Entry::of::<nulls::Interpolate>(),
+    // relational, continued
     Entry::of::<relational::Explode>(),
     Entry::of::<relational::Unnest>(),
     Entry::of::<relational::WithRowIndex>(),

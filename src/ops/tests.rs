@@ -41,7 +41,7 @@ fn cross_join_guard_refuses_before_running() {
     limits.max_join_rows = 10_000;
     let steps = vec![step(serde_json::json!({"op": "join", "right": right, "how": "cross"}))];
     let err = build(df.into(), &steps, &frames, &limits).err().expect("refused");
-    assert!(matches!(err, Error::ResourceExhausted(_)), "{err:?}");
+    assert!(matches!(err, Error::LimitExceeded { limit: crate::limits::Limit::JoinRows, .. }), "{err:?}");
 }
 
 #[test]
@@ -66,7 +66,7 @@ fn keyed_joins_are_refused_by_their_matched_pairs_not_their_sides() {
     let repeated_left = || Input::from(keyed((0..1000).map(|i| i % 10).collect()));
     for how in ["inner", "left", "right", "full"] {
         let err = build(repeated_left(), &[join(&repeated, how)], &frames, &limits).err().expect("refused");
-        assert!(matches!(err, Error::ResourceExhausted(_)), "{how}: {err:?}");
+        assert!(matches!(err, Error::LimitExceeded { limit: crate::limits::Limit::JoinRows, .. }), "{how}: {err:?}");
         // The pairs, plus at most every row of the side(s) an outer join keeps unmatched.
         assert!(err.to_string().contains(&format!("{how} join would produce 10")), "{how}: {err}");
     }
@@ -91,7 +91,7 @@ fn expanding_expressions_are_tried_on_one_row_first() {
     // before they are made.
     assert_eq!(run(df.clone().into(), &padded(10), &HashMap::new(), &limits).unwrap().height(), 1000);
     let err = run(df.clone().into(), &padded(10_000), &HashMap::new(), &limits).unwrap_err();
-    assert!(matches!(err, Error::ResourceExhausted(_)), "{err:?}");
+    assert!(matches!(err, Error::LimitExceeded { limit: crate::limits::Limit::ResultBytes, .. }), "{err:?}");
     assert!(err.to_string().contains("POLARWAY_MAX_RESULT_BYTES"), "{err}");
     let plain = vec![step(serde_json::json!({"op": "filter", "predicate": "s = 'ab'"}))];
     assert!(!plain.iter().any(Step::expands));

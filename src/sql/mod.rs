@@ -23,11 +23,12 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::context::RequestContext;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
+use crate::limits::Limit;
 use crate::store::{Lineage, ResultMeta};
-use crate::tenant;
 
 /// The one catalog Flight SQL clients see.
 pub const CATALOG: &str = "polarway";
@@ -82,8 +83,8 @@ fn sql_error(e: DataFusionError) -> Error {
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => sql_error(*inner),
         DataFusionError::Shared(e) => match std::sync::Arc::try_unwrap(e) {
             Ok(e) => sql_error(e),
-            // Shared with another consumer: classified by its message's kind below.
-            Err(e) => sql_error(DataFusionError::Execution(e.to_string())),
+            // Still shared with another consumer of the same stream: classified by reference.
+            Err(e) => shared_error(e.find_root()),
         },
         DataFusionError::Collection(mut errors) => match errors.len() {
             0 => Error::Internal("query: an empty error collection".into()),
@@ -101,14 +102,56 @@ fn sql_error(e: DataFusionError) -> Error {
     }
 }
 
+/// A DataFusion error that cannot be taken apart (another stream holds it), by the kind of its
+/// root cause: the store's failures keep their status, the rest is the query's.
+fn shared_error(root: &DataFusionError) -> Error {
+    use object_store::Error as E;
+    let failed = "state store: cannot read a table";
+    match root {
+        DataFusionError::ObjectStore(e) => match e.as_ref() {
+            E::NotFound { .. } => Error::NotFound("read a table: not found".into()),
+            E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::InvalidPath { .. }
+            | E::NotSupported { .. }
+            | E::NotImplemented { .. }
+            | E::UnknownConfigurationKey { .. } => Error::Internal(format!("{failed}: the store refused the call")),
+            other if crate::error::out_of_space(other) => Error::StoreFull("state store is full: cannot read a table".into()),
+            other => Error::store(failed, other.to_string()),
+        },
+        DataFusionError::IoError(e) if crate::error::out_of_space(e) => {
+            Error::StoreFull("state store is full: cannot read a table".into())
+        }
+        DataFusionError::IoError(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Error::NotFound("query: a table's data is missing".into())
+        }
+        DataFusionError::IoError(e) => Error::store(failed, e.to_string()),
+        DataFusionError::External(e) => match e.downcast_ref::<Error>() {
+            Some(ours) => Error::from_kind(ours.kind(), ours.to_string()),
+            None => Error::Internal(format!("query: {e}")),
+        },
+        other => sql_error(DataFusionError::Execution(other.to_string())),
+    }
+}
+
+/// Whether a parsed statement is a query (or the plan of one), the only statements run here.
+fn is_query(statement: &datafusion::sql::parser::Statement) -> bool {
+    use datafusion::sql::parser::Statement;
+    use datafusion::sql::sqlparser::ast::Statement as Sql;
+    match statement {
+        Statement::Statement(sql) => matches!(sql.as_ref(), Sql::Query(_) | Sql::Explain { .. }),
+        Statement::Explain(_) => true,
+        Statement::CreateExternalTable(_) | Statement::CopyTo(_) | Statement::Reset(_) => false,
+    }
+}
+
 fn io_error(e: std::io::Error) -> Error {
     if crate::error::out_of_space(&e) {
         Error::StoreFull("state store is full: cannot read a table".into())
     } else if e.kind() == std::io::ErrorKind::NotFound {
         Error::NotFound("query: a table's data is missing".into())
     } else {
-        tracing::warn!(error = %e, "table read failed");
-        Error::Unavailable("state store: cannot read a table".into())
+        Error::store("state store: cannot read a table", e)
     }
 }
 
@@ -127,9 +170,8 @@ async fn probe(frame: &datafusion::dataframe::DataFrame, limits: &crate::limits:
     let rows = frame.clone().count().await.map_err(sql_error)?;
     let estimate = (per_row as u64).saturating_mul(rows as u64);
     if estimate > limits.max_sql_memory_bytes as u64 {
-        crate::limits::rejected("sql_memory");
-        return Err(Error::ResourceExhausted(format!(
-            "query result would take about {estimate} bytes; the limit is {} (POLARWAY_MAX_SQL_MEMORY_BYTES)",
+        return Err(Limit::SqlMemoryBytes.exceeded(format!(
+            "query result would take about {estimate} bytes; the limit is {}",
             limits.max_sql_memory_bytes
         )));
     }
@@ -197,7 +239,7 @@ impl SqlEngine {
         SqlEngine { engine, memory_limit }
     }
 
-    fn context(&self, resolved: Arc<Mutex<Vec<Handle>>>) -> Result<SessionContext> {
+    fn session(&self, ctx: &RequestContext, resolved: Arc<Mutex<Vec<Handle>>>) -> Result<SessionContext> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
@@ -206,31 +248,33 @@ impl SqlEngine {
             .with_memory_limit(self.memory_limit, 1.0)
             .build_arc()
             .map_err(sql_error)?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let schema = tables::TenantSchema::new(self.engine.clone(), tenant::current(), resolved);
+        let session = SessionContext::new_with_config_rt(config, runtime);
+        let schema = tables::TenantSchema::new(self.engine.clone(), ctx.clone(), resolved);
         let catalog = datafusion::catalog::MemoryCatalogProvider::new();
         datafusion::catalog::CatalogProvider::register_schema(&catalog, SCHEMA, Arc::new(schema))
             .map_err(sql_error)?;
-        ctx.register_catalog(CATALOG, Arc::new(catalog));
+        session.register_catalog(CATALOG, Arc::new(catalog));
         if let Some(store) = self.engine.store().object_store() {
             let url = url::Url::parse(STORE_URL).expect("valid URL");
-            ctx.register_object_store(&url, store);
+            session.register_object_store(&url, store);
         }
-        Ok(ctx)
+        Ok(session)
     }
 
-    async fn plan(&self, query: &str) -> Result<Planned> {
+    async fn plan(&self, ctx: &RequestContext, query: &str) -> Result<Planned> {
         crate::sqltext::check("query", query)?;
         let query = &number_placeholders(query)?;
         let resolved = Arc::new(Mutex::new(Vec::new()));
-        let ctx = self.context(resolved.clone())?;
+        let session = self.session(ctx, resolved.clone())?;
+        // Only queries: refused by the statement's kind before planning, and again by DataFusion's
+        // own checks while it plans.
+        let state = session.state();
+        let statement = state.sql_to_statement(query, &state.config().options().sql_parser.dialect).map_err(sql_error)?;
+        if !is_query(&statement) {
+            return Err(Error::invalid("query: only queries run here (no DDL, DML or statements)"));
+        }
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let frame = ctx.sql_with_options(query, options).await.map_err(|e| match e {
-            DataFusionError::Plan(m) if m.contains("not supported") || m.contains("DDL") || m.contains("DML") => {
-                Error::invalid(format!("query: only queries run here (no DDL, DML or statements): {m}"))
-            }
-            e => sql_error(e),
-        })?;
+        let frame = session.sql_with_options(query, options).await.map_err(sql_error)?;
         let mut inputs = resolved.lock().expect("sql lock").clone();
         inputs.sort();
         inputs.dedup();
@@ -238,8 +282,8 @@ impl SqlEngine {
     }
 
     /// The result's schema and the parameters' schema (`$1`, `$2`, ... in order) of a query.
-    pub async fn prepare(&self, query: &str) -> Result<(SchemaRef, SchemaRef)> {
-        let planned = self.plan(query).await?;
+    pub async fn prepare(&self, ctx: &RequestContext, query: &str) -> Result<(SchemaRef, SchemaRef)> {
+        let planned = self.plan(ctx, query).await?;
         let mut parameters: Vec<(String, Option<DataType>)> =
             planned.frame.logical_plan().get_parameter_types().map_err(sql_error)?.into_iter().collect();
         parameters.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<u64>().unwrap_or(u64::MAX));
@@ -252,8 +296,8 @@ impl SqlEngine {
     }
 
     /// Runs a query with positional parameters and persists its result.
-    pub async fn query(&self, query: &str, params: Vec<ScalarValue>) -> Result<ResultMeta> {
-        let planned = self.plan(query).await?;
+    pub async fn query(&self, ctx: &RequestContext, query: &str, params: Vec<ScalarValue>) -> Result<ResultMeta> {
+        let planned = self.plan(ctx, query).await?;
         let params_text: Vec<String> = params.iter().map(|p| format!("{}:{p}", p.data_type())).collect();
         let handle = Handle::derive(
             json!({
@@ -261,12 +305,12 @@ impl SqlEngine {
                 "query": query,
                 "params": params_text,
                 "inputs": planned.inputs,
-                "tenant": tenant::current(),
+                "tenant": ctx.tenant(),
             })
             .to_string()
             .as_bytes(),
         );
-        if let Ok(meta) = self.engine.live_meta(&handle).await {
+        if let Some(meta) = self.engine.catalog().existing(ctx, &handle).await? {
             return Ok(meta);
         }
         let frame = if params.is_empty() {
@@ -283,7 +327,8 @@ impl SqlEngine {
         let expands = crate::sqltext::expands(query);
         let batches = self
             .engine
-            .admitted(async {
+            .executor()
+            .compute_async(ctx, async {
                 if expands {
                     probe(&frame, &limits).await?;
                 }
@@ -295,11 +340,8 @@ impl SqlEngine {
                     bytes += batch.get_array_memory_size();
                     limits.check_shape(rows, columns)?;
                     if bytes > limits.max_sql_memory_bytes {
-                        crate::limits::rejected("sql_memory");
-                        return Err(Error::ResourceExhausted(format!(
-                            "query result exceeds {} bytes (POLARWAY_MAX_SQL_MEMORY_BYTES)",
-                            limits.max_sql_memory_bytes
-                        )));
+                        return Err(Limit::SqlMemoryBytes
+                            .exceeded(format!("query result exceeds {} bytes", limits.max_sql_memory_bytes)));
                     }
                     batches.push(batch);
                 }
@@ -311,12 +353,13 @@ impl SqlEngine {
             params: json!({"query": query, "params": params_text}),
             inputs: planned.inputs.iter().map(|h| h.to_string()).collect(),
         };
-        self.engine.store_batches(handle, None, lineage, schema, batches).await
+        self.engine.store_batches(ctx, handle, None, lineage, schema, batches).await
     }
 
     /// Creates, replaces or appends to the caller's table `name`; returns the rows ingested.
     pub async fn ingest(
         &self,
+        ctx: &RequestContext,
         name: &str,
         if_exists: IfExists,
         create: bool,
@@ -326,7 +369,8 @@ impl SqlEngine {
     ) -> Result<i64> {
         crate::names::check(name)?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let existing = self.engine.resolve_name(name).await?;
+        let catalog = self.engine.catalog();
+        let existing = crate::names::resolve_live(catalog, ctx, name).await?;
         match (&existing, if_exists, create) {
             (Some(_), IfExists::Fail, _) => {
                 return Err(Error::AlreadyExists(format!("table `{name}` exists")));
@@ -336,7 +380,7 @@ impl SqlEngine {
         }
         let mut inputs = Vec::new();
         if let (Some(old), IfExists::Append) = (&existing, if_exists) {
-            let stored = self.engine.open(&old.handle).await?;
+            let stored = catalog.open(ctx, &old.handle).await?;
             if !same_columns(&stored.schema, &schema) {
                 let describe = |s: &SchemaRef| -> Vec<String> {
                     s.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
@@ -348,10 +392,7 @@ impl SqlEngine {
                 )));
             }
             let target = stored.schema.clone();
-            let earlier = self
-                .engine
-                .blocking(move || stored.batches.collect::<Result<Vec<_>>>())
-                .await?;
+            let earlier = crate::exec::blocking(move || stored.batches.collect::<Result<Vec<_>>>()).await?;
             for batch in &mut batches {
                 *batch = crate::convert::cast_batch(batch, &target)?;
             }
@@ -361,23 +402,24 @@ impl SqlEngine {
         }
         let handle = Handle::random();
         let lineage = Lineage { op: "ingest".into(), params: json!({"table": name}), inputs };
-        let meta = self.engine.store_batches(handle, Some(name.to_string()), lineage, schema, batches).await?;
+        let meta = self.engine.store_batches(ctx, handle, Some(name.to_string()), lineage, schema, batches).await?;
         if pin {
-            self.engine.set_pinned(&meta.handle, true).await?;
+            catalog.set_pinned(ctx, &meta.handle, true).await?;
         }
-        self.engine.bind_name(name, &meta.handle).await?;
+        crate::names::bind_live(catalog, ctx, name, &meta.handle).await?;
         // The replaced version expires with its TTL instead of living on pinned.
         if let Some(old) = existing.filter(|old| old.pinned) {
-            self.engine.set_pinned(&old.handle, false).await?;
+            catalog.set_pinned(ctx, &old.handle, false).await?;
         }
         Ok(rows as i64)
     }
 
     /// The caller's tables with their schemas, by name.
-    pub async fn tables(&self) -> Result<Vec<(String, SchemaRef)>> {
+    pub async fn tables(&self, ctx: &RequestContext) -> Result<Vec<(String, SchemaRef)>> {
+        let catalog = self.engine.catalog();
         let mut tables = Vec::new();
-        for (name, meta) in self.engine.named().await? {
-            match self.engine.schema(&meta.handle).await {
+        for (name, meta) in crate::names::named(catalog, ctx).await? {
+            match catalog.schema(ctx, &meta.handle).await {
                 Ok(schema) => tables.push((name, schema)),
                 Err(Error::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -398,15 +440,19 @@ mod tests {
             source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
         };
         // A store that cannot be reached, directly or wrapped, is UNAVAILABLE.
-        assert!(matches!(sql_error(DataFusionError::ObjectStore(Box::new(unreachable()))), Error::Unavailable(_)));
+        assert!(matches!(sql_error(DataFusionError::ObjectStore(Box::new(unreachable()))), Error::Store { .. }));
         let wrapped = DataFusionError::Context("scan".into(), Box::new(DataFusionError::External(Box::new(unreachable()))));
-        assert!(matches!(sql_error(wrapped), Error::Unavailable(_)));
+        assert!(matches!(sql_error(wrapped), Error::Store { .. }));
         let missing = object_store::Error::NotFound { path: "results/x.arrow".into(), source: "gone".into() };
         assert!(matches!(sql_error(DataFusionError::ObjectStore(Box::new(missing))), Error::NotFound(_)));
         // The query's own mistakes are INVALID_ARGUMENT; DataFusion's own faults INTERNAL.
         assert!(matches!(sql_error(DataFusionError::Plan("no column x".into())), Error::InvalidArgument(_)));
         assert!(matches!(sql_error(DataFusionError::Internal("bug".into())), Error::Internal(_)));
         assert!(matches!(sql_error(DataFusionError::ResourcesExhausted("memory".into())), Error::ResourceExhausted(_)));
+        // Held by two consumers of one stream, the error is classified by reference.
+        let shared = std::sync::Arc::new(DataFusionError::ObjectStore(Box::new(unreachable())));
+        let _other_consumer = shared.clone();
+        assert!(matches!(sql_error(DataFusionError::Shared(shared)), Error::Store { .. }));
         let ours = DataFusionError::External(Box::new(Error::NotFound("table t".into())));
         assert!(matches!(sql_error(ours), Error::NotFound(_)));
     }

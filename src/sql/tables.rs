@@ -9,22 +9,22 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::error::DataFusionError;
 
 use super::STORE_URL;
+use crate::context::RequestContext;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::store::ResultMeta;
-use crate::tenant;
 
 /// A tenant's tables, looked up by name in the shared store as the planner meets them.
 pub struct TenantSchema {
     engine: Arc<Engine>,
-    tenant: Option<String>,
+    ctx: RequestContext,
     resolved: Arc<Mutex<Vec<Handle>>>,
 }
 
 impl fmt::Debug for TenantSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantSchema").field("tenant", &self.tenant).finish_non_exhaustive()
+        f.debug_struct("TenantSchema").field("tenant", &self.ctx.tenant()).finish_non_exhaustive()
     }
 }
 
@@ -33,30 +33,28 @@ fn external(e: Error) -> DataFusionError {
 }
 
 impl TenantSchema {
-    /// The tables of `tenant`; every result a name resolves to is recorded in `resolved`.
-    pub fn new(engine: Arc<Engine>, tenant: Option<String>, resolved: Arc<Mutex<Vec<Handle>>>) -> Self {
-        TenantSchema { engine, tenant, resolved }
+    /// The tables of the request's tenant; every result a name resolves to is recorded in `resolved`.
+    pub fn new(engine: Arc<Engine>, ctx: RequestContext, resolved: Arc<Mutex<Vec<Handle>>>) -> Self {
+        TenantSchema { engine, ctx, resolved }
     }
 
     async fn provider(&self, meta: &ResultMeta) -> Result<Arc<dyn TableProvider>> {
-        let schema = self.engine.schema(&meta.handle).await?;
-        match self.engine.store().object_path(&meta.handle) {
+        let catalog = self.engine.catalog();
+        let schema = catalog.schema(&self.ctx, &meta.handle).await?;
+        match self.engine.store().table_file(&meta.handle) {
             // DataFusion reads the IPC file from the store itself.
-            Some(path) => {
-                let url = ListingTableUrl::parse(format!("{STORE_URL}/{path}"))
+            Some(file) => {
+                let url = ListingTableUrl::parse(format!("{STORE_URL}/{}", file.path))
                     .map_err(|e| Error::Internal(format!("table location: {e}")))?;
-                let options = ListingOptions::new(Arc::new(ArrowFormat)).with_file_extension(".arrow");
+                let options = ListingOptions::new(Arc::new(ArrowFormat)).with_file_extension(file.extension);
                 let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
                 let table = ListingTable::try_new(config).map_err(|e| Error::Internal(format!("table: {e}")))?;
                 Ok(Arc::new(table))
             }
             // In memory: the stored frame's buffers, shared.
             None => {
-                let stored = self.engine.open(&meta.handle).await?;
-                let batches = self
-                    .engine
-                    .blocking(move || stored.batches.collect::<Result<Vec<_>>>())
-                    .await?;
+                let stored = catalog.open(&self.ctx, &meta.handle).await?;
+                let batches = crate::exec::blocking(move || stored.batches.collect::<Result<Vec<_>>>()).await?;
                 let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Internal(format!("table: {e}")))?;
                 Ok(Arc::new(table))
             }
@@ -74,12 +72,14 @@ impl SchemaProvider for TenantSchema {
 
     async fn table(&self, name: &str) -> std::result::Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         let lookup = async {
-            let Some(meta) = self.engine.resolve_name(name).await? else { return Ok(None) };
+            let Some(meta) = crate::names::resolve_live(self.engine.catalog(), &self.ctx, name).await? else {
+                return Ok(None);
+            };
             let provider = self.provider(&meta).await?;
             self.resolved.lock().expect("sql lock").push(meta.handle.clone());
             Ok(Some(provider))
         };
-        tenant::scope(self.tenant.clone(), lookup).await.map_err(external)
+        lookup.await.map_err(external)
     }
 
     fn table_exist(&self, _name: &str) -> bool {

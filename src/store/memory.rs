@@ -5,7 +5,7 @@ use std::sync::RwLock;
 
 use polars::prelude::DataFrame;
 
-use super::{BatchStream, ResultMeta, StateStore};
+use super::{BatchStream, DocKey, DocSet, DocumentStore, FileCapabilities, ResultMeta, ResultStore};
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
@@ -33,7 +33,7 @@ impl MemoryStore {
     }
 }
 
-impl StateStore for MemoryStore {
+impl ResultStore for MemoryStore {
     fn blocks(&self) -> bool {
         false
     }
@@ -82,34 +82,35 @@ impl StateStore for MemoryStore {
     fn list(&self) -> Result<Vec<ResultMeta>> {
         Ok(self.entries.read().expect("store lock").values().map(|(_, m)| m.clone()).collect())
     }
+}
 
-    fn put_doc(&self, key: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
+impl DocumentStore for MemoryStore {
+    fn put_doc(&self, key: &DocKey, bytes: Vec<u8>, create_only: bool) -> Result<bool> {
         let mut docs = self.docs.write().expect("store lock");
-        if create_only && docs.contains_key(key) {
+        let path = key.path();
+        if create_only && docs.contains_key(&path) {
             return Ok(false);
         }
-        docs.insert(key.to_string(), bytes);
+        docs.insert(path, bytes);
         Ok(true)
     }
 
-    fn get_doc(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.docs.read().expect("store lock").get(key).cloned())
+    fn get_doc(&self, key: &DocKey) -> Result<Option<Vec<u8>>> {
+        Ok(self.docs.read().expect("store lock").get(&key.path()).cloned())
     }
 
-    fn list_docs(&self, prefix: &str) -> Result<Vec<String>> {
-        let start = format!("{prefix}/");
-        Ok(self
-            .docs
-            .read()
-            .expect("store lock")
-            .keys()
-            .filter(|k| k.starts_with(&start))
-            .cloned()
-            .collect())
+    fn list_docs(&self, set: &DocSet) -> Result<Vec<DocKey>> {
+        let dir = format!("{}/", set.dir());
+        let docs = self.docs.read().expect("store lock");
+        Ok(set.keys(docs.keys().filter_map(|path| path.strip_prefix(&dir)).filter(|file| !file.contains('/'))))
     }
 
-    fn delete_doc(&self, key: &str) -> Result<()> {
-        self.docs.write().expect("store lock").remove(key);
+    fn delete_doc(&self, key: &DocKey) -> Result<()> {
+        self.docs.write().expect("store lock").remove(&key.path());
         Ok(())
     }
 }
+
+/// Frames in memory are not files: every capability answers as the defaults do.
+impl FileCapabilities for MemoryStore {}
+

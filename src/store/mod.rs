@@ -1,9 +1,13 @@
 //! Where results live: the [`StateStore`] trait and its implementations.
 //!
 //! A result is an immutable frame plus its [`ResultMeta`]. The store knows keys and paths and
-//! nothing of expiry rules or operations; the engine decides what is live. Methods are blocking
-//! and are called from the blocking pool.
+//! nothing of expiry rules or operations; the catalog decides what is live. A store is three
+//! traits: [`ResultStore`] (results by handle), [`DocumentStore`] (small documents under typed
+//! keys) and [`FileCapabilities`] (what only stores that keep files can do). Methods are blocking
+//! and are called from the blocking pool. A new backend implements the three and is chosen in
+//! [`open`].
 
+mod docs;
 mod memory;
 pub(crate) mod object;
 
@@ -16,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::handle::Handle;
 
+pub use docs::{DocKey, DocSet};
 pub use memory::MemoryStore;
 pub use object::ObjectStateStore;
 
@@ -137,8 +142,8 @@ pub struct IpcMessage {
     pub body: bytes::Bytes,
 }
 
-/// Storage for results.
-pub trait StateStore: Send + Sync + 'static {
+/// Results: each an immutable frame and its [`ResultMeta`], under its handle.
+pub trait ResultStore: Send + Sync + 'static {
     /// Whether calls may wait on I/O, so that the engine makes them on the blocking pool. A store
     /// whose every call is a quick in-memory operation says `false` and is called in place.
     fn blocks(&self) -> bool {
@@ -161,42 +166,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// The result as a lazy sequence of record batches.
     fn open_batches(&self, handle: &Handle) -> Result<BatchStream>;
 
-    /// The result as its stored IPC messages, when the store keeps them in a form that can be
-    /// sent without decoding; `None` means read it with [`StateStore::open_batches`].
-    fn open_messages(&self, handle: &Handle) -> Result<Option<IpcStream>> {
-        let _ = handle;
-        Ok(None)
-    }
-
     /// The result's Arrow schema (opening a stored file reads only its footer).
     fn schema(&self, handle: &Handle) -> Result<SchemaRef> {
         Ok(self.open_batches(handle)?.schema)
-    }
-
-    /// A lazy Polars scan of the result, when the store can offer one (a local file that Polars
-    /// reads itself, with projection and predicate pushdown, so an operation does not need the
-    /// whole input in memory); `None` means load it whole.
-    fn scan(&self, handle: &Handle) -> Result<Option<polars::prelude::LazyFrame>> {
-        let _ = handle;
-        Ok(None)
-    }
-
-    /// The object store results live in, for readers that go to it themselves (DataFusion);
-    /// `None` when results are not files (the memory store).
-    fn object_store(&self) -> Option<std::sync::Arc<dyn object_store::ObjectStore>> {
-        None
-    }
-
-    /// Where a result's Arrow IPC file lives in [`StateStore::object_store`].
-    fn object_path(&self, handle: &Handle) -> Option<object_store::path::Path> {
-        let _ = handle;
-        None
-    }
-
-    /// Whether a result's data was found damaged and moved aside.
-    fn damaged(&self, handle: &Handle) -> bool {
-        let _ = handle;
-        false
     }
 
     /// Deletes a result; `false` when there was nothing to delete. Safe to race.
@@ -204,26 +176,97 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// The meta of every stored result.
     fn list(&self) -> Result<Vec<ResultMeta>>;
+}
 
-    /// Writes a small document (job records, leases) under `key` (`jobs/<id>.json`, ...). With
-    /// `create_only`, writes only if absent and returns `false` when it already existed; this is
-    /// the atomic create-if-absent that leases rely on.
-    fn put_doc(&self, key: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool>;
+/// Small documents under typed keys ([`DocKey`]): names, job records, the queue, leases.
+pub trait DocumentStore: Send + Sync + 'static {
+    /// Writes a document. With `create_only`, writes only if absent and returns `false` when it
+    /// already existed: the atomic create-if-absent that leases rely on.
+    fn put_doc(&self, key: &DocKey, bytes: Vec<u8>, create_only: bool) -> Result<bool>;
 
     /// A document, or `None`.
-    fn get_doc(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn get_doc(&self, key: &DocKey) -> Result<Option<Vec<u8>>>;
 
-    /// Keys of the documents under `prefix` (a directory such as `jobs`).
-    fn list_docs(&self, prefix: &str) -> Result<Vec<String>>;
+    /// The keys of the documents in `set`.
+    fn list_docs(&self, set: &DocSet) -> Result<Vec<DocKey>>;
 
     /// Deletes a document; absent is not an error.
-    fn delete_doc(&self, key: &str) -> Result<()>;
+    fn delete_doc(&self, key: &DocKey) -> Result<()>;
+}
 
-    /// Removes what interrupted writes left behind, last touched before `cutoff`; returns how many.
+/// What only stores that keep files can do, each asked for by one caller; the defaults are what
+/// a store without files answers.
+pub trait FileCapabilities {
+    /// DoGet: the result as its stored IPC messages, when the store keeps them in a form that can
+    /// be sent without decoding; `None` means read it with [`ResultStore::open_batches`].
+    fn open_messages(&self, handle: &Handle) -> Result<Option<IpcStream>> {
+        let _ = handle;
+        Ok(None)
+    }
+
+    /// Operation inputs: a lazy Polars scan of the result, when the store can offer one (a local
+    /// file that Polars reads itself, with projection and predicate pushdown, so an operation does
+    /// not need the whole input in memory); `None` means load it whole.
+    fn scan(&self, handle: &Handle) -> Result<Option<polars::prelude::LazyFrame>> {
+        let _ = handle;
+        Ok(None)
+    }
+
+    /// SQL: the object store results live in, for DataFusion to read them itself; `None` when
+    /// results are not files (the memory store).
+    fn object_store(&self) -> Option<std::sync::Arc<dyn object_store::ObjectStore>> {
+        None
+    }
+
+    /// SQL: the table source of a result, an Arrow IPC file in [`FileCapabilities::object_store`].
+    fn table_file(&self, handle: &Handle) -> Option<TableFile> {
+        let _ = handle;
+        None
+    }
+
+    /// Recovery: whether a result's data was found damaged and moved aside.
+    fn damaged(&self, handle: &Handle) -> bool {
+        let _ = handle;
+        false
+    }
+
+    /// The sweep: removes what interrupted writes left behind, last touched before `cutoff`;
+    /// returns how many.
     fn remove_orphans(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize> {
         let _ = cutoff;
         Ok(0)
     }
+}
+
+/// Where a stored result's Arrow IPC file is, for a reader that opens it itself.
+#[derive(Debug, Clone)]
+pub struct TableFile {
+    /// The file's location in the store's object store.
+    pub path: object_store::path::Path,
+    /// The file name's extension, for readers that list by it.
+    pub extension: &'static str,
+}
+
+/// A whole store: results, documents and file capabilities.
+pub trait StateStore: ResultStore + DocumentStore + FileCapabilities {}
+
+impl<T: ResultStore + DocumentStore + FileCapabilities> StateStore for T {}
+
+/// Opens the store `config` selects: the one place a store is built from configuration. A remote
+/// store copies results it scans lazily into `scratch_dir`.
+pub fn open(
+    config: &crate::config::StoreConfig,
+    scratch_dir: &std::path::Path,
+    runtime: tokio::runtime::Handle,
+) -> Result<std::sync::Arc<dyn StateStore>> {
+    use crate::config::StoreConfig;
+    Ok(match config {
+        StoreConfig::Memory => std::sync::Arc::new(MemoryStore::new()),
+        StoreConfig::Directory(dir) => std::sync::Arc::new(ObjectStateStore::open_dir(dir, runtime)?),
+        StoreConfig::Url { url, options } => std::sync::Arc::new(
+            ObjectStateStore::open_url(url, options, runtime)?.with_scratch_dir(scratch_dir.to_path_buf()),
+        ),
+    })
 }
 
 /// Column names and Polars types of a frame.

@@ -93,3 +93,42 @@ fn orphans_are_removed_after_the_grace_period() {
     assert_eq!(store.remove_orphans(Utc::now() + Duration::seconds(1)).unwrap(), 2);
     assert!(store.load(&kept.handle).unwrap().equals_missing(&frame), "complete results stay");
 }
+
+fn exercise_documents(store: &dyn StateStore) {
+    let id = Handle::random();
+    let name = |n: &str| DocKey::Name { tenant: Some("acme".into()), name: n.into() };
+    assert!(store.put_doc(&name("t"), b"1".to_vec(), true).unwrap());
+    assert!(!store.put_doc(&name("t"), b"2".to_vec(), true).unwrap(), "create-only refuses an existing document");
+    assert_eq!(store.get_doc(&name("t")).unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(store.put_doc(&name("t"), b"2".to_vec(), false).unwrap());
+    assert_eq!(store.get_doc(&name("t")).unwrap().as_deref(), Some(&b"2"[..]));
+    store.put_doc(&name("u"), Vec::new(), false).unwrap();
+    // Another tenant's names, the queue and another job's leases are other sets.
+    store.put_doc(&DocKey::Name { tenant: None, name: "t".into() }, Vec::new(), false).unwrap();
+    store.put_doc(&DocKey::Queued(id.clone()), Vec::new(), false).unwrap();
+    store.put_doc(&DocKey::Lease(id.clone(), 0), Vec::new(), true).unwrap();
+    store.put_doc(&DocKey::Lease(id.clone(), 1), Vec::new(), true).unwrap();
+    store.put_doc(&DocKey::Lease(Handle::random(), 0), Vec::new(), true).unwrap();
+    let mut names = store.list_docs(&DocSet::Names(Some("acme".into()))).unwrap();
+    names.sort_by_key(DocKey::path);
+    assert_eq!(names, [name("t"), name("u")]);
+    assert_eq!(store.list_docs(&DocSet::Queue).unwrap(), [DocKey::Queued(id.clone())]);
+    let mut leases = store.list_docs(&DocSet::Leases(id.clone())).unwrap();
+    leases.sort_by_key(DocKey::path);
+    assert_eq!(leases, [DocKey::Lease(id.clone(), 0), DocKey::Lease(id.clone(), 1)]);
+    store.delete_doc(&name("t")).unwrap();
+    store.delete_doc(&name("t")).unwrap();
+    assert_eq!(store.get_doc(&name("t")).unwrap(), None, "deleted, and a second delete is not an error");
+}
+
+#[test]
+fn memory_store_documents() {
+    exercise_documents(&MemoryStore::new());
+}
+
+#[test]
+fn directory_store_documents() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    exercise_documents(&ObjectStateStore::open_dir(dir.path(), runtime.handle().clone()).unwrap());
+}

@@ -50,6 +50,15 @@ impl TestServer {
         config.data_dir = Some(data_dir.path().canonicalize().unwrap());
         adjust(&mut config);
         let engine = Arc::new(Engine::try_new(&config).unwrap());
+        Self::serve(engine, config, state_dir, data_dir).await
+    }
+
+    /// A server over an engine the test built itself (a store of its own).
+    pub async fn start_on(engine: Arc<Engine>, config: Config) -> TestServer {
+        Self::serve(engine, config, tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()).await
+    }
+
+    async fn serve(engine: Arc<Engine>, config: Config, state_dir: tempfile::TempDir, data_dir: tempfile::TempDir) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

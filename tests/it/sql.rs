@@ -78,6 +78,9 @@ async fn sql_over_named_datasets() {
         ] {
             let err = run(&mut sql, bad).await.unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{mode:?} {bad}: {err}");
+            if !bad.starts_with("SELECT") {
+                assert!(err.message().contains("only queries run here"), "refused by its kind: {err}");
+            }
         }
         let unknown = run(&mut sql, "SELECT * FROM nowhere").await.unwrap_err();
         assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown}");
@@ -104,5 +107,111 @@ async fn a_cross_join_is_stopped_at_the_result_limit() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "stopped early: {:?}", started.elapsed());
     let got = run(&mut sql, "SELECT count(*) AS n FROM wide").await.unwrap();
     assert_eq!(got.column("n").unwrap().u64().map(|c| c.get(0)).ok().flatten().or_else(|| got.column("n").unwrap().i64().ok().and_then(|c| c.get(0)).map(|v| v as u64)), Some(5_000));
+    server.stop().await;
+}
+
+/// An object store whose whole-object reads of result files fail as an unreachable S3 would,
+/// once armed: the reads DataFusion makes of a table, not the ranged reads Polarway makes itself.
+#[derive(Debug, Default)]
+struct Unreachable {
+    inner: object_store::memory::InMemory,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Unreachable({})", self.inner)
+    }
+}
+
+#[tonic::async_trait]
+impl object_store::ObjectStore for Unreachable {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        let whole_file = !options.head && options.range.is_none() && location.as_ref().ends_with(".arrow");
+        if whole_file && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            return Err(object_store::Error::Generic { store: "S3", source: Box::new(refused) });
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_unreachable_from_a_query_is_unavailable_and_loses_nothing() {
+    let backend = std::sync::Arc::new(Unreachable::default());
+    let store = polarway::store::ObjectStateStore::new(
+        backend.clone(),
+        object_store::path::Path::default(),
+        None,
+        tokio::runtime::Handle::current(),
+    );
+    let config = polarway::config::Config::with_store(polarway::config::StoreConfig::Url {
+        url: "s3://polarway/results".into(),
+        options: Vec::new(),
+    });
+    let engine = std::sync::Arc::new(polarway::engine::Engine::try_with_store(&config, std::sync::Arc::new(store)).unwrap());
+    let server = TestServer::start_on(engine, config).await;
+    let mut flight = server.client().await;
+    let trades = df!("sym" => ["a", "b"], "qty" => [1i64, 2]).unwrap();
+    flight.upload("trades", &trades).await;
+    let mut sql = sql_client(&server).await;
+    assert_same(&run(&mut sql, "SELECT * FROM trades ORDER BY sym").await.unwrap(), &trades, "reachable");
+
+    backend.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = run(&mut sql, "SELECT sym, qty + 1 AS q FROM trades").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    backend.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_same(&run(&mut sql, "SELECT * FROM trades ORDER BY sym").await.unwrap(), &trades, "the data is intact");
     server.stop().await;
 }

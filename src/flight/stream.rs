@@ -1,0 +1,164 @@
+//! Tables in and out of the Flight layer: a client's FlightData read into batches within the
+//! upload limit, and a result streamed out, batch by batch from the blocking pool through a
+//! bounded channel, so a large result is never whole in memory.
+//!
+//! A result leaves in one of two ways: as the stored file's IPC messages, checked but not decoded
+//! ([`stream_messages`]), or decoded and re-encoded by arrow-flight's encoder when the client
+//! asked for other string types or the store keeps frames ([`stream_batches`]). `wire` then
+//! frames the messages onto HTTP/2. A panic while reading ends the stream with INTERNAL: a stream
+//! that just stopped would look complete to the client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightData, SchemaAsIpc};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use tonic::Status;
+
+use super::BoxStream;
+use crate::convert::{self, ViewTypes};
+use crate::error::{Error, Result};
+use crate::ipc;
+use crate::limits::Limits;
+use crate::store::IpcStream;
+
+/// The status for a failure of arrow-flight's encoder or decoder.
+pub(super) fn flight_error(err: FlightError) -> Status {
+    match err {
+        FlightError::Tonic(status) => *status,
+        FlightError::Arrow(e) => Error::from(e).into(),
+        FlightError::DecodeError(m) | FlightError::ProtocolError(m) => {
+            Error::invalid(format!("malformed Flight data: {m}")).into()
+        }
+        FlightError::NotYetImplemented(m) => Error::invalid(format!("unsupported: {m}")).into(),
+        FlightError::ExternalError(e) => Error::Internal(e.to_string()).into(),
+    }
+}
+
+/// Reads a client's FlightData stream into batches, counting bytes against the upload limit.
+pub async fn read_table(
+    first: FlightData,
+    rest: impl Stream<Item = std::result::Result<FlightData, Status>> + Send + Unpin + 'static,
+    limits: Limits,
+) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), Status> {
+    let received = Arc::new(AtomicU64::new(0));
+    let counted = stream::once(async { Ok(first) }).chain(rest).map(move |item| {
+        let data = item.map_err(|s| FlightError::Tonic(Box::new(s)))?;
+        // Compressed bodies count at the size they claim to decompress to, checked before the
+        // decoder allocates it: a small body cannot ask for terabytes.
+        // Its schema is checked too: arrow-rs panics on some malformed ones.
+        let body = if data.data_header.is_empty() {
+            data.data_body.len() as u64
+        } else {
+            ipc::check_message(&data.data_header, &data.data_body).map_err(|e| FlightError::Tonic(Box::new(e.into())))?
+        };
+        let size = (data.data_header.len() as u64).saturating_add(body);
+        let total = received.fetch_add(size, Ordering::Relaxed).saturating_add(size);
+        limits.check_put_bytes(total).map_err(|e| FlightError::Tonic(Box::new(e.into())))?;
+        Ok(data)
+    });
+    // A message with no IPC header carries only the descriptor or app metadata (pyarrow's
+    // DoExchange opens that way): nothing to decode.
+    let counted = counted.filter(|item| {
+        let keep = !matches!(item, Ok(data) if data.data_header.is_empty());
+        async move { keep }
+    });
+    let mut decoder = crate::contain::Guarded::new(FlightDataDecoder::new(counted), |panic| {
+        FlightError::Tonic(Box::new(Error::invalid(format!("malformed Arrow IPC: {panic}")).into()))
+    });
+    let mut schema = None;
+    let mut batches = Vec::new();
+    while let Some(decoded) = decoder.next().await {
+        match decoded.map_err(flight_error)?.payload {
+            DecodedPayload::Schema(s) => {
+                if schema.as_ref().is_some_and(|first| first != &s) {
+                    return Err(Error::invalid("the stream changed its schema part way").into());
+                }
+                schema = Some(s)
+            }
+            DecodedPayload::RecordBatch(b) => batches.push(b),
+            DecodedPayload::None => {}
+        }
+    }
+    let schema = schema.ok_or_else(|| Status::from(Error::invalid("the stream carried no schema")))?;
+    Ok((schema, batches))
+}
+
+/// Streams batches to the client through the encoder, reading them on the blocking pool.
+pub(super) fn stream_batches(
+    schema: SchemaRef,
+    batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    views: ViewTypes,
+) -> BoxStream<FlightData> {
+    let schema_out = views.schema(&schema);
+    let target = schema_out.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(2);
+    tokio::task::spawn_blocking(move || {
+        let sent = crate::contain::catch(|| {
+            for batch in batches {
+                let batch = batch
+                    .and_then(|b| views.batch(b, &target))
+                    .map_err(|e| FlightError::Tonic(Box::new(e.into())))?;
+                for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
+                    if tx.blocking_send(Ok(part)).is_err() {
+                        return Ok(()); // the client went away
+                    }
+                }
+            }
+            Ok(())
+        });
+        let failure = match sent {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(FlightError::Tonic(Box::new(
+                Error::Internal("reading the result failed unexpectedly".into()).into(),
+            ))),
+        };
+        if let Some(e) = failure {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_schema(schema_out)
+        .with_max_flight_data_size(convert::BATCH_TARGET_BYTES)
+        .build(batches)
+        .map_err(flight_error);
+    Box::pin(encoded)
+}
+
+/// Streams stored IPC messages to the client as FlightData, reading them on the blocking pool:
+/// the schema first, then each record batch's header and body as read (and checked) from the
+/// store.
+pub(super) fn stream_messages(stored: IpcStream) -> BoxStream<FlightData> {
+    let IpcStream { schema, messages } = stored;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<FlightData, Status>>(2);
+    let schema_message = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()));
+    tokio::task::spawn_blocking(move || {
+        let send = |item| tx.blocking_send(item).is_ok();
+        // A panic must end the stream with an error: a stream that just stops would look
+        // complete to the client.
+        let sent = crate::contain::catch(|| {
+            if !send(Ok(schema_message)) {
+                return;
+            }
+            for message in messages {
+                let data = message.map(|m| FlightData { data_header: m.header, data_body: m.body, ..Default::default() });
+                let failed = data.is_err();
+                if !send(data.map_err(Status::from)) || failed {
+                    return;
+                }
+            }
+        });
+        if sent.is_err() {
+            send(Err(Error::Internal("reading the result failed unexpectedly".into()).into()));
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
