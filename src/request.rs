@@ -82,18 +82,21 @@ fn from_value<T: serde::de::DeserializeOwned>(op: &str, value: Value) -> Result<
     serde_json::from_value(value).map_err(|e| Error::invalid(format!("`{op}`: {e}")))
 }
 
+fn from_map<T: serde::de::DeserializeOwned>(op: &str, obj: serde_json::Map<String, Value>) -> Result<T> {
+    from_value(op, Value::Object(obj))
+}
+
 impl Request {
     /// Parses a DoAction: the operation name and its JSON body.
     pub fn parse(op: &str, body: &[u8]) -> Result<Request> {
         let obj = body_object(op, body)?;
         use actions::*;
-        let args = || Value::Object(obj.clone());
         Ok(match op {
-            PIPELINE => Request::Transform { op: op.to_string(), pipeline: from_value(op, args())? },
-            EXPLAIN => Request::Explain { pipeline: from_value(op, args())? },
-            SCHEMA => Request::Schema { input: from_value::<InputArg>(op, args())?.input },
-            SHAPE => Request::Shape { input: from_value::<InputArg>(op, args())?.input },
-            PIN | UNPIN => Request::Pin { handle: from_value::<HandleArg>(op, args())?.handle, pinned: op == PIN },
+            PIPELINE => Request::Transform { op: op.to_string(), pipeline: from_map(op, obj)? },
+            EXPLAIN => Request::Explain { pipeline: from_map(op, obj)? },
+            SCHEMA => Request::Schema { input: from_map::<InputArg>(op, obj)?.input },
+            SHAPE => Request::Shape { input: from_map::<InputArg>(op, obj)?.input },
+            PIN | UNPIN => Request::Pin { handle: from_map::<HandleArg>(op, obj)?.handle, pinned: op == PIN },
             NAME => {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
@@ -101,17 +104,17 @@ impl Request {
                     handle: Handle,
                     name: String,
                 }
-                let arg: NameArg = from_value(op, args())?;
+                let arg: NameArg = from_map(op, obj)?;
                 crate::names::check(&arg.name)?;
                 Request::Name { handle: arg.handle, name: arg.name }
             }
-            DROP_HANDLE => Request::DropHandle { handle: from_value::<HandleArg>(op, args())?.handle },
-            READ_CSV => Request::Read { format: Format::Csv, spec: from_value(op, args())? },
-            READ_PARQUET => Request::Read { format: Format::Parquet, spec: from_value(op, args())? },
-            READ_IPC => Request::Read { format: Format::Ipc, spec: from_value(op, args())? },
-            WRITE_CSV => Request::Write { format: Format::Csv, spec: from_value(op, args())? },
-            WRITE_PARQUET => Request::Write { format: Format::Parquet, spec: from_value(op, args())? },
-            WRITE_IPC => Request::Write { format: Format::Ipc, spec: from_value(op, args())? },
+            DROP_HANDLE => Request::DropHandle { handle: from_map::<HandleArg>(op, obj)?.handle },
+            READ_CSV => Request::Read { format: Format::Csv, spec: from_map(op, obj)? },
+            READ_PARQUET => Request::Read { format: Format::Parquet, spec: from_map(op, obj)? },
+            READ_IPC => Request::Read { format: Format::Ipc, spec: from_map(op, obj)? },
+            WRITE_CSV => Request::Write { format: Format::Csv, spec: from_map(op, obj)? },
+            WRITE_PARQUET => Request::Write { format: Format::Parquet, spec: from_map(op, obj)? },
+            WRITE_IPC => Request::Write { format: Format::Ipc, spec: from_map(op, obj)? },
             _ => operation(op, obj)?,
         })
     }

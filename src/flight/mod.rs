@@ -17,8 +17,7 @@ pub mod ticket;
 pub(crate) mod wire;
 
 pub use wire::FlightRoutes;
-#[doc(hidden)]
-pub use stream::read_table;
+pub(crate) use stream::read_table;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -42,7 +42,7 @@ pub(super) fn flight_error(err: FlightError) -> Status {
 }
 
 /// Reads a client's FlightData stream into batches, counting bytes against the upload limit.
-pub async fn read_table(
+pub(crate) async fn read_table(
     first: FlightData,
     rest: impl Stream<Item = std::result::Result<FlightData, Status>> + Send + Unpin + 'static,
     limits: Limits,

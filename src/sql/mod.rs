@@ -105,27 +105,12 @@ fn sql_error(e: DataFusionError) -> Error {
 /// A DataFusion error that cannot be taken apart (another stream holds it), by the kind of its
 /// root cause: the store's failures keep their status, the rest is the query's.
 fn shared_error(root: &DataFusionError) -> Error {
-    use object_store::Error as E;
-    let failed = "state store: cannot read a table";
     match root {
-        DataFusionError::ObjectStore(e) => match e.as_ref() {
-            E::NotFound { .. } => Error::NotFound("read a table: not found".into()),
-            E::PermissionDenied { .. }
-            | E::Unauthenticated { .. }
-            | E::InvalidPath { .. }
-            | E::NotSupported { .. }
-            | E::NotImplemented { .. }
-            | E::UnknownConfigurationKey { .. } => Error::Internal(format!("{failed}: the store refused the call")),
-            other if crate::error::out_of_space(other) => Error::StoreFull("state store is full: cannot read a table".into()),
-            other => Error::store(failed, other.to_string()),
-        },
-        DataFusionError::IoError(e) if crate::error::out_of_space(e) => {
-            Error::StoreFull("state store is full: cannot read a table".into())
+        DataFusionError::ObjectStore(e) => crate::store::object::store_failure("read a table", e)
+            .unwrap_or_else(|| Error::store("state store: cannot read a table", e.to_string())),
+        DataFusionError::IoError(e) => {
+            io_failure(e).unwrap_or_else(|| Error::store("state store: cannot read a table", e.to_string()))
         }
-        DataFusionError::IoError(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Error::NotFound("query: a table's data is missing".into())
-        }
-        DataFusionError::IoError(e) => Error::store(failed, e.to_string()),
         DataFusionError::External(e) => match e.downcast_ref::<Error>() {
             Some(ours) => Error::from_kind(ours.kind(), ours.to_string()),
             None => Error::Internal(format!("query: {e}")),
@@ -146,12 +131,18 @@ fn is_query(statement: &datafusion::sql::parser::Statement) -> bool {
 }
 
 fn io_error(e: std::io::Error) -> Error {
-    if crate::error::out_of_space(&e) {
-        Error::StoreFull("state store is full: cannot read a table".into())
+    io_failure(&e).unwrap_or_else(|| Error::store("state store: cannot read a table", e))
+}
+
+/// A failed read of a table's file by its kind; `None` is a generic failure, which the caller
+/// reports as [`Error::Store`] with the source it has.
+fn io_failure(e: &std::io::Error) -> Option<Error> {
+    if crate::error::out_of_space(e) {
+        Some(Error::StoreFull("state store is full: cannot read a table".into()))
     } else if e.kind() == std::io::ErrorKind::NotFound {
-        Error::NotFound("query: a table's data is missing".into())
+        Some(Error::NotFound("query: a table's data is missing".into()))
     } else {
-        Error::store("state store: cannot read a table", e)
+        None
     }
 }
 

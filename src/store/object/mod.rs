@@ -59,8 +59,15 @@ pub struct ObjectStateStore {
 /// worth a retry); a write that lost a race with another worker, a full backend
 /// ([`Error::StoreFull`]) and an unreachable store are UNAVAILABLE, which a retry can get past.
 pub(crate) fn store_error(what: &str, err: object_store::Error) -> Error {
+    store_failure(what, &err).unwrap_or_else(|| Error::store(format!("state store: cannot {what}"), err))
+}
+
+/// [`store_error`] by reference, for an error that can only be looked at (one DataFusion still
+/// shares); `None` is a generic failure (the network, the backend), which the caller reports as
+/// [`Error::Store`] with the source it has.
+pub(crate) fn store_failure(what: &str, err: &object_store::Error) -> Option<Error> {
     use object_store::Error as E;
-    match err {
+    Some(match err {
         E::NotFound { .. } => Error::NotFound(format!("{what}: not found")),
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
             tracing::error!(error = %err, what, "the state store refused the worker's credentials");
@@ -74,15 +81,12 @@ pub(crate) fn store_error(what: &str, err: object_store::Error) -> Error {
             Error::Unavailable(format!("state store: another worker changed it first; cannot {what}"))
         }
         // Generic failures (the network, the backend, a full disk), and kinds newer than these.
-        other => {
-            if crate::error::out_of_space(&other) {
-                tracing::warn!(error = %other, what, "state store is full");
-                Error::StoreFull(format!("state store is full: cannot {what}"))
-            } else {
-                Error::store(format!("state store: cannot {what}"), other)
-            }
+        other if crate::error::out_of_space(other) => {
+            tracing::warn!(error = %other, what, "state store is full");
+            Error::StoreFull(format!("state store is full: cannot {what}"))
         }
-    }
+        _ => return None,
+    })
 }
 
 impl ObjectStateStore {
