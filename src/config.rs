@@ -244,6 +244,12 @@ pub struct JobArgs {
     /// How often an idle worker looks for queued jobs: milliseconds, or a duration such as `1s`.
     #[arg(long, env = "POLARWAY_JOB_POLL_MS", default_value = "1000", value_parser = milliseconds)]
     pub job_poll_ms: Duration,
+
+    /// How many jobs this worker runs at once (default: POLARWAY_MAX_CONCURRENT_OPS). `0` makes
+    /// a worker that queues jobs and answers polls but leaves running them to the others, so
+    /// that batch work never takes the slots of interactive calls.
+    #[arg(long, env = "POLARWAY_JOB_SLOTS")]
+    pub job_slots: Option<usize>,
 }
 
 /// Logs and metrics.
@@ -331,6 +337,8 @@ pub struct Config {
     pub job_lease: Duration,
     /// Period of the job queue poll.
     pub job_poll: Duration,
+    /// Jobs run at once on this worker; `None` is one per operation slot.
+    pub job_slots: Option<usize>,
     /// The time results expire and leases lapse by (the system clock; tests move their own).
     pub clock: crate::clock::SharedClock,
 }
@@ -478,6 +486,7 @@ impl Args {
             command,
             job_lease: jobs.job_lease_secs.max(Duration::from_secs(1)),
             job_poll: jobs.job_poll_ms.max(Duration::from_millis(10)),
+            job_slots: jobs.job_slots,
             clock: crate::clock::system(),
         })
     }

@@ -136,18 +136,23 @@ pub struct Jobs {
     lease: chrono::Duration,
     running: AtomicUsize,
     max_running: usize,
+    /// Rung by a job queued here, so that an idle worker starts it at once instead of at its
+    /// next poll; other workers find it by polling the store.
+    queued_here: tokio::sync::Notify,
 }
 
 impl Jobs {
-    /// The queue over `engine`'s store; `worker` names this worker in leases and records.
-    pub fn new(engine: Arc<Engine>, worker: String, lease: Duration) -> Arc<Jobs> {
+    /// The queue over `engine`'s store; `worker` names this worker in leases and records, and
+    /// it runs up to `slots` jobs at once (by default one per operation slot).
+    pub fn new(engine: Arc<Engine>, worker: String, lease: Duration, slots: Option<usize>) -> Arc<Jobs> {
         Arc::new(Jobs {
             store: engine.store() as Arc<dyn DocumentStore>,
-            max_running: engine.limits().max_concurrent_ops,
+            max_running: slots.unwrap_or(engine.limits().max_concurrent_ops),
             engine,
             worker,
             lease: chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10)),
             running: AtomicUsize::new(0),
+            queued_here: tokio::sync::Notify::new(),
         })
     }
 
@@ -158,6 +163,14 @@ impl Jobs {
     /// Queues a command (validated first) and returns its record; the same command names the
     /// same job. A failed or cancelled job is queued again.
     pub async fn submit(&self, ctx: &RequestContext, command: &[u8]) -> Result<Job> {
+        let job = self.queue(ctx, command).await?;
+        if job.state == JobState::Pending {
+            self.queued_here.notify_one();
+        }
+        Ok(job)
+    }
+
+    async fn queue(&self, ctx: &RequestContext, command: &[u8]) -> Result<Job> {
         let request = Request::parse_command(command)?;
         if !matches!(request, Request::Transform { .. } | Request::Read { .. }) {
             return Err(Error::invalid("only operations that make a result can run as jobs"));
@@ -231,12 +244,16 @@ impl Jobs {
         Ok(job)
     }
 
-    /// Pulls queued jobs while this worker has free operation slots, until the task is dropped.
+    /// Pulls queued jobs while this worker has free operation slots, every `every` and whenever
+    /// a job is queued here, until the task is dropped.
     pub async fn run(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.queued_here.notified() => {}
+            }
             if let Err(e) = self.clone().pull().await {
                 tracing::warn!(error = %e, "pulling jobs failed");
             }

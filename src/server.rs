@@ -42,7 +42,7 @@ pub async fn serve_engine(
         std::process::id(),
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
-    let jobs = Jobs::new(engine.clone(), worker, config.job_lease);
+    let jobs = Jobs::new(engine.clone(), worker, config.job_lease, config.job_slots);
     let puller = tokio::spawn(jobs.clone().run(config.job_poll));
     let service = PolarwayFlight::new(engine, jobs)
         .with_auth(config.auth.clone())

@@ -111,7 +111,7 @@ fn missing_state_dir_fails_at_start_naming_the_option() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_worker_is_killed_is_finished_by_another() {
     let state = tempfile::tempdir().unwrap();
-    let env = [("POLARWAY_JOB_LEASE_SECS", "2"), ("POLARWAY_JOB_POLL_MS", "20")];
+    let env = [("POLARWAY_JOB_LEASE_SECS", "1"), ("POLARWAY_JOB_POLL_MS", "20")];
     let a = Worker::start_with(state.path(), &env);
     let mut ca = Client::connect(a.addr).await;
     let df = df!("x" => (0..4000i64).collect::<Vec<_>>()).unwrap();

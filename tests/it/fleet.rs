@@ -137,39 +137,47 @@ async fn a_read_in_flight_completes_across_a_sweep_that_deletes_its_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_stays_bounded_under_a_steady_stream_of_results() {
+    // A steady stream of results over 40 s of the worker's time, 200 ms of it per step: a
+    // 10 s TTL, a sweep every second of that time (the timer's own sweeps run too, and find
+    // nothing more), so a result lives TTL + read grace + one interval at most.
+    let (ttl, interval, step) = (Duration::from_secs(10), Duration::from_secs(1), Duration::from_millis(200));
+    let clock = polarway::clock::ManualClock::shared();
+    let shared = clock.clone();
     let state = tempfile::tempdir().unwrap();
     let dir = state.path().to_path_buf();
-    let server = TestServer::start_with(Mode::External, |c| {
+    let server = TestServer::start_with(Mode::External, move |c| {
         c.store = polarway::config::StoreConfig::Directory(dir);
-        c.result_ttl = Duration::from_millis(500);
-        c.gc_interval = Duration::from_millis(250);
+        c.result_ttl = ttl;
+        c.gc_interval = interval;
+        c.clock = shared.clone();
     })
     .await;
     let mut c = server.client().await;
     let results = state.path().join("results");
-    let count = || std::fs::read_dir(&results).unwrap().count();
-    let started = std::time::Instant::now();
+    // Each result is two files: its IPC file and its metadata.
+    let count = || std::fs::read_dir(&results).unwrap().count() / 2;
+    let steps_per_sweep = (interval.as_millis() / step.as_millis()) as i64;
     let mut samples = Vec::new();
-    let mut i = 0i64;
-    while started.elapsed() < Duration::from_secs(6) {
+    for i in 0..200i64 {
         let h = handle_of(&c.upload("t", &df!("x" => [i]).unwrap()).await);
         c.action("head", json!({"input": h, "n": 1})).await.unwrap();
-        i += 1;
-        if i % 20 == 0 {
+        clock.advance(step);
+        if (i + 1) % steps_per_sweep == 0 {
+            server.engine.sweep().await.unwrap();
             samples.push(count());
         }
     }
-    let created = i * 2;
-    let late = &samples[samples.len() / 3..];
-    let bound = *late.iter().max().unwrap();
-    assert!((bound as i64) < created, "bounded: {bound} files after {created} results");
-    // Not growing: the second half of the steady state holds no more files than the first (with
-    // slack for the creation rate, which varies with the load of the machine).
-    let (earlier, later) = late.split_at(late.len() / 2);
-    let (earlier_max, later_max) = (*earlier.iter().max().unwrap(), *later.iter().max().unwrap());
-    assert!(later_max * 4 <= earlier_max * 5 + 160, "flat: {late:?}");
-    // Once creation stops, everything is gone within TTL + 2 sweep intervals (+ slack).
-    tokio::time::sleep(Duration::from_millis(500 + 2 * 250 + 500)).await;
+    // Two results per step, each kept for at most TTL + 2 intervals.
+    let lifetime = ((ttl + 2 * interval).as_millis() / step.as_millis()) as usize;
+    let bound = 2 * lifetime;
+    assert!(samples.iter().all(|&n| n <= bound), "bounded by {bound}: {samples:?}");
+    // Not growing: once the first results expire, the count stays where it is.
+    let steady = &samples[lifetime / steps_per_sweep as usize..];
+    let (low, high) = (steady.iter().min().unwrap(), steady.iter().max().unwrap());
+    assert!(high - low <= 2 * steps_per_sweep as usize, "flat: {steady:?}");
+    // Once creation stops, everything is gone after TTL and one more interval of read grace.
+    clock.advance(ttl + 2 * interval);
+    server.engine.sweep().await.unwrap();
     assert_eq!(count(), 0, "all expired results deleted");
     server.stop().await;
 }

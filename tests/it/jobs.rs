@@ -60,8 +60,8 @@ async fn a_failed_job_reports_its_status_and_a_cancelled_one_cancelled() {
     assert!(status.message().contains("nope"));
     server.stop().await;
 
-    // Nobody pulls this queue: the job stays pending until cancelled.
-    let server = TestServer::start_with(Mode::Memory, |c| c.job_poll = Duration::from_secs(3600)).await;
+    // This worker runs no jobs: the job stays pending until cancelled.
+    let server = TestServer::start_with(Mode::Memory, |c| c.job_slots = Some(0)).await;
     let mut c = server.client().await;
     let h = handle_of(&c.upload("t", &frame()).await);
     let cmd = json!({"op": "head", "input": h, "n": 1}).to_string();
@@ -70,6 +70,20 @@ async fn a_failed_job_reports_its_status_and_a_cancelled_one_cancelled() {
     let _: Vec<_> = c.inner.do_action(Action::new("CancelFlightInfo", req.encode_to_vec())).await.unwrap().try_collect().await.unwrap();
     let err = c.inner.poll_flight_info(first.flight_descriptor.unwrap()).await.unwrap_err();
     assert_eq!(to_status(err).code(), Code::Cancelled);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_on_an_idle_worker_starts_without_waiting_for_its_poll() {
+    // An hour between polls: only the wake-up of the submit can start the job in time.
+    let server = TestServer::start_with(Mode::External, |c| c.job_poll = Duration::from_secs(3600)).await;
+    let mut c = server.client().await;
+    let h = handle_of(&c.upload("t", &frame()).await);
+    let cmd = json!({"op": "head", "input": h, "n": 1}).to_string();
+    let started = std::time::Instant::now();
+    let done = poll_until_done(&mut c, FlightDescriptor::new_cmd(cmd)).await;
+    assert_eq!(done.info.unwrap().total_records, 1);
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     server.stop().await;
 }
 
