@@ -1,8 +1,10 @@
 """End-to-end benchmarks, side by side in one run: Polarway against the loopback link, local
-Polars, and a plain pyarrow Flight server (benches/peers/pyarrow_peer.py).
+Polars, a plain pyarrow Flight server (benches/peers/pyarrow_peer.py) and roapi, a DataFusion
+Flight SQL server (benches/peers/roapi_peer.py), whose answers are compared with local Polars.
 
-    scripts/bench            # the full run (1 GiB transfers, 10M-row group_by, 5 repetitions)
-    scripts/bench --quick    # a small smoke run of every case (CI): checks the harness, not speed
+    scripts/bench                  # the full run on the release build (1 GiB, 10M rows, 5 reps)
+    scripts/bench --profile test   # the same on the test build
+    scripts/bench --quick          # a small smoke run of every case (CI): checks the harness, not speed
 
 Prints a table of medians and ratios, and writes it as Markdown with --markdown FILE.
 """
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+from polars.testing import assert_frame_equal
 import pyarrow as pa
 import pyarrow.flight as flight
 
@@ -26,6 +29,7 @@ import polarway
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "benches"))
 from conftest_worker import Worker  # noqa: E402
 from fleet import Nginx  # noqa: E402
 
@@ -157,6 +161,90 @@ def closed_loop(location, seconds, clients, input_handle):
     for t in threads:
         t.join()
     return sum(done)
+
+
+def kvs(rows):
+    """The upload and group_by shape: an int key (1,000 groups), a float, a short string."""
+    i = pl.int_range(0, rows, eager=True)
+    return pl.DataFrame({"k": (i * 7919) % 1000, "v": i.cast(pl.Float64) * 0.5,
+                         "s": pl.Series(["ab", "cd", "ef", "gh"]).sample(rows, with_replacement=True, seed=2)})
+
+
+def versus_roapi(record, client, location, tmp, rows, reps):
+    import adbc_driver_flightsql.dbapi as flight_sql
+    from peers.roapi_peer import Roapi
+
+    binary = Path(sys.executable).parent / "roapi"
+    frame = kvs(rows)
+    arrow = frame.to_arrow()
+    path = tmp / "kvs.parquet"
+    ours_up, theirs_up = [], []
+    peer = None
+    try:
+        for i in range(reps):
+            t, meta = timed(lambda: put(client, arrow, f"kvs{i}"))
+            ours_up.append(t)
+            act(client, "drop_handle", {"handle": meta["handle"]})
+            target = tmp / f"kvs{i}.parquet"
+            if peer is None:
+                t, _ = timed(lambda: frame.write_parquet(target))
+                t0, peer = timed(lambda: Roapi(str(binary), {"kvs": str(target)}))
+                theirs_up.append(t + t0)
+            else:
+                theirs_up.append(timed(lambda: (frame.write_parquet(target), peer.register(f"kvs{i}", str(target))))[0])
+        ms = lambda s: f"{s * 1000:.1f} ms"
+        record(f"upload {rows:,} rows: roapi (parquet + register) / Polarway", ms(median(ours_up)), ms(median(theirs_up)),
+               f"{median(theirs_up) / median(ours_up):.2f}", ">= 1.5", median(theirs_up) / median(ours_up) >= 1.5)
+
+        handle = put(client, arrow, "vt")["handle"]
+        pw = polarway.connect(location)
+        # Each repetition names its count differently: Polarway keys results by their request and
+        # would answer a repeated one from the store.
+        sql = "SELECT k, SUM(v) AS total, AVG(v) AS mean, COUNT(v) AS n{} FROM {} GROUP BY k ORDER BY k"
+        want = (frame.group_by("k").agg(total=pl.col("v").sum(), mean=pl.col("v").mean(), n=pl.col("v").count())
+                .sort("k"))
+
+        def same(got, what, i):
+            got = pl.from_arrow(got) if not isinstance(got, pl.DataFrame) else got
+            got = got.rename({f"n{i}": "n"}).select("k", "total", "mean", "n").sort("k")
+            try:
+                assert_frame_equal(got, want, check_dtypes=False, check_exact=False, rel_tol=1e-9)
+            except AssertionError as e:
+                raise AssertionError(f"{what} disagrees with local Polars: {e}") from None
+
+        ours, theirs = [], []
+        for i in range(reps + 1):
+            aggs = ["sum(v) AS total", "avg(v) AS mean", f"count(v) AS n{i}"]
+            t, got = timed(lambda: pw.fetch(act(client, "group_by", {"input": handle, "by": ["k"], "aggs": aggs})["handle"]))
+            same(got, "Polarway group_by", i)
+            tr, got = timed(lambda: peer.query(sql.format(i, "kvs")))
+            same(got, "roapi", i)
+            if i:
+                ours.append(t)
+                theirs.append(tr)
+        record(f"group_by {rows:,} rows: Polarway / roapi", ms(median(ours)), ms(median(theirs)),
+               f"{median(ours) / median(theirs):.2f}", "<= 1.0", median(ours) / median(theirs) <= 1.0)
+
+        conn = flight_sql.connect(location, autocommit=True)
+        ours = []
+        try:
+            for i in range(reps + 1):
+                def query():
+                    with conn.cursor() as cur:
+                        cur.execute(sql.format(i, "vt"))
+                        return cur.fetch_arrow_table()
+                t, got = timed(query)
+                same(got, "Polarway Flight SQL", i)
+                if i:
+                    ours.append(t)
+        finally:
+            conn.close()
+        record("Flight SQL aggregation over ADBC: Polarway / roapi", ms(median(ours)), ms(median(theirs)),
+               f"{median(ours) / median(theirs):.2f}", "<= 1.0", median(ours) / median(theirs) <= 1.0)
+        act(client, "drop_handle", {"handle": handle})
+    finally:
+        if peer is not None:
+            peer.stop()
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -369,6 +457,10 @@ def main():
             fresh.stop()
         record("cache hit / cold read (external)", ms(median(warm)), ms(median(cold)),
                f"{median(warm) / median(cold):.2f}", "<= 0.3", median(warm) / median(cold) <= 0.3)
+
+        # 10. Against roapi (DataFusion with Flight SQL): upload, group_by, and a Flight SQL
+        # aggregation over ADBC, results compared for equality.
+        versus_roapi(record, mem_c, memory.location, tmp, group_rows, reps)
 
         # 9. Operations per second: 2 workers behind nginx vs 1 worker behind nginx.
         state = str(tmp / "fleet")
