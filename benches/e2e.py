@@ -247,6 +247,56 @@ def versus_roapi(record, client, location, tmp, rows, reps):
             peer.stop()
 
 
+def versus_spark(record, client, tmp, rows, reps):
+    """Spark Connect, local[2]: the upload (from parquet, as Spark users load large inputs) and
+    the group_by, answers compared with local Polars."""
+    from pyspark.sql import functions as F
+    from peers.spark_peer import SparkConnect
+
+    frame = kvs(rows)
+    arrow = frame.to_arrow()
+    want = frame.group_by("k").agg(total=pl.col("v").sum(), mean=pl.col("v").mean(), n=pl.col("v").count()).sort("k")
+    peer = SparkConnect()
+    try:
+        ours_up, theirs_up, ours, theirs = [], [], [], []
+        for i in range(reps):
+            t, meta = timed(lambda: put(client, arrow, f"spark{i}"))
+            ours_up.append(t)
+            act(client, "drop_handle", {"handle": meta["handle"]})
+            target = tmp / f"spark{i}.parquet"
+
+            def load():
+                frame.write_parquet(target)
+                df = peer.session.read.parquet(str(target)).cache()
+                df.count()
+                return df
+            t, df = timed(load)
+            theirs_up.append(t)
+        handle = put(client, arrow, "sparkcmp")["handle"]
+        for i in range(reps + 1):
+            aggs = ["sum(v) AS total", "avg(v) AS mean", f"count(v) AS n{i}"]
+            t, got = timed(lambda: polarway_fetch(client, act(client, "group_by", {"input": handle, "by": ["k"], "aggs": aggs})["handle"]))
+            assert_frame_equal(pl.from_arrow(got).rename({f"n{i}": "n"}).sort("k"), want, check_dtypes=False, rel_tol=1e-9)
+            ts, got = timed(lambda: df.groupBy("k").agg(F.sum("v").alias("total"), F.avg("v").alias("mean"),
+                                                           F.count("v").alias("n")).toArrow())
+            assert_frame_equal(pl.from_arrow(got).sort("k"), want, check_dtypes=False, rel_tol=1e-9)
+            if i:
+                ours.append(t)
+                theirs.append(ts)
+        ms = lambda s: f"{s * 1000:.1f} ms"
+        record(f"upload {rows:,} rows: Spark Connect (parquet + cache) / Polarway", ms(median(ours_up)), ms(median(theirs_up)),
+               f"{median(theirs_up) / median(ours_up):.2f}", ">= 3", median(theirs_up) / median(ours_up) >= 3)
+        record(f"group_by {rows:,} rows: Spark Connect / Polarway", ms(median(ours)), ms(median(theirs)),
+               f"{median(theirs) / median(ours):.2f}", ">= 3", median(theirs) / median(ours) >= 3)
+        act(client, "drop_handle", {"handle": handle})
+    finally:
+        peer.stop()
+
+
+def polarway_fetch(client, handle):
+    return pa.Table.from_batches([c.data for c in client.do_get(flight.Ticket(handle.encode()))])
+
+
 # -- the cases ----------------------------------------------------------------------------------
 
 def main():
@@ -254,6 +304,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke test")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--markdown", help="also write the table here")
+    parser.add_argument("--no-spark", action="store_true", help="leave out the Spark Connect peer")
     args = parser.parse_args()
     quick = args.quick
     reps = 1 if quick else args.reps
@@ -461,6 +512,9 @@ def main():
         # 10. Against roapi (DataFusion with Flight SQL): upload, group_by, and a Flight SQL
         # aggregation over ADBC, results compared for equality.
         versus_roapi(record, mem_c, memory.location, tmp, group_rows, reps)
+        # 11. Against Spark Connect (a JVM start and parquet loads: full runs only).
+        if not quick and not args.no_spark:
+            versus_spark(record, mem_c, tmp, group_rows, reps)
 
         # 9. Operations per second: 2 workers behind nginx vs 1 worker behind nginx.
         state = str(tmp / "fleet")
