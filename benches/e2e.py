@@ -247,7 +247,7 @@ def versus_roapi(record, client, location, tmp, rows, reps):
             peer.stop()
 
 
-def versus_spark(record, client, tmp, rows, reps):
+def versus_spark(record, client, location, tmp, rows, reps):
     """Spark Connect, local[2]: the upload (from parquet, as Spark users load large inputs) and
     the group_by, answers compared with local Polars."""
     from pyspark.sql import functions as F
@@ -256,6 +256,7 @@ def versus_spark(record, client, tmp, rows, reps):
     frame = kvs(rows)
     arrow = frame.to_arrow()
     want = frame.group_by("k").agg(total=pl.col("v").sum(), mean=pl.col("v").mean(), n=pl.col("v").count()).sort("k")
+    pw = polarway.connect(location)
     peer = SparkConnect()
     try:
         ours_up, theirs_up, ours, theirs = [], [], [], []
@@ -275,8 +276,8 @@ def versus_spark(record, client, tmp, rows, reps):
         handle = put(client, arrow, "sparkcmp")["handle"]
         for i in range(reps + 1):
             aggs = ["sum(v) AS total", "avg(v) AS mean", f"count(v) AS n{i}"]
-            t, got = timed(lambda: polarway_fetch(client, act(client, "group_by", {"input": handle, "by": ["k"], "aggs": aggs})["handle"]))
-            assert_frame_equal(pl.from_arrow(got).rename({f"n{i}": "n"}).sort("k"), want, check_dtypes=False, rel_tol=1e-9)
+            t, got = timed(lambda: pw.fetch(act(client, "group_by", {"input": handle, "by": ["k"], "aggs": aggs})["handle"]))
+            assert_frame_equal(got.rename({f"n{i}": "n"}).sort("k"), want, check_dtypes=False, rel_tol=1e-9)
             ts, got = timed(lambda: df.groupBy("k").agg(F.sum("v").alias("total"), F.avg("v").alias("mean"),
                                                            F.count("v").alias("n")).toArrow())
             assert_frame_equal(pl.from_arrow(got).sort("k"), want, check_dtypes=False, rel_tol=1e-9)
@@ -291,10 +292,6 @@ def versus_spark(record, client, tmp, rows, reps):
         act(client, "drop_handle", {"handle": handle})
     finally:
         peer.stop()
-
-
-def polarway_fetch(client, handle):
-    return pa.Table.from_batches([c.data for c in client.do_get(flight.Ticket(handle.encode()))])
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -514,7 +511,7 @@ def main():
         versus_roapi(record, mem_c, memory.location, tmp, group_rows, reps)
         # 11. Against Spark Connect (a JVM start and parquet loads: full runs only).
         if not quick and not args.no_spark:
-            versus_spark(record, mem_c, tmp, group_rows, reps)
+            versus_spark(record, mem_c, memory.location, tmp, group_rows, reps)
 
         # 9. Operations per second: 2 workers behind nginx vs 1 worker behind nginx.
         state = str(tmp / "fleet")

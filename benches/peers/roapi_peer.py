@@ -9,18 +9,13 @@ after start; queried over ADBC, as Polarway's Flight SQL is.
 """
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
 
 import adbc_driver_flightsql.dbapi as flight_sql
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from fleet import free_port  # tests/python, on the path benches/e2e.py sets
 
 
 class Roapi:

@@ -9,17 +9,12 @@ script ship in the wheel, so nothing comes from Maven.
 """
 
 import os
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from fleet import free_port  # tests/python, on the path benches/e2e.py sets
 
 
 class SparkConnect:
