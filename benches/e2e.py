@@ -32,6 +32,7 @@ from conftest_worker import Worker  # noqa: E402
 from fleet import Nginx  # noqa: E402
 from harness import act, drain, median, ms, put, rss_kib, timed  # noqa: E402
 import versus  # noqa: E402
+from workload import ten_steps, trades  # noqa: E402
 
 MiB = 1 << 20
 
@@ -46,14 +47,6 @@ def table_of(nbytes):
         "k": pl.int_range(0, rows, eager=True) % 64,
     }).to_arrow()
 
-
-def trades(rows):
-    return pl.DataFrame({
-        "sym": pl.Series(["AAPL", "MSFT", "GOOG", "AMZN", "META", "NVDA", "TSLA", "ORCL"]).sample(rows, with_replacement=True, seed=1),
-        "qty": (pl.int_range(0, rows, eager=True) * 7) % 1000,
-        "price": pl.int_range(0, rows, eager=True).cast(pl.Float64) % 500 * 0.25,
-        "day": pl.int_range(0, rows, eager=True) % 365,
-    })
 
 
 
@@ -144,6 +137,7 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--markdown", help="also write the table here")
     parser.add_argument("--no-spark", action="store_true", help="leave out the Spark Connect peer")
+    parser.add_argument("--engine-twin", help="a Python whose Polars matches the worker's engine (1.43.2), for case 4b")
     args = parser.parse_args()
     quick = args.quick
     reps = 1 if quick else args.reps
@@ -266,14 +260,6 @@ def main():
         # as 10 sequential actions (one call and one stored result each), and in local Polars.
         pw = polarway.connect(memory.location)
         source = pw.frame(handle)
-
-        def ten_steps(f, i):
-            return (f.filter(pl.col("qty") > i).with_columns(notional=pl.col("qty") * pl.col("price"))
-                    .filter(pl.col("notional") > 10).with_columns(bucket=pl.col("qty") % 10)
-                    .select("sym", "day", "qty", "price", "notional", "bucket").filter(pl.col("sym") != "ORCL")
-                    .group_by("sym", "bucket").agg(total=pl.col("notional").sum(), top=pl.col("price").max())
-                    .with_columns(ratio=pl.col("total") / pl.col("top")).sort("total", descending=True).head(20))
-
         chained, sequential, local = [], [], []
         for i in range(reps + 1):
             t, got = timed(lambda: ten_steps(source, 10 + i).collect())
@@ -297,6 +283,15 @@ def main():
                f"{median(chained) / median(local):.2f}", "<= 1.2", median(chained) / median(local) <= 1.2)
         record("10 steps, lazy client / 10 sequential actions", ms(median(chained)), ms(median(sequential)),
                f"{median(chained) / median(sequential):.2f}", "< 1", median(chained) < median(sequential))
+        if args.engine_twin:
+            # The same query in local Polars of the worker's engine generation (see workload.py):
+            # what the service adds, apart from the engine's own version.
+            out = subprocess.run([args.engine_twin, str(ROOT / "benches" / "workload.py"), "--rows", str(group_rows),
+                                  "--reps", str(reps)], check=True, capture_output=True, text=True)
+            twin = json.loads(out.stdout)
+            record(f"10 steps, lazy client / local Polars {twin['polars']} (the worker's engine)", ms(median(chained)),
+                   ms(twin["median_s"]), f"{median(chained) / twin['median_s']:.2f}", "<= 1.2",
+                   median(chained) / twin["median_s"] <= 1.2)
 
         # 5. Small actions: filter on 10k rows, p50 and p99, memory vs external.
         small = trades(10_000)
