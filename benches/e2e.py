@@ -268,13 +268,16 @@ def main():
             plan = ten_steps(source, 20 + i)
 
             def one_by_one():
-                h = handle
+                made = [handle]
                 for step in plan.steps:
                     body = {k: v for k, v in step.items() if k != "op"}
-                    h = act(mem_c, step["op"], {"input": h, **body})["handle"]
-                return pw.fetch(h)
+                    made.append(act(mem_c, step["op"], {"input": made[-1], **body})["handle"])
+                return pw.fetch(made[-1]), made[1:]
 
-            ts, _ = timed(one_by_one)
+            ts, (_, made) = timed(one_by_one)
+            # The intermediates of 10M rows each would otherwise stay in memory for the whole run.
+            for h in made:
+                act(mem_c, "drop_handle", {"handle": h})
             if i:
                 chained.append(t)
                 sequential.append(ts)
