@@ -129,15 +129,25 @@ impl Operation for Join {
                 product
             }
             How::Semi | How::Anti => rows,
-            // Past the limit only if keys repeat on both sides: count the pairs.
+            // Past the limit only if keys repeat on both sides: bound the pairs from the stored
+            // right side when it is the smaller one (its keys' largest count, times the left's
+            // rows), and count them exactly only if that bound passes the limit.
             _ if product > cx.limits.max_join_rows => {
                 let (l, r) = self.keys()?;
-                let pairs = matched_pairs(lf, l, &right.lf, r)?;
                 let unmatched = match self.how {
                     How::Left => rows,
                     How::Right => right.rows,
                     How::Full => rows.saturating_add(right.rows),
                     _ => 0,
+                };
+                let bound = if right.rows <= rows {
+                    Some(rows.saturating_mul(largest_key_count(&right.lf, &r)?))
+                } else {
+                    None
+                };
+                let pairs = match bound {
+                    Some(b) if b.saturating_add(unmatched) <= cx.limits.max_join_rows => b,
+                    _ => matched_pairs(lf, l, &right.lf, r)?,
                 };
                 let out = pairs.saturating_add(unmatched);
                 cx.limits.check_join(self.how.name(), out)?;
@@ -351,6 +361,20 @@ impl Operation for Concat {
     }
 }
 
+/// The most rows of `side` that share one key value (0 for no rows): each row of the other side
+/// matches at most that many. One aggregation of `side`'s keys, which (unlike [`matched_pairs`])
+/// never evaluates the other side's plan.
+fn largest_key_count(side: &LazyFrame, keys: &[Expr]) -> Result<u64> {
+    const ROWS: &str = "__polarway_key_rows";
+    let most = side
+        .clone()
+        .group_by(keys.to_vec())
+        .agg([len().alias(ROWS)])
+        .select([col(ROWS).max().cast(DataType::Float64)])
+        .collect()?;
+    Ok(most.columns()[0].f64()?.get(0).unwrap_or(0.0) as u64)
+}
+
 /// How many pairs of rows a keyed join of `left` and `right` matches: the sum over key values of
 /// the rows with that value on each side, multiplied (null keys match nothing). Two
 /// aggregations of the keys, far cheaper than the join they stand for when keys repeat.
@@ -373,4 +397,19 @@ fn matched_pairs(left: &LazyFrame, l: Vec<Expr>, right: &LazyFrame, r: Vec<Expr>
     let pairs = pairs.columns()[0].f64()?.get(0).unwrap_or(0.0);
     // Saturates: a float past u64::MAX converts to u64::MAX.
     Ok(pairs as u64)
+}
+
+#[cfg(test)]
+mod key_count_tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_key_count_bounds_the_pairs_from_one_side() {
+        let side = df!("k" => [1i64, 2, 2, 3, 3, 3], "v" => [0i64; 6]).unwrap().lazy();
+        assert_eq!(largest_key_count(&side, &[col("k")]).unwrap(), 3);
+        let unique = df!("k" => (0..100i64).collect::<Vec<_>>()).unwrap().lazy();
+        assert_eq!(largest_key_count(&unique, &[col("k")]).unwrap(), 1);
+        let empty = df!("k" => Vec::<i64>::new()).unwrap().lazy();
+        assert_eq!(largest_key_count(&empty, &[col("k")]).unwrap(), 0);
+    }
 }
