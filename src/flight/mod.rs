@@ -10,6 +10,7 @@ pub mod answer;
 mod call;
 pub mod catalog;
 pub mod descriptor;
+mod encode;
 pub mod sql;
 pub mod status;
 mod stream;
@@ -29,7 +30,7 @@ use arrow_flight::{
     PutResult, RenewFlightEndpointRequest, SchemaAsIpc, SchemaResult, Ticket,
 };
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt, stream as futures_stream};
+use futures::{Stream, StreamExt, TryStreamExt, stream as futures_stream};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -44,6 +45,7 @@ use crate::sql::SqlEngine;
 use crate::store::ResultMeta;
 use call::Call;
 use descriptor::Descriptor;
+use encode::OutgoingData;
 
 pub use crate::protocol::{AFFINITY_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, VIEW_TYPES_HEADER};
 
@@ -132,6 +134,37 @@ impl PolarwayFlight {
             }
             JobState::Cancelled => Err(Error::Cancelled(format!("job {} was cancelled", job.id))),
         }
+    }
+
+    /// DoGet with each message's body in parts, for `wire` to send as they are; tonic's codec gets
+    /// them joined ([`FlightService::do_get`]).
+    async fn get(
+        &self,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<BoxStream<OutgoingData>>, Status> {
+        let call = self.begin("DoGet", &request);
+        call.run(|ctx| async move {
+            let views = self.views(&request)?;
+            let handle = match ticket::Ticket::parse(&request.get_ref().ticket)? {
+                ticket::Ticket::Result(handle) => handle,
+                ticket::Ticket::SqlMetadata(cmd) => {
+                    let batch = self.sql.metadata(&ctx, cmd).await?;
+                    let schema = batch.schema();
+                    return Ok(Response::new(stream::stream_batches(schema, Box::new(std::iter::once(Ok(batch))), views)));
+                }
+            };
+            tracing::Span::current().record("handle", handle.as_str());
+            // A stored file's record batches go out as they are stored, without decoding and
+            // encoding them again, unless the client asked for other string types.
+            if views == ViewTypes::View
+                && let Some(stored) = self.engine.catalog().open_messages(&ctx, &handle).await?
+            {
+                return Ok(Response::new(stream::stream_messages(stored)));
+            }
+            let result = self.engine.catalog().open(&ctx, &handle).await?;
+            Ok(Response::new(stream::stream_batches(result.schema, result.batches, views)))
+        })
+        .await
     }
 
     /// DoPut over any stream of messages: tonic's, or the one `wire` assembles.
@@ -330,29 +363,8 @@ impl FlightService for PolarwayFlight {
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
-        let call = self.begin("DoGet", &request);
-        call.run(|ctx| async move {
-            let views = self.views(&request)?;
-            let handle = match ticket::Ticket::parse(&request.get_ref().ticket)? {
-                ticket::Ticket::Result(handle) => handle,
-                ticket::Ticket::SqlMetadata(cmd) => {
-                    let batch = self.sql.metadata(&ctx, cmd).await?;
-                    let schema = batch.schema();
-                    return Ok(Response::new(stream::stream_batches(schema, Box::new(std::iter::once(Ok(batch))), views)));
-                }
-            };
-            tracing::Span::current().record("handle", handle.as_str());
-            // A stored file's record batches go out as they are stored, without decoding and
-            // encoding them again, unless the client asked for other string types.
-            if views == ViewTypes::View
-                && let Some(stored) = self.engine.catalog().open_messages(&ctx, &handle).await?
-            {
-                return Ok(Response::new(stream::stream_messages(stored)));
-            }
-            let result = self.engine.catalog().open(&ctx, &handle).await?;
-            Ok(Response::new(stream::stream_batches(result.schema, result.batches, views)))
-        })
-        .await
+        let messages = self.get(request).await?;
+        Ok(messages.map(|m| Box::pin(m.map_ok(OutgoingData::into_flight_data)) as BoxStream<FlightData>))
     }
 
     async fn do_put(
@@ -380,7 +392,8 @@ impl FlightService for PolarwayFlight {
             let ctx = ctx.restarted();
             let frame = self.engine.exchange(&ctx, steps, schema, batches).await?;
             let (schema, batches) = convert::frame_to_batches(&frame)?;
-            Ok(Response::new(stream::stream_batches(schema, Box::new(batches.into_iter().map(Ok)), views)))
+            let messages = stream::stream_batches(schema, Box::new(batches.into_iter().map(Ok)), views);
+            Ok(Response::new(Box::pin(messages.map_ok(OutgoingData::into_flight_data)) as BoxStream<FlightData>))
         })
         .await
     }

@@ -3,9 +3,9 @@
 //! bounded channel, so a large result is never whole in memory.
 //!
 //! A result leaves in one of two ways: as the stored file's IPC messages, checked but not decoded
-//! ([`stream_messages`]), or decoded and re-encoded by arrow-flight's encoder when the client
-//! asked for other string types or the store keeps frames ([`stream_batches`]). `wire` then
-//! frames the messages onto HTTP/2. A panic while reading ends the stream with INTERNAL: a stream
+//! ([`stream_messages`]), or as batches encoded with their buffers shared ([`super::encode`]) when
+//! the client asked for other string types or the store keeps frames ([`stream_batches`]). `wire`
+//! then frames the messages onto HTTP/2. A panic while reading ends the stream with INTERNAL: a stream
 //! that just stopped would look complete to the client.
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use futures::{Stream, StreamExt, TryStreamExt, stream};
 use tonic::Status;
 
 use super::BoxStream;
+use super::encode::{BatchEncoder, OutgoingData};
 use crate::convert::{self, ViewTypes};
 use crate::error::{Error, Result};
 use crate::ipc;
@@ -90,13 +91,56 @@ pub(crate) async fn read_table(
     Ok((schema, batches))
 }
 
-/// Streams batches to the client through the encoder, reading them on the blocking pool.
+/// Streams batches to the client, reading and encoding them on the blocking pool. Their buffers
+/// go out as they are ([`BatchEncoder`]), unless the schema holds a dictionary: arrow-flight's
+/// encoder hydrates those.
 pub(super) fn stream_batches(
     schema: SchemaRef,
     batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
     views: ViewTypes,
-) -> BoxStream<FlightData> {
+) -> BoxStream<OutgoingData> {
     let schema_out = views.schema(&schema);
+    if !BatchEncoder::supports(&schema_out) {
+        return hydrated(schema_out, batches, views);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<OutgoingData, Status>>(2);
+    tokio::task::spawn_blocking(move || {
+        let send = |item| tx.blocking_send(item).is_ok();
+        let sent = crate::contain::catch(|| -> Result<()> {
+            let mut encoder = BatchEncoder::try_new(&schema_out)?;
+            for batch in batches {
+                let batch = views.batch(batch?, &schema_out)?;
+                for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
+                    for message in encoder.encode(&part)? {
+                        if !send(Ok(message)) {
+                            return Ok(()); // the client went away
+                        }
+                    }
+                }
+            }
+            for message in encoder.finish()? {
+                send(Ok(message));
+            }
+            Ok(())
+        });
+        let failure = match sent {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Status::from(e)),
+            Err(_) => Some(Error::Internal("reading the result failed unexpectedly".into()).into()),
+        };
+        if let Some(status) = failure {
+            send(Err(status));
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Streams batches through arrow-flight's encoder, which hydrates dictionaries to their values.
+fn hydrated(
+    schema_out: SchemaRef,
+    batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    views: ViewTypes,
+) -> BoxStream<OutgoingData> {
     let target = schema_out.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(2);
     tokio::task::spawn_blocking(move || {
@@ -129,6 +173,7 @@ pub(super) fn stream_batches(
         .with_schema(schema_out)
         .with_max_flight_data_size(convert::BATCH_TARGET_BYTES)
         .build(batches)
+        .map_ok(OutgoingData::from)
         .map_err(flight_error);
     Box::pin(encoded)
 }
@@ -136,10 +181,10 @@ pub(super) fn stream_batches(
 /// Streams stored IPC messages to the client as FlightData, reading them on the blocking pool:
 /// the schema first, then each record batch's header and body as read (and checked) from the
 /// store.
-pub(super) fn stream_messages(stored: IpcStream) -> BoxStream<FlightData> {
+pub(super) fn stream_messages(stored: IpcStream) -> BoxStream<OutgoingData> {
     let IpcStream { schema, messages } = stored;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<FlightData, Status>>(2);
-    let schema_message = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()));
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<OutgoingData, Status>>(2);
+    let schema_message = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default())).into();
     tokio::task::spawn_blocking(move || {
         let send = |item| tx.blocking_send(item).is_ok();
         // A panic must end the stream with an error: a stream that just stops would look
@@ -149,7 +194,9 @@ pub(super) fn stream_messages(stored: IpcStream) -> BoxStream<FlightData> {
                 return;
             }
             for message in messages {
-                let data = message.map(|m| FlightData { data_header: m.header, data_body: m.body, ..Default::default() });
+                let data = message.map(|m| {
+                    OutgoingData::from(FlightData { data_header: m.header, data_body: m.body, ..Default::default() })
+                });
                 let failed = data.is_err();
                 if !send(data.map_err(Status::from)) || failed {
                     return;

@@ -44,6 +44,35 @@ def test_upload_pipeline_doget_matches_local_polars(client):
     assert [c["name"] for c in result["schema"]] == ["sym", "total", "n"]
 
 
+def test_results_arrive_whole_from_any_offset_and_dictionaries_as_their_values(client):
+    # DoGet sends a result's own buffers: a slice starting mid-byte of its validity and boolean
+    # bitmaps, and strings long and short, must arrive exactly as Polars has them.
+    n = 20_000
+    df = pl.DataFrame({
+        "i": pl.Series([None if i % 7 == 0 else i for i in range(n)], dtype=pl.Int64),
+        "f": [i / 3 for i in range(n)],
+        "b": [None if i % 5 == 0 else i % 3 == 0 for i in range(n)],
+        "s": [None if i % 11 == 0 else ("x" * (i % 20)) + str(i) for i in range(n)],
+    })
+    h = upload(client, "mixed", df)["handle"]
+    for offset, length in [(3, 9_001), (12_345, 7), (n - 1, 1), (5, 0)]:
+        part = action(client, "slice", {"input": h, "offset": offset, "length": length})
+        assert_frame_equal(fetch(client, part["handle"]), df.slice(offset, length))
+
+    # A dictionary column is stored as a categorical and sent back as its values, as
+    # arrow-flight's encoder hydrates it.
+    table = pa.table({"c": pa.array(["red", "blue", None, "red"] * 1000).dictionary_encode(), "x": range(4000)})
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("dict"), table.schema)
+    writer.write_table(table)
+    writer.done_writing()
+    h = json.loads(reader.read().to_pybytes())["handle"]
+    writer.close()
+    got = client.do_get(flight.Ticket(h.encode())).read_all()
+    assert not pa.types.is_dictionary(got.schema.field("c").type)
+    assert got.column("c").cast(pa.string()).to_pylist() == ["red", "blue", None, "red"] * 1000
+    assert got.column("x").to_pylist() == list(range(4000))
+
+
 def test_list_actions_flights_and_flight_info(client):
     names = {a.type for a in client.list_actions()}
     assert {"filter", "group_by", "join", "pipeline", "pin", "RenewFlightEndpoint"} <= names

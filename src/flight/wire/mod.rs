@@ -5,9 +5,9 @@
 //! batch body once more on its way to the socket, and assembles every request message in its
 //! receive buffer, from which Arrow's decoder copies again each buffer that is not aligned for its
 //! type (tonic's never are). [`FlightRoutes`] frames these two methods itself:
-//! - DoGet's bodies are already `Bytes` (read and checked from the store, or encoded by
-//!   arrow-flight): each message goes out as a small prefix (the gRPC message header and the
-//!   protobuf fields before the body), then the body as it is.
+//! - DoGet's bodies are already `Bytes` (read and checked from the store, or the buffers of a
+//!   batch, shared by `encode`): each message goes out as a small prefix (the gRPC message header
+//!   and the protobuf fields before the body), then the body's parts as they are.
 //! - DoPut's messages are copied once from the transport's frames into a buffer of their own,
 //!   placed so that the body starts 64-byte aligned: Arrow then decodes it where it lies.
 //!
@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{FlightData, Ticket};
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -83,7 +83,7 @@ impl FlightRoutes {
             Err(status) => return status.into_http(),
         };
         let request = Request::from_http(http::Request::from_parts(parts, ticket));
-        respond(self.flight.do_get(request).await, self.max_message)
+        respond(self.flight.get(request).await, self.max_message)
     }
 
     async fn do_put(self, request: http::Request<Body>) -> http::Response<Body> {
@@ -190,6 +190,7 @@ pub(super) fn message_length(header: &[u8; GRPC_HEADER]) -> Result<usize, Status
 
 #[cfg(test)]
 mod tests {
+    use super::super::encode::OutgoingData;
     use super::read::*;
     use super::*;
     use arrow_flight::FlightDescriptor;
@@ -230,18 +231,36 @@ mod tests {
             FlightData { app_metadata: Bytes::from_static(b"only metadata"), ..Default::default() },
         ];
         for data in cases {
-            let (prefix, sent_body) = frame(data.clone(), usize::MAX).unwrap();
+            let (prefix, sent_body) = frame(data.clone().into(), usize::MAX).unwrap();
             let mut wire = prefix.to_vec();
-            wire.extend_from_slice(&sent_body);
+            sent_body.iter().for_each(|part| wire.extend_from_slice(part));
             assert_eq!(wire, prost_framed(&data), "{data:?}");
-            assert_eq!(sent_body.as_ptr(), data.data_body.as_ptr(), "the body is not copied");
+            if !data.data_body.is_empty() {
+                assert_eq!(sent_body[0].as_ptr(), data.data_body.as_ptr(), "the body is not copied");
+            }
         }
+    }
+
+    #[test]
+    fn bodies_in_parts_frame_as_the_joined_message() {
+        let part = |n: usize, b: u8| Bytes::from(vec![b; n]);
+        let parts = vec![part(100_000, 1), Bytes::new(), part(7, 2), part(200, 3)];
+        let message = OutgoingData {
+            data: FlightData { data_header: Bytes::from_static(b"header"), ..Default::default() },
+            body: parts.clone(),
+        };
+        let (prefix, sent) = frame(message.clone(), usize::MAX).unwrap();
+        assert_eq!(sent.len(), 3, "empty parts are not sent");
+        assert!(sent.iter().zip(parts.iter().filter(|p| !p.is_empty())).all(|(s, p)| s.as_ptr() == p.as_ptr()));
+        let mut wire = prefix.to_vec();
+        sent.iter().for_each(|part| wire.extend_from_slice(part));
+        assert_eq!(wire, prost_framed(&message.into_flight_data()));
     }
 
     #[test]
     fn a_message_over_the_limit_is_refused() {
         let data = FlightData { data_body: Bytes::from(vec![0; 2000]), ..Default::default() };
-        let status = frame(data, 1000).unwrap_err();
+        let status = frame(data.into(), 1000).unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.message().contains("POLARWAY_MAX_MESSAGE_BYTES"), "{}", status.message());
     }

@@ -1,29 +1,33 @@
 //! DoGet's side: each response message as a small prefix (the gRPC message header and the
-//! protobuf fields before the body), then the body as it is, without copying it again.
+//! protobuf fields before the body), then the body's parts as they are, without copying them.
+
+use std::collections::VecDeque;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use arrow_flight::{FlightData, PutResult};
 use tonic::Status;
 
+use super::super::encode::OutgoingData;
 use super::*;
 
-/// A response message as gRPC frames: a prefix, and a body sent as it is (empty if none).
+/// A response message as gRPC frames: a prefix, and a body sent as it is, in parts (none if
+/// empty).
 pub(super) trait WireMessage {
     /// The message's prefix and body.
-    fn frame(self, max: usize) -> Result<(Bytes, Bytes), Status>;
+    fn frame(self, max: usize) -> Result<(Bytes, Vec<Bytes>), Status>;
 }
 
-impl WireMessage for FlightData {
-    fn frame(self, max: usize) -> Result<(Bytes, Bytes), Status> {
+impl WireMessage for OutgoingData {
+    fn frame(self, max: usize) -> Result<(Bytes, Vec<Bytes>), Status> {
         frame(self, max)
     }
 }
 
 impl WireMessage for PutResult {
-    fn frame(self, max: usize) -> Result<(Bytes, Bytes), Status> {
+    fn frame(self, max: usize) -> Result<(Bytes, Vec<Bytes>), Status> {
         let mut prefix = grpc_prefix(self.encoded_len(), self.encoded_len(), max)?;
         self.encode(&mut prefix).expect("capacity reserved");
-        Ok((prefix.freeze(), Bytes::new()))
+        Ok((prefix.freeze(), Vec::new()))
     }
 }
 
@@ -42,21 +46,24 @@ pub(super) fn grpc_prefix(len: usize, more: usize, max: usize) -> Result<BytesMu
     Ok(prefix)
 }
 
-/// The protobuf length of `data`, as prost would encode it.
-pub(super) fn flight_data_len(data: &FlightData) -> usize {
+/// The protobuf length of `data` with a body of `body` bytes, as prost would encode it.
+pub(super) fn flight_data_len(data: &FlightData, body: usize) -> usize {
     let field = |tag: u32, len: usize| if len == 0 { 0 } else { key_len(tag) + encoded_len_varint(len as u64) + len };
     let descriptor = data.flight_descriptor.as_ref().map(Message::encoded_len);
     descriptor.map_or(0, |n| key_len(DESCRIPTOR) + encoded_len_varint(n as u64) + n)
         + field(DATA_HEADER, data.data_header.len())
         + field(APP_METADATA, data.app_metadata.len())
-        + field(DATA_BODY, data.data_body.len())
+        + field(DATA_BODY, body)
 }
 
-/// The gRPC framing of one `FlightData` as a prefix (message header and every field but the body)
-/// and the body, unchanged. The two together are what prost would encode.
-pub(super) fn frame(data: FlightData, max: usize) -> Result<(Bytes, Bytes), Status> {
-    let len = flight_data_len(&data);
-    let mut prefix = grpc_prefix(len, len - data.data_body.len(), max)?;
+/// The gRPC framing of one message as a prefix (message header and every field but the body) and
+/// the body's parts, unchanged. The two together are what prost would encode of the message with
+/// its body joined.
+pub(super) fn frame(message: OutgoingData, max: usize) -> Result<(Bytes, Vec<Bytes>), Status> {
+    let body = message.body_len();
+    let OutgoingData { data, body: parts } = message;
+    let len = flight_data_len(&data, body);
+    let mut prefix = grpc_prefix(len, len - body, max)?;
     if let Some(descriptor) = &data.flight_descriptor {
         encode_key(DESCRIPTOR, WireType::LengthDelimited, &mut prefix);
         descriptor.encode_length_delimited(&mut prefix).expect("capacity reserved");
@@ -68,18 +75,19 @@ pub(super) fn frame(data: FlightData, max: usize) -> Result<(Bytes, Bytes), Stat
             prefix.put_slice(bytes);
         }
     }
-    if !data.data_body.is_empty() {
+    if body > 0 {
         encode_key(DATA_BODY, WireType::LengthDelimited, &mut prefix);
-        encode_varint(data.data_body.len() as u64, &mut prefix);
+        encode_varint(body as u64, &mut prefix);
     }
-    Ok((prefix.freeze(), data.data_body))
+    Ok((prefix.freeze(), parts.into_iter().filter(|p| !p.is_empty()).collect()))
 }
 
-/// A streamed response body: each message's prefix, then its body, then the status as trailers.
+/// A streamed response body: each message's prefix, then its body's parts, then the status as
+/// trailers.
 pub(super) struct MessageBody<M> {
     messages: BoxStream<M>,
-    /// The body of the message whose prefix went out last.
-    body: Option<Bytes>,
+    /// What is left to send of the body of the message whose prefix went out last.
+    body: VecDeque<Bytes>,
     done: bool,
     max_message: usize,
 }
@@ -87,7 +95,7 @@ pub(super) struct MessageBody<M> {
 impl<M> MessageBody<M> {
     /// A body sending `messages`, each at most `max_message` bytes.
     pub(super) fn new(messages: BoxStream<M>, max_message: usize) -> Self {
-        MessageBody { messages, body: None, done: false, max_message }
+        MessageBody { messages, body: VecDeque::new(), done: false, max_message }
     }
 
     fn trailers(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
@@ -105,8 +113,8 @@ impl<M: WireMessage> http_body::Body for MessageBody<M> {
     type Error = Status;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(body) = self.body.take() {
-            return Poll::Ready(Some(Ok(Frame::data(body))));
+        if let Some(part) = self.body.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(part))));
         }
         if self.done {
             return Poll::Ready(None);
@@ -114,7 +122,7 @@ impl<M: WireMessage> http_body::Body for MessageBody<M> {
         match ready!(self.messages.poll_next_unpin(cx)) {
             Some(Ok(message)) => match message.frame(self.max_message) {
                 Ok((prefix, body)) => {
-                    self.body = Some(body).filter(|b| !b.is_empty());
+                    self.body = body.into();
                     Poll::Ready(Some(Ok(Frame::data(prefix))))
                 }
                 Err(status) => self.trailers(status),
@@ -125,6 +133,6 @@ impl<M: WireMessage> http_body::Body for MessageBody<M> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.body.is_none()
+        self.done && self.body.is_empty()
     }
 }
