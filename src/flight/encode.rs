@@ -14,8 +14,8 @@
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow::ipc::writer::StreamEncoder;
-use arrow_flight::FlightData;
+use arrow::ipc::writer::{IpcWriteOptions, StreamEncoder};
+use arrow_flight::{FlightData, SchemaAsIpc};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -57,8 +57,9 @@ impl From<FlightData> for OutgoingData {
     }
 }
 
-/// Encodes a stream of record batches of one schema: the schema message first, then one message
-/// per batch, each body sharing the batch's buffers.
+/// Encodes a stream of record batches of one schema, one message per batch, each body sharing
+/// the batch's buffers. The schema's message is made apart ([`BatchEncoder::schema_message`]), so
+/// that it can go out before the first batch is read.
 pub(crate) struct BatchEncoder {
     encoder: StreamEncoder,
     started: bool,
@@ -91,15 +92,18 @@ impl BatchEncoder {
         Ok(BatchEncoder { encoder: StreamEncoder::try_new(schema)?, started: false })
     }
 
-    /// The messages for `batch`: the schema's before the first batch's.
-    pub fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<OutgoingData>> {
-        self.started = true;
-        split_messages(self.encoder.encode(batch)?)
+    /// The message that opens the stream: the schema.
+    pub fn schema_message(schema: &Schema) -> OutgoingData {
+        FlightData::from(SchemaAsIpc::new(schema, &IpcWriteOptions::default())).into()
     }
 
-    /// The messages that end the stream: the schema's, if no batch was encoded.
-    pub fn finish(self) -> Result<Vec<OutgoingData>> {
-        if self.started { Ok(Vec::new()) } else { split_messages(self.encoder.finish()?) }
+    /// The messages for `batch`: its dictionaries' (none, for a supported schema) and its own.
+    pub fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<OutgoingData>> {
+        let mut messages = split_messages(self.encoder.encode(batch)?)?;
+        if !std::mem::replace(&mut self.started, true) && !messages.is_empty() {
+            messages.remove(0); // the schema, sent apart
+        }
+        Ok(messages)
     }
 }
 
@@ -126,10 +130,36 @@ fn split_messages(buffers: Vec<Buffer>) -> Result<Vec<OutgoingData>> {
             .map_err(|e| Error::Internal(format!("the IPC encoder wrote an unreadable header: {e}")))?;
         let body_len = usize::try_from(message.bodyLength())
             .map_err(|_| Error::Internal("the IPC encoder wrote a negative body length".into()))?;
-        let body = stream.take_parts(body_len)?;
+        let body = coalesce(stream.take_parts(body_len)?);
         messages.push(OutgoingData { data: FlightData { data_header: header, ..Default::default() }, body });
     }
     Ok(messages)
+}
+
+/// Parts below this size are joined with their small neighbours: copying a few kilobytes costs
+/// less than sending each as an HTTP/2 frame of its own, and a small result's body (its buffers,
+/// their padding) then goes out as one part.
+const SMALL_PART: usize = 32 << 10;
+
+/// `parts` with each run of consecutive small parts joined into one.
+fn coalesce(parts: Vec<Bytes>) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(parts.len());
+    let mut run: Vec<Bytes> = Vec::new();
+    let flush = |run: &mut Vec<Bytes>, out: &mut Vec<Bytes>| match run.len() {
+        0 => {}
+        1 => out.push(run.pop().expect("one part")),
+        _ => out.push(std::mem::take(run).concat().into()),
+    };
+    for part in parts {
+        if part.len() < SMALL_PART {
+            run.push(part);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(part);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// A byte sequence held as a list of buffers, read from the front.
@@ -237,11 +267,10 @@ mod tests {
         // Slices at odd offsets: validity and boolean bitmaps that do not start on a byte.
         let batches = vec![batch.clone(), batch.slice(3, 4_000), batch.slice(4_003, 1), batch.slice(9_999, 1), batch.slice(0, 0)];
         let mut encoder = BatchEncoder::try_new(&schema).unwrap();
-        let mut messages = Vec::new();
+        let mut messages = vec![BatchEncoder::schema_message(&schema)];
         for b in &batches {
             messages.extend(encoder.encode(b).unwrap());
         }
-        messages.extend(encoder.finish().unwrap());
         assert_eq!(messages.len(), 1 + batches.len(), "the schema, then one message per batch");
         assert_eq!(decode(&schema, messages), batches);
     }
@@ -262,11 +291,21 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_without_batches_still_sends_its_schema() {
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8View, true)]));
-        let messages = BatchEncoder::try_new(&schema).unwrap().finish().unwrap();
-        assert_eq!(messages.len(), 1);
-        assert!(decode(&schema, messages).is_empty());
+    fn small_parts_are_joined_and_large_ones_shared() {
+        let big = Bytes::from(vec![1u8; SMALL_PART]);
+        let small = |b: u8| Bytes::from(vec![b; 10]);
+        let parts = vec![small(2), small(3), big.clone(), small(4), big.clone(), small(5)];
+        let joined = coalesce(parts.clone());
+        assert_eq!(joined.len(), 5);
+        assert_eq!(joined[0], Bytes::from([vec![2u8; 10], vec![3u8; 10]].concat()));
+        assert_eq!(joined[1].as_ptr(), big.as_ptr(), "a large part is not copied");
+        assert_eq!(joined.concat(), parts.concat());
+
+        // A small batch's body goes out in one part (its fixed-width columns: a slice of a view
+        // array still carries its whole data buffers, which are large here).
+        let batch = sample().project(&[0, 1, 2, 4]).unwrap().slice(0, 10);
+        let mut encoder = BatchEncoder::try_new(&batch.schema()).unwrap();
+        assert_eq!(encoder.encode(&batch).unwrap().last().unwrap().body.len(), 1);
     }
 
     #[test]

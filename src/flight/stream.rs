@@ -103,6 +103,8 @@ pub(super) fn stream_batches(
     if !BatchEncoder::supports(&schema_out) {
         return hydrated(schema_out, batches, views);
     }
+    // The schema goes out at once, while the first batch is read.
+    let schema_message = BatchEncoder::schema_message(&schema_out);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<OutgoingData, Status>>(2);
     tokio::task::spawn_blocking(move || {
         let send = |item| tx.blocking_send(item).is_ok();
@@ -118,9 +120,6 @@ pub(super) fn stream_batches(
                     }
                 }
             }
-            for message in encoder.finish()? {
-                send(Ok(message));
-            }
             Ok(())
         });
         let failure = match sent {
@@ -132,7 +131,7 @@ pub(super) fn stream_batches(
             send(Err(status));
         }
     });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    Box::pin(stream::once(async { Ok(schema_message) }).chain(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 /// Streams batches through arrow-flight's encoder, which hydrates dictionaries to their values.
