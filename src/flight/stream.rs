@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::{FlightData, SchemaAsIpc};
+use arrow_flight::FlightData;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use tonic::Status;
 
@@ -105,33 +104,21 @@ pub(super) fn stream_batches(
     }
     // The schema goes out at once, while the first batch is read.
     let schema_message = BatchEncoder::schema_message(&schema_out);
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<OutgoingData, Status>>(2);
-    tokio::task::spawn_blocking(move || {
-        let send = |item| tx.blocking_send(item).is_ok();
-        let sent = crate::contain::catch(|| -> Result<()> {
-            let mut encoder = BatchEncoder::try_new(&schema_out)?;
-            for batch in batches {
-                let batch = views.batch(batch?, &schema_out)?;
-                for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
-                    for message in encoder.encode(&part)? {
-                        if !send(Ok(message)) {
-                            return Ok(()); // the client went away
-                        }
+    let encoded = produced(move |send| {
+        let mut encoder = BatchEncoder::try_new(&schema_out)?;
+        for batch in batches {
+            let batch = views.batch(batch?, &schema_out)?;
+            for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
+                for message in encoder.encode(&part)? {
+                    if !send(message) {
+                        return Ok(()); // the client went away
                     }
                 }
             }
-            Ok(())
-        });
-        let failure = match sent {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(Status::from(e)),
-            Err(_) => Some(Error::Internal("reading the result failed unexpectedly".into()).into()),
-        };
-        if let Some(status) = failure {
-            send(Err(status));
         }
+        Ok(())
     });
-    Box::pin(stream::once(async { Ok(schema_message) }).chain(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    Box::pin(stream::once(async { Ok(schema_message) }).chain(encoded))
 }
 
 /// Streams batches through arrow-flight's encoder, which hydrates dictionaries to their values.
@@ -141,37 +128,21 @@ fn hydrated(
     views: ViewTypes,
 ) -> BoxStream<OutgoingData> {
     let target = schema_out.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(2);
-    tokio::task::spawn_blocking(move || {
-        let sent = crate::contain::catch(|| {
-            for batch in batches {
-                let batch = batch
-                    .and_then(|b| views.batch(b, &target))
-                    .map_err(|e| FlightError::Tonic(Box::new(e.into())))?;
-                for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
-                    if tx.blocking_send(Ok(part)).is_err() {
-                        return Ok(()); // the client went away
-                    }
+    let batches = produced(move |send| {
+        for batch in batches {
+            let batch = views.batch(batch?, &target)?;
+            for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
+                if !send(part) {
+                    return Ok(()); // the client went away
                 }
             }
-            Ok(())
-        });
-        let failure = match sent {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some(FlightError::Tonic(Box::new(
-                Error::Internal("reading the result failed unexpectedly".into()).into(),
-            ))),
-        };
-        if let Some(e) = failure {
-            let _ = tx.blocking_send(Err(e));
         }
+        Ok(())
     });
-    let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
     let encoded = FlightDataEncoderBuilder::new()
         .with_schema(schema_out)
         .with_max_flight_data_size(convert::BATCH_TARGET_BYTES)
-        .build(batches)
+        .build(batches.map_err(|status| FlightError::Tonic(Box::new(status))))
         .map_ok(OutgoingData::from)
         .map_err(flight_error);
     Box::pin(encoded)
@@ -182,28 +153,36 @@ fn hydrated(
 /// store.
 pub(super) fn stream_messages(stored: IpcStream) -> BoxStream<OutgoingData> {
     let IpcStream { schema, messages } = stored;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<OutgoingData, Status>>(2);
-    let schema_message = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default())).into();
+    let schema_message = BatchEncoder::schema_message(&schema);
+    let read = produced(move |send| {
+        for message in messages {
+            let m = message?;
+            if !send(FlightData { data_header: m.header, data_body: m.body, ..Default::default() }.into()) {
+                return Ok(()); // the client went away
+            }
+        }
+        Ok(())
+    });
+    Box::pin(stream::once(async { Ok(schema_message) }).chain(read))
+}
+
+/// What `produce` sends, produced on the blocking pool through a 2-deep channel. `send` answers
+/// false once the client has gone away. An error from `produce` ends the stream with its status,
+/// and so does a panic, with INTERNAL: a stream that just stopped would look complete to the
+/// client.
+fn produced<T: Send + 'static>(
+    produce: impl FnOnce(&dyn Fn(T) -> bool) -> Result<()> + Send + 'static,
+) -> BoxStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<T, Status>>(2);
     tokio::task::spawn_blocking(move || {
-        let send = |item| tx.blocking_send(item).is_ok();
-        // A panic must end the stream with an error: a stream that just stops would look
-        // complete to the client.
-        let sent = crate::contain::catch(|| {
-            if !send(Ok(schema_message)) {
-                return;
-            }
-            for message in messages {
-                let data = message.map(|m| {
-                    OutgoingData::from(FlightData { data_header: m.header, data_body: m.body, ..Default::default() })
-                });
-                let failed = data.is_err();
-                if !send(data.map_err(Status::from)) || failed {
-                    return;
-                }
-            }
-        });
-        if sent.is_err() {
-            send(Err(Error::Internal("reading the result failed unexpectedly".into()).into()));
+        let sent = crate::contain::catch(|| produce(&|item| tx.blocking_send(Ok(item)).is_ok()));
+        let failure: Option<Status> = match sent {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.into()),
+            Err(_) => Some(Error::Internal("reading the result failed unexpectedly".into()).into()),
+        };
+        if let Some(status) = failure {
+            let _ = tx.blocking_send(Err(status));
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
