@@ -206,19 +206,27 @@ def contest(record, ours, peer, tmp, *, rows, big, small, reps, small_reps, targ
 
     cpu = {}  # server CPU seconds of the last `alternate`, per contender
 
-    def alternate(n, ours_fn, theirs_fn, warm_up=1):
+    def alternate(n, ours_fn, theirs_fn, warm_up=1, check=None):
         """`n` timed runs of each, turn about, after `warm_up` untimed ones; the servers' CPU over
-        the timed runs goes to `cpu`."""
+        the timed runs goes to `cpu`. Only the call is timed: `check(contender, result, i)`, when
+        given, compares every result once the clock has stopped."""
         a, b = [], []
         cpu.update({ours: 0.0, peer: 0.0})
         for i in range(n + warm_up):
             for contender, fn, times in ((ours, ours_fn, a), (peer, theirs_fn, b)):
                 before = cpu_seconds(contender.pids()[0])
-                t, _ = timed(lambda: fn(i))
+                t, got = timed(lambda: fn(i))
+                spent = cpu_seconds(contender.pids()[0]) - before
                 if i >= warm_up:
                     times.append(t)
-                    cpu[contender] += cpu_seconds(contender.pids()[0]) - before
+                    cpu[contender] += spent
+                if check is not None:
+                    check(contender, got, i)
         return a, b
+
+    def against(want_fn, what, order):
+        """A `check` for `alternate`: each result equals local Polars' answer for its run."""
+        return lambda contender, got, i: agree(got, want_fn(i), f"{contender.name}'s {what}", order)
 
     def loaded(contender, what, frame, i):
         return contender.load(what, frame, tmp / f"{contender.name.replace(' ', '-')}-{what}-{i}.parquet")
@@ -239,14 +247,10 @@ def contest(record, ours, peer, tmp, *, rows, big, small, reps, small_reps, targ
         our_kvs, their_kvs = held[ours], held[peer]
 
         # group_by over the uploaded rows.
-        def checked(contender, ref, i, run, want_fn, what, order=None):
-            got = run(ref, i)
-            agree(got, want_fn(i), f"{contender.name}'s {what}", order)
-
         local = facts.lazy()
         want_group = lambda i: group_by(local, i).collect()
-        g_ours, g_theirs = alternate(reps, lambda i: checked(ours, our_kvs, i, ours.group_by, want_group, "group_by", ["k"]),
-                                     lambda i: checked(peer, their_kvs, i, peer.group_by, want_group, "group_by", ["k"]))
+        g_ours, g_theirs = alternate(reps, lambda i: ours.group_by(our_kvs, i), lambda i: peer.group_by(their_kvs, i),
+                                     check=against(want_group, "group_by", ["k"]))
         versus(f"group_by k over {rows:,} rows", g_ours, g_theirs, lambda xs: ms(median(xs)), 1.0 if name == "roapi" else target)
         per_call = lambda c: cpu[c] / reps
         record(f"server CPU per group_by: {name} / Polarway", ms(per_call(ours)), ms(per_call(peer)),
@@ -255,16 +259,17 @@ def contest(record, ours, peer, tmp, *, rows, big, small, reps, small_reps, targ
         # The Flight SQL aggregation over ADBC, Polarway's SQL against roapi's.
         if hasattr(ours, "sql") and name == "roapi":
             sql = "SELECT k, SUM(v) AS total, AVG(v) AS mean, COUNT(v) AS n{} FROM {} GROUP BY k"
-            s_ours, s_theirs = alternate(reps, lambda i: agree(ours.sql(sql.format(i, "kvs")), want_group(i), "Polarway's Flight SQL", ["k"]),
-                                         lambda i: agree(peer.group_by(their_kvs, i), want_group(i), "roapi", ["k"]))
+            s_ours, s_theirs = alternate(reps, lambda i: ours.sql(sql.format(i, "kvs")), lambda i: peer.group_by(their_kvs, i),
+                                         check=against(want_group, "Flight SQL aggregation", ["k"]))
             versus("Flight SQL aggregation over ADBC", s_ours, s_theirs, lambda xs: ms(median(xs)), 1.0)
 
         # Five steps with a join against 10k rows.
         dim = dimension()
         our_dim, their_dim = loaded(ours, "dim", dim, 0), loaded(peer, "dim", dim, 0)
         want_steps = lambda i: five_steps(local, dim.lazy(), i).collect()
-        p_ours, p_theirs = alternate(reps, lambda i: checked(ours, our_kvs, i, lambda r, i: ours.five_steps(r, our_dim, i), want_steps, "five steps", ["grp"]),
-                                     lambda i: checked(peer, their_kvs, i, lambda r, i: peer.five_steps(r, their_dim, i), want_steps, "five steps", ["grp"]))
+        p_ours, p_theirs = alternate(reps, lambda i: ours.five_steps(our_kvs, our_dim, i),
+                                     lambda i: peer.five_steps(their_kvs, their_dim, i),
+                                     check=against(want_steps, "five steps", ["grp"]))
         versus(f"5 steps with a join over {rows:,} rows", p_ours, p_theirs, lambda xs: ms(median(xs)), target)
         for contender, ref in ((ours, our_kvs), (peer, their_kvs), (ours, our_dim), (peer, their_dim)):
             contender.drop(ref)
