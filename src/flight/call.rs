@@ -37,9 +37,11 @@ pub(super) struct Call {
 }
 
 impl Call {
-    /// Names, times and authenticates a call of `method`; its work will have `timeout`.
+    /// Names, times and authenticates a call of `method`; its work will have `timeout`, or the
+    /// client's deadline (`grpc-timeout`) when that is sooner.
     pub fn begin<T>(method: &'static str, request: &Request<T>, auth: Option<&Authenticator>, timeout: Duration) -> Call {
         let id = request_id(request.metadata());
+        let timeout = client_timeout(request.metadata()).map_or(timeout, |client| client.min(timeout));
         Call {
             authorized: authorize(auth, request),
             span: rpc_span(method, &id),
@@ -91,6 +93,26 @@ fn message_limit_as_exhausted(status: Status) -> Status {
     }
 }
 
+/// The time the client gives the call (`grpc-timeout`: at most 8 digits and a unit, hours down
+/// to nanoseconds); `None` when it sends none or one that does not parse.
+fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// The client's `x-request-id`, or a new one: it names the call in logs and comes back in the
 /// response metadata.
 fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
@@ -116,6 +138,56 @@ fn with_request_id<T>(
         Err(mut status) => {
             status.metadata_mut().insert(REQUEST_ID_HEADER, value);
             Err(status)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().unwrap());
+        client_timeout(&metadata)
+    }
+
+    #[test]
+    fn client_timeout_reads_every_unit() {
+        assert_eq!(timeout_of("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout_of("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout_of("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(timeout_of("5n"), Some(Duration::from_nanos(5)));
+        assert_eq!(client_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn the_work_gets_the_sooner_of_the_two_deadlines() {
+        for (header, limit, want) in [
+            (Some("250m"), Duration::from_secs(60), Duration::from_millis(250)),
+            (Some("5M"), Duration::from_secs(60), Duration::from_secs(60)),
+            (Some("soon"), Duration::from_secs(60), Duration::from_secs(60)),
+            (None, Duration::from_secs(60), Duration::from_secs(60)),
+        ] {
+            let mut request = Request::new(());
+            if let Some(value) = header {
+                request.metadata_mut().insert("grpc-timeout", value.parse().unwrap());
+            }
+            let seen = Call::begin("DoAction", &request, None, limit)
+                .run(|ctx| async move { Ok(Response::new(ctx.timeout())) })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(seen, want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn client_timeout_ignores_what_does_not_parse() {
+        for bad in ["", "S", "123456789S", "1.5S", "-1S", "10s", "10", "ten S", "1 S"] {
+            assert_eq!(timeout_of(bad), None, "{bad:?}");
         }
     }
 }

@@ -12,12 +12,7 @@ use crate::flight::PolarwayFlight;
 use crate::jobs::Jobs;
 use crate::tls::Tls;
 
-/// HTTP/2 receive window per stream.
-const STREAM_WINDOW: u32 = 16 << 20;
-/// HTTP/2 receive window per connection (shared by its streams).
-const CONNECTION_WINDOW: u32 = 64 << 20;
-/// Largest HTTP/2 frame accepted.
-const MAX_FRAME: u32 = 1 << 20;
+mod http2;
 
 /// Serves Flight on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(
@@ -50,31 +45,21 @@ pub async fn serve_engine(
         .into_routes(config.wire_framing);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<PolarwayFlight>>().await;
-    // Flow-control windows sized for bulk streams (h2's 64 KiB default makes an upload wait for a
-    // window update every 64 KiB), and frames up to 1 MiB from clients that send them.
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
-        .add_service(health_service)
-        .add_service(service);
-    let result = match &config.tls {
+    let routes = tonic::service::Routes::new(health_service).add_service(service);
+    match &config.tls {
         // No Nagle: small answers (an action's JSON) must not wait for the peer's delayed ACK.
         None => {
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            router.serve_with_incoming_shutdown(incoming, shutdown).await
+            http2::serve(routes, incoming, shutdown).await;
         }
         Some(files) => {
             let tls = Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?;
             let (incoming, acceptor) = tls.incoming(listener);
-            let result = router.serve_with_incoming_shutdown(incoming, shutdown).await;
+            http2::serve(routes, incoming, shutdown).await;
             acceptor.abort();
-            result
         }
     }
-    .map_err(|e| Error::Unavailable(format!("server failed: {e}")));
     sweeper.abort();
     puller.abort();
-    result
+    Ok(())
 }
