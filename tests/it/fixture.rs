@@ -77,10 +77,15 @@ impl TestServer {
         Client::connect(self.addr).await
     }
 
-    pub async fn stop(mut self) {
+    /// Tells the server to stop accepting and drain; [`TestServer::stop`] waits for it.
+    pub fn begin_stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.begin_stop();
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }

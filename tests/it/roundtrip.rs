@@ -78,6 +78,34 @@ async fn every_type_round_trips_in_both_stores() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_new_connections_and_lets_a_stream_in_flight_finish() {
+    use futures::StreamExt;
+    let mut server = TestServer::start(Mode::Memory).await;
+    let mut client = server.client().await;
+    let n = 400_000i64;
+    let df = df!("i" => (0..n).collect::<Vec<_>>(), "s" => (0..n).map(|i| format!("value number {i}")).collect::<Vec<_>>())
+        .unwrap();
+    let h = handle_of(&client.upload("big", &df).await);
+    let mut stream = client.inner.do_get(arrow_flight::Ticket::new(h)).await.unwrap();
+    let mut rows = stream.next().await.unwrap().unwrap().num_rows();
+    assert!((rows as i64) < n, "the result comes in more than one message");
+
+    server.begin_stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting connections after shutdown");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    while let Some(batch) = stream.next().await {
+        rows += batch.unwrap().num_rows();
+    }
+    assert_eq!(rows as i64, n, "the stream in flight finished whole");
+    drop(stream);
+    drop(client);
+    tokio::time::timeout(std::time::Duration::from_secs(30), server.stop()).await.expect("the drain ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_results_stream_in_many_messages() {
     for (mode, framing) in MODES.into_iter().flat_map(|m| FRAMINGS.map(|f| (m, f))) {
         let server = TestServer::start_with(mode, |c| c.wire_framing = framing).await;
