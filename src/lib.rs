@@ -9,6 +9,7 @@
 //! | add an operation | a struct in its family's file in [`ops`] (its spec and `Operation` impl), listed once in `ops::registry` |
 //! | add a store backend | [`store`]: its `ResultStore`, `DocumentStore` and `FileCapabilities`, chosen in `store::open` from [`config`]'s `StoreConfig` |
 //! | change how DoGet streams | `flight::stream` (batches and stored messages), `flight::wire` (HTTP/2 framing) |
+//! | change HTTP/2 connection settings (windows, send buffer, keepalive, drain) | `server::http2` |
 //! | add a limit | [`limits`]: a `Limit` variant (its setting, its metrics label) and its check; a field in [`config`]'s `LimitArgs` |
 
 // Protocol: how clients reach a worker.
@@ -25,7 +26,7 @@ pub mod protocol;
 pub mod auth;
 /// TLS and mTLS on the Flight port, with certificates reloaded from disk.
 pub mod tls;
-/// Running a worker: server, sweep and job tasks, shutdown.
+/// Running a worker: HTTP/2 connections, sweep and job tasks, shutdown.
 pub mod server;
 
 // Execution: one request's life.
