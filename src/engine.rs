@@ -214,8 +214,7 @@ impl Engine {
         let limits = self.limits.clone();
         exec::blocking(move || {
             let input = frames[&pipeline.input].clone();
-            let lf = ops::build(input, &pipeline.steps, &frames, &limits)?;
-            Ok(lf.describe_optimized_plan()?)
+            ops::explain(input, &pipeline.steps, &frames, &limits)
         })
         .await
     }

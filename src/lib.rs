@@ -7,6 +7,7 @@
 //! | change | room |
 //! | --- | --- |
 //! | add an operation | a struct in its family's file in [`ops`] (its spec and `Operation` impl), listed once in `ops::registry` |
+//! | change which group_bys DataFusion runs instead of Polars | `ops::aggregate` (what it answers as Polars does) |
 //! | add a store backend | [`store`]: its `ResultStore`, `DocumentStore` and `FileCapabilities`, chosen in `store::open` from [`config`]'s `StoreConfig` |
 //! | change how DoGet streams | `flight::stream` (batches and stored messages), `flight::wire` (HTTP/2 framing) |
 //! | change HTTP/2 connection settings (windows, send buffer, keepalive, drain) | `server::http2` |

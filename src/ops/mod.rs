@@ -9,8 +9,11 @@
 //!
 //! A [`Step`] is any registered operation behind one type. A single DoAction is a one-step
 //! [`Pipeline`]; the `pipeline` action chains many into one lazy Polars plan. Nothing here does
-//! I/O or knows tokio: inputs arrive as frames, the result leaves as a frame.
+//! I/O: inputs arrive as frames, the result leaves as a frame. One shape leaves Polars: a large
+//! group_by that DataFusion answers as Polars does runs on DataFusion's hash aggregation
+//! ([`aggregate`]), driven on the caller's tokio runtime.
 
+pub mod aggregate;
 mod describe;
 pub mod expr;
 pub mod join;
@@ -30,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use self::aggregate::HashAggregate;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::limits::Limits;
@@ -108,6 +112,12 @@ pub trait Operation: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + 
     fn seeded(&self, _seed: u64) -> Option<Self> {
         None
     }
+
+    /// The operation over a frame of `schema` as a hash aggregation that DataFusion answers as
+    /// Polars does, if it is one (see [`aggregate`]).
+    fn hash_aggregate(&self, _schema: &Schema) -> Result<Option<HashAggregate>> {
+        Ok(None)
+    }
 }
 
 /// The object-safe face of [`Operation`], so that steps of any type chain.
@@ -119,6 +129,7 @@ trait DynOperation: Send + Sync {
     fn rows(&self, rows: u64, lf: &LazyFrame, cx: &Context) -> Result<u64>;
     fn is_deterministic(&self) -> bool;
     fn seeded(&self, seed: u64) -> Option<Step>;
+    fn hash_aggregate(&self, schema: &Schema) -> Result<Option<HashAggregate>>;
 }
 
 impl<T: Operation> DynOperation for T {
@@ -142,6 +153,9 @@ impl<T: Operation> DynOperation for T {
     }
     fn seeded(&self, seed: u64) -> Option<Step> {
         Operation::seeded(self, seed).map(Step::new)
+    }
+    fn hash_aggregate(&self, schema: &Schema) -> Result<Option<HashAggregate>> {
+        Operation::hash_aggregate(self, schema)
     }
 }
 
@@ -309,6 +323,16 @@ pub struct Input {
     pub rows: u64,
 }
 
+impl Input {
+    /// The frame itself, when the input is one in memory rather than a scan of a stored file.
+    fn frame(&self) -> Option<&DataFrame> {
+        match &self.lf.logical_plan {
+            DslPlan::DataFrameScan { df, .. } => Some(df),
+            _ => None,
+        }
+    }
+}
+
 impl From<DataFrame> for Input {
     fn from(df: DataFrame) -> Input {
         Input { rows: df.height() as u64, lf: df.lazy() }
@@ -324,6 +348,11 @@ pub fn run(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits
     if steps.iter().any(Step::expands) {
         probe(&input, steps, frames, limits, rows)?;
     }
+    if let Some((frame, aggregate)) = hash_aggregate(&input, steps, rows)? {
+        if let Some(out) = aggregate.run(frame, limits.max_sql_memory_bytes)? {
+            return Ok(out);
+        }
+    }
     let plan = build(input, steps, frames, limits)?;
     // The streaming engine runs a plan in morsels over all cores without materialising each
     // intermediate column: about 4x faster than the in-memory engine on a 10-step pipeline over
@@ -334,6 +363,28 @@ pub fn run(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits
     let streams = rows >= STREAMING_MIN_ROWS && steps.iter().all(Step::streams);
     let engine = if streams { Engine::Streaming } else { Engine::InMemory };
     Ok(plan.collect_with_engine(engine)?.unwrap_single())
+}
+
+/// The steps as a group_by that DataFusion runs, if they are one (see [`aggregate`]): one step over
+/// a frame in memory. Its hash aggregation takes a quarter less CPU than Polars' grouping table.
+/// Small inputs skip it, as they skip the streaming engine.
+fn hash_aggregate<'a>(input: &'a Input, steps: &[Step], rows: u64) -> Result<Option<(&'a DataFrame, HashAggregate)>> {
+    match (input.frame(), steps) {
+        (Some(frame), [step]) if rows >= STREAMING_MIN_ROWS => {
+            Ok(step.0.hash_aggregate(frame.schema())?.map(|aggregate| (frame, aggregate)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What runs `steps` over `input`: DataFusion's plan for a group_by it answers (see
+/// [`aggregate`]), otherwise Polars' optimised plan.
+pub fn explain(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits) -> Result<String> {
+    let rows = frames.values().map(|f| f.rows).fold(input.rows, u64::max);
+    if let Some((frame, aggregate)) = hash_aggregate(&input, steps, rows)? {
+        return aggregate.describe(frame);
+    }
+    Ok(build(input, steps, frames, limits)?.describe_optimized_plan()?)
 }
 
 /// Runs `steps` over the input's first row and refuses them if, at that size per row, a result

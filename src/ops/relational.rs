@@ -5,6 +5,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{self, Expression, Key};
+use super::aggregate::HashAggregate;
 use super::{Context, Flags, Operation, Spec, idx, yes};
 use crate::error::{Error, Result};
 
@@ -131,6 +132,13 @@ impl Operation for GroupBy {
         } else {
             grouped.with_columns(parsed.after).drop(cols(parsed.hidden))
         })
+    }
+    fn hash_aggregate(&self, schema: &Schema) -> Result<Option<HashAggregate>> {
+        if self.maintain_order {
+            return Ok(None);
+        }
+        let keys = expr::to_exprs("by", &self.by)?;
+        Ok(HashAggregate::of(&keys, &expr::parse_aggs("aggs", &self.aggs)?, schema))
     }
 }
 

@@ -164,6 +164,8 @@ pub struct Aggregations {
     pub after: Vec<Expr>,
     /// Helper columns to drop at the end.
     pub hidden: Vec<PlSmallStr>,
+    /// The outputs that are SQL text's `SUM`: NULL over a group without values.
+    pub sql_sums: Vec<PlSmallStr>,
 }
 
 /// A plain identifier, or a double-quoted one.
@@ -203,7 +205,7 @@ fn plain_sum(text: &str) -> Option<(&str, &str)> {
 /// path; a plain `sum(col)` is therefore computed as a fast sum and a fast non-null count, and
 /// the NULL applied to the (few) aggregated rows afterwards. Results are the same.
 pub fn parse_aggs(param: &str, items: &[Expression]) -> Result<Aggregations> {
-    let mut out = Aggregations { aggs: Vec::new(), after: Vec::new(), hidden: Vec::new() };
+    let mut out = Aggregations { aggs: Vec::new(), after: Vec::new(), hidden: Vec::new(), sql_sums: Vec::new() };
     for (i, item) in items.iter().enumerate() {
         let text = match item {
             Expression::Sql(text) => text,
@@ -224,6 +226,7 @@ pub fn parse_aggs(param: &str, items: &[Expression]) -> Result<Aggregations> {
                         .alias(name),
                 );
                 out.hidden.push(count);
+                out.sql_sums.push(name.into());
             }
             None => out.aggs.push(parse(param, text)?),
         }
