@@ -2,7 +2,7 @@
 //!
 //! On a large group_by most of Polars' time goes into inserting keys into its grouping table.
 //! DataFusion's vectorised hash aggregation does the same work faster: over 10M rows and 1,000
-//! keys the whole call takes a fifth less time and a quarter less CPU (`docs/BENCHMARKS.md`). A
+//! keys the whole call takes two thirds of the time and half the CPU (`docs/BENCHMARKS.md`). A
 //! `group_by` step runs there only when the answer is Polars' answer, column for column and type
 //! for type:
 //!

@@ -366,7 +366,7 @@ pub fn run(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits
 }
 
 /// The steps as a group_by that DataFusion runs, if they are one (see [`aggregate`]): one step over
-/// a frame in memory. Its hash aggregation takes a quarter less CPU than Polars' grouping table.
+/// a frame in memory. Its hash aggregation takes about half the CPU of Polars' grouping table.
 /// Small inputs skip it, as they skip the streaming engine.
 fn hash_aggregate<'a>(input: &'a Input, steps: &[Step], rows: u64) -> Result<Option<(&'a DataFrame, HashAggregate)>> {
     match (input.frame(), steps) {
