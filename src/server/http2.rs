@@ -9,15 +9,17 @@
 //! drain.
 
 use std::future::Future;
-use std::pin::pin;
+use std::io::IoSlice;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{oneshot, watch};
 use tonic::codegen::Service;
 use tonic::codegen::http::Request;
 use tonic::service::Routes;
@@ -36,6 +38,8 @@ const MAX_FRAME: u32 = 1 << 20;
 const SEND_BUFFER: usize = 8 << 20;
 /// How often an idle connection is pinged to find a dead peer.
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long a closed connection keeps reading for the peer's own close (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Serves `routes` on each connection `incoming` yields until `shutdown` completes; then stops
 /// accepting and waits for the open connections to finish their calls.
@@ -91,6 +95,7 @@ where
 {
     // What tonic's `Request::remote_addr` and `Request::peer_certs` read.
     let info = io.connect_info();
+    let (io, returned) = Returned::new(io);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(info.clone());
         let mut routes = routes.clone();
@@ -98,16 +103,90 @@ where
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     async move {
-        let mut connection = pin!(connection);
-        let result = tokio::select! {
-            result = &mut connection => result,
-            _ = drain.changed() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+        // The connection is dropped at the end of this block, and the socket comes back.
+        let result = {
+            let mut connection = pin!(connection);
+            tokio::select! {
+                result = &mut connection => result,
+                _ = drain.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
             }
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "connection ended");
         }
+        if let Ok(io) = returned.await {
+            linger(io).await;
+        }
+    }
+}
+
+/// Closes a connection hyper has let go of without losing what the peer has yet to read.
+///
+/// A socket closed with bytes from the peer still unread (window updates, pings) answers with a
+/// reset, and a reset makes the peer's kernel drop what it had received but not yet handed to the
+/// client: the end of the last response. So the write side is shut (a FIN after the GOAWAY) and
+/// the connection reads until the peer closes too, or [`LINGER`] passes.
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO) {
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = io.read(&mut sink).await {}
+    })
+    .await;
+}
+
+/// A connection's socket that goes back to its connection task when hyper drops it, to be closed
+/// by [`linger`]. Reads and writes (vectored ones included) pass straight through.
+struct Returned<IO> {
+    io: Option<IO>,
+    back: Option<oneshot::Sender<IO>>,
+}
+
+impl<IO> Returned<IO> {
+    fn new(io: IO) -> (Returned<IO>, oneshot::Receiver<IO>) {
+        let (back, returned) = oneshot::channel();
+        (Returned { io: Some(io), back: Some(back) }, returned)
+    }
+
+    fn io(&mut self) -> Pin<&mut IO>
+    where
+        IO: Unpin,
+    {
+        Pin::new(self.io.as_mut().expect("present until dropped"))
+    }
+}
+
+impl<IO> Drop for Returned<IO> {
+    fn drop(&mut self) {
+        if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
+            let _ = back.send(io);
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Returned<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Returned<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_shutdown(cx)
     }
 }
