@@ -344,7 +344,7 @@ const STREAMING_MIN_ROWS: u64 = 100_000;
 
 /// Runs steps over `input`, reading referenced handles from `frames`, and collects the result.
 pub fn run(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits) -> Result<DataFrame> {
-    let rows = frames.values().map(|f| f.rows).fold(input.rows, u64::max);
+    let rows = largest(&input, frames);
     if steps.iter().any(Step::expands) {
         probe(&input, steps, frames, limits, rows)?;
     }
@@ -365,6 +365,11 @@ pub fn run(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits
     Ok(plan.collect_with_engine(engine)?.unwrap_single())
 }
 
+/// The most rows among the input and the other frames a pipeline reads: what decides the engine.
+fn largest(input: &Input, frames: &HashMap<Handle, Input>) -> u64 {
+    frames.values().map(|f| f.rows).fold(input.rows, u64::max)
+}
+
 /// The steps as a group_by that DataFusion runs, if they are one (see [`aggregate`]): one step over
 /// a frame in memory. Its hash aggregation takes about half the CPU of Polars' grouping table.
 /// Small inputs skip it, as they skip the streaming engine.
@@ -380,7 +385,7 @@ fn hash_aggregate<'a>(input: &'a Input, steps: &[Step], rows: u64) -> Result<Opt
 /// What runs `steps` over `input`: DataFusion's plan for a group_by it answers (see
 /// [`aggregate`]), otherwise Polars' optimised plan.
 pub fn explain(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits) -> Result<String> {
-    let rows = frames.values().map(|f| f.rows).fold(input.rows, u64::max);
+    let rows = largest(&input, frames);
     if let Some((frame, aggregate)) = hash_aggregate(&input, steps, rows)? {
         return aggregate.describe(frame);
     }
