@@ -56,6 +56,8 @@ pub struct Args {
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
+    pub transport: TransportArgs,
+    #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -191,6 +193,166 @@ pub struct LimitArgs {
     pub request_timeout_secs: Duration,
 }
 
+/// The Flight port's connections: how many, how large their frames, buffers and requests may
+/// be, and how long each may wait; what a client that misbehaves can hold.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Transport")]
+pub struct TransportArgs {
+    /// Connections the Flight port holds at once; one more is closed as it arrives (0: 1024, or
+    /// fewer when the descriptor limit leaves less room).
+    #[arg(long, env = "POLARWAY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Calls open at once on one connection; HTTP/2 refuses more (REFUSED_STREAM).
+    #[arg(long, env = "POLARWAY_MAX_STREAMS_PER_CONNECTION", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
+    /// Largest HTTP/2 frame accepted, in bytes (16384 to 16777215).
+    #[arg(long, env = "POLARWAY_MAX_FRAME_BYTES", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
+    pub max_frame_bytes: u32,
+
+    /// Largest header list of a request (every header, decoded), in bytes.
+    #[arg(long, env = "POLARWAY_MAX_HEADER_LIST_BYTES", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_header_list_bytes: u32,
+
+    /// Response bytes one stream may queue for its connection to write.
+    #[arg(long, env = "POLARWAY_SEND_BUFFER_BYTES", default_value_t = 8 << 20,
+          value_parser = clap::value_parser!(u64).range(16_384..=1 << 30))]
+    pub send_buffer_bytes: u64,
+
+    /// Response bytes in flight on the whole worker (read for a DoGet and not yet written to
+    /// its socket); a DoGet waits for room before it reads its next batch.
+    #[arg(long, env = "POLARWAY_RESPONSE_BUDGET_BYTES", default_value_t = 512 << 20,
+          value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub response_budget_bytes: u64,
+
+    /// Response bytes in flight on one connection.
+    #[arg(long, env = "POLARWAY_CONNECTION_BUDGET_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub connection_budget_bytes: u64,
+
+    /// A stream that moves none of its bytes for this long is ended: a response the client does
+    /// not read is reset, an upload that sends nothing is cancelled. Seconds, or a duration.
+    #[arg(long, env = "POLARWAY_STALL_TIMEOUT_SECS", default_value = "30", value_parser = seconds)]
+    pub stall_timeout_secs: Duration,
+
+    /// Largest request message of a call that sends one (a DoGet ticket, an action body, a
+    /// descriptor), refused from its length prefix before it is read. Uploads have
+    /// POLARWAY_MAX_MESSAGE_BYTES.
+    #[arg(long, env = "POLARWAY_MAX_REQUEST_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1024..=u32::MAX as u64))]
+    pub max_request_bytes: u64,
+
+    /// How long such a request may take to arrive whole. Seconds, or a duration.
+    #[arg(long, env = "POLARWAY_REQUEST_READ_TIMEOUT_SECS", default_value = "30", value_parser = seconds)]
+    pub request_read_timeout_secs: Duration,
+
+    /// How often an idle connection is pinged to find a dead peer. Seconds, or a duration.
+    #[arg(long, env = "POLARWAY_KEEPALIVE_SECS", default_value = "30", value_parser = seconds)]
+    pub keepalive_secs: Duration,
+
+    /// How long a ping may go unanswered before the connection is closed. Seconds, or a duration.
+    #[arg(long, env = "POLARWAY_KEEPALIVE_TIMEOUT_SECS", default_value = "20", value_parser = seconds)]
+    pub keepalive_timeout_secs: Duration,
+
+    /// How long a new connection has to finish its TLS handshake and send the HTTP/2 preface.
+    /// Seconds, or a duration.
+    #[arg(long, env = "POLARWAY_HANDSHAKE_TIMEOUT_SECS", default_value = "10", value_parser = seconds)]
+    pub handshake_timeout_secs: Duration,
+
+    /// A connection with no call open for this long is closed (GOAWAY). Seconds, or a duration.
+    #[arg(long, env = "POLARWAY_IDLE_TIMEOUT_SECS", default_value = "300", value_parser = seconds)]
+    pub idle_timeout_secs: Duration,
+}
+
+/// Descriptors kept free for the store, logs and the metrics port when connections are capped.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The validated transport settings.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// Connections held at once.
+    pub max_connections: usize,
+    /// Streams open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// Largest HTTP/2 frame accepted.
+    pub max_frame_bytes: u32,
+    /// Largest request header list.
+    pub max_header_list_bytes: u32,
+    /// Response bytes one stream may queue.
+    pub send_buffer_bytes: usize,
+    /// Response bytes in flight on the worker.
+    pub response_budget_bytes: usize,
+    /// Response bytes in flight on one connection.
+    pub connection_budget_bytes: usize,
+    /// A stream moving no bytes this long is ended.
+    pub stall_timeout: Duration,
+    /// Largest unary request message.
+    pub max_request_bytes: usize,
+    /// Time for a unary request to arrive whole.
+    pub request_read_timeout: Duration,
+    /// Ping period of an idle connection.
+    pub keepalive: Duration,
+    /// Time for a ping's answer.
+    pub keepalive_timeout: Duration,
+    /// Time for a TLS handshake and the HTTP/2 preface.
+    pub handshake_timeout: Duration,
+    /// A connection with no call open this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl TransportArgs {
+    fn validated(&self) -> Result<Transport, String> {
+        for (option, value) in [
+            ("POLARWAY_STALL_TIMEOUT_SECS", self.stall_timeout_secs),
+            ("POLARWAY_REQUEST_READ_TIMEOUT_SECS", self.request_read_timeout_secs),
+            ("POLARWAY_KEEPALIVE_SECS", self.keepalive_secs),
+            ("POLARWAY_KEEPALIVE_TIMEOUT_SECS", self.keepalive_timeout_secs),
+            ("POLARWAY_HANDSHAKE_TIMEOUT_SECS", self.handshake_timeout_secs),
+            ("POLARWAY_IDLE_TIMEOUT_SECS", self.idle_timeout_secs),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{option}: must be greater than 0"));
+            }
+        }
+        // Each connection is a descriptor: the cap keeps some free, so the worker can still open
+        // its store's files and answer its metrics port when every connection is taken.
+        let room = crate::memory::descriptor_limit().map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS) as usize);
+        let max_connections = match (self.max_connections, room) {
+            (0, Some(room)) => room.clamp(1, 1024),
+            (0, None) => 1024,
+            (n, Some(room)) if n > room => {
+                return Err(format!(
+                    "POLARWAY_MAX_CONNECTIONS: {n} leaves too few file descriptors free (the limit allows {room} connections; raise `ulimit -n`)"
+                ));
+            }
+            (n, _) => n,
+        };
+        if self.connection_budget_bytes > self.response_budget_bytes {
+            return Err("POLARWAY_CONNECTION_BUDGET_BYTES: must not be larger than POLARWAY_RESPONSE_BUDGET_BYTES".to_string());
+        }
+        Ok(Transport {
+            max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_frame_bytes: self.max_frame_bytes,
+            max_header_list_bytes: self.max_header_list_bytes,
+            send_buffer_bytes: self.send_buffer_bytes as usize,
+            response_budget_bytes: self.response_budget_bytes as usize,
+            connection_budget_bytes: self.connection_budget_bytes as usize,
+            stall_timeout: self.stall_timeout_secs,
+            max_request_bytes: self.max_request_bytes as usize,
+            request_read_timeout: self.request_read_timeout_secs,
+            keepalive: self.keepalive_secs,
+            keepalive_timeout: self.keepalive_timeout_secs,
+            handshake_timeout: self.handshake_timeout_secs,
+            idle_timeout: self.idle_timeout_secs,
+        })
+    }
+}
+
 /// TLS on the Flight port.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "TLS")]
@@ -321,6 +483,8 @@ pub struct Config {
     pub gc_interval: Duration,
     /// Size, row, concurrency and time limits.
     pub limits: Limits,
+    /// The Flight port's connection limits and timeouts.
+    pub transport: Transport,
     /// Who frames DoGet and DoPut messages.
     pub wire_framing: WireFraming,
     /// Log line format.
@@ -446,7 +610,7 @@ impl TlsArgs {
 impl Args {
     /// Validates the arguments; the error is one line naming the offending option.
     pub fn try_into_config(self) -> Result<Config, String> {
-        let Args { server, store, limits, tls, auth, jobs, observability, command } = self;
+        let Args { server, store, limits, transport, tls, auth, jobs, observability, command } = self;
         let data_dir = match server.data_dir {
             None => None,
             Some(dir) => Some(dir.canonicalize().map_err(|e| {
@@ -478,6 +642,7 @@ impl Args {
             result_ttl: store.result_ttl_secs,
             gc_interval: store.gc_interval_secs,
             limits: limits.validated()?,
+            transport: transport.validated()?,
             wire_framing: server.wire_framing,
             log_format: observability.log_format,
             cache_bytes: store.cache_bytes,

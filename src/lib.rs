@@ -10,7 +10,8 @@
 //! | change which group_bys DataFusion runs instead of Polars | `ops::aggregate` (what it answers as Polars does) |
 //! | add a store backend | [`store`]: its `ResultStore`, `DocumentStore` and `FileCapabilities`, chosen in `store::open` from [`config`]'s `StoreConfig` |
 //! | change how DoGet streams | `flight::stream` (batches and stored messages), `flight::wire` (HTTP/2 framing) |
-//! | change HTTP/2 connection settings (windows, send buffer, keepalive, drain) | `server::http2` |
+//! | change HTTP/2 connection settings (limits, windows, send buffer, keepalive, timeouts, drain) | `server::http2`, its settings in [`config`]'s `TransportArgs` |
+//! | change how much response data may wait for slow clients | [`inflight`] (budgets, stalls) |
 //! | add a limit | [`limits`]: a `Limit` variant (its setting, its metrics label) and its check; a field in [`config`]'s `LimitArgs` |
 
 // Protocol: how clients reach a worker.
@@ -29,6 +30,8 @@ pub mod auth;
 pub mod tls;
 /// Running a worker: HTTP/2 connections, sweep and job tasks, shutdown.
 pub mod server;
+/// Response bytes in flight: the worker's and each connection's budget, and each stream's progress.
+pub mod inflight;
 
 // Execution: one request's life.
 

@@ -20,6 +20,8 @@ pub enum Limit {
     PutBytes,
     /// Bytes of one gRPC message.
     MessageBytes,
+    /// Bytes of the one request message of a unary call (a ticket, an action body).
+    RequestBytes,
     /// Rows of one result.
     ResultRows,
     /// Columns of one result.
@@ -44,6 +46,7 @@ impl Limit {
         match self {
             Limit::PutBytes => "POLARWAY_MAX_PUT_BYTES",
             Limit::MessageBytes => "POLARWAY_MAX_MESSAGE_BYTES",
+            Limit::RequestBytes => "POLARWAY_MAX_REQUEST_BYTES",
             Limit::ResultRows => "POLARWAY_MAX_RESULT_ROWS",
             Limit::ResultColumns => "POLARWAY_MAX_RESULT_COLUMNS",
             Limit::ResultBytes => "POLARWAY_MAX_RESULT_BYTES",
@@ -60,6 +63,7 @@ impl Limit {
         match self {
             Limit::PutBytes => "put_bytes",
             Limit::MessageBytes => "message_bytes",
+            Limit::RequestBytes => "request_bytes",
             Limit::ResultRows => "result_rows",
             Limit::ResultColumns => "result_columns",
             Limit::ResultBytes => "result_bytes",

@@ -47,6 +47,14 @@ pub fn physical_bytes() -> u64 {
     }
 }
 
+/// The process's soft limit on open file descriptors; `None` when unlimited or unreadable.
+pub fn descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+}
+
 /// Sets malloc's thresholds for a worker's allocation pattern (glibc only; a no-op elsewhere).
 /// Call it first thing in `main`, before other threads start.
 pub fn tune_allocator() {

@@ -47,6 +47,18 @@ pub struct Metrics {
     pub limit_rejections: IntCounterVec,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: IntCounter,
+    /// Connections open on the Flight port.
+    pub connections_open: IntGauge,
+    /// Connections closed before serving, by reason (`max_connections`, `handshake_timeout`).
+    pub connections_refused: IntCounterVec,
+    /// Connections closed after the idle timeout with no call open.
+    pub connections_idle_closed: IntCounter,
+    /// Failed accepts, by kind (`resources`: out of descriptors or memory; `other`).
+    pub accept_errors: IntCounterVec,
+    /// Streams ended for moving no bytes, by direction (`response`, `upload`).
+    pub streams_stalled: IntCounterVec,
+    /// Response bytes read and not yet written to a socket.
+    pub response_bytes_in_flight: IntGauge,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -93,6 +105,20 @@ impl Metrics {
             store_read: counter("polarway_store_read_bytes_total", "Bytes read from the state store."),
             handles_created: counter("polarway_handles_created_total", "Results created."),
             tls_handshake_failures: counter("polarway_tls_handshake_failures_total", "TLS handshakes refused or timed out."),
+            connections_open: register(&r, IntGauge::new("polarway_connections_open", "Connections open on the Flight port.").expect("valid metric")),
+            connections_refused: counter_vec(
+                "polarway_connections_refused_total",
+                "Connections closed before serving a call, by reason.",
+                &["reason"],
+            ),
+            connections_idle_closed: counter("polarway_connections_idle_closed_total", "Connections closed for having no call open."),
+            accept_errors: counter_vec("polarway_accept_errors_total", "Failed accepts on the Flight port, by kind.", &["kind"]),
+            streams_stalled: counter_vec("polarway_streams_stalled_total", "Streams ended for moving no bytes, by direction.", &["direction"]),
+            response_bytes_in_flight: register(
+                &r,
+                IntGauge::new("polarway_response_bytes_in_flight", "Response bytes read and not yet written to a socket.")
+                    .expect("valid metric"),
+            ),
             cache_hits: counter("polarway_cache_hits_total", "Decoded-result cache hits."),
             cache_misses: counter("polarway_cache_misses_total", "Decoded-result cache misses."),
             jobs_queued: counter("polarway_jobs_queued_total", "Batch jobs queued."),

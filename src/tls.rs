@@ -10,19 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::Stream;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-
-
-/// How long a client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the server's certificate, key and (for mTLS) client CA live.
 #[derive(Debug, Clone)]
@@ -104,7 +97,8 @@ impl Tls {
         Ok(Arc::new(Tls { files, current: RwLock::new((Arc::new(config), digest)) }))
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// An acceptor with the certificate in use now.
+    pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.read().expect("tls lock").0.clone())
     }
 
@@ -135,65 +129,19 @@ impl Tls {
         }
     }
 
-    /// Accepts connections on `listener` and yields those that complete a handshake. Handshakes
-    /// run concurrently, so a slow or hostile client holds up nobody else.
-    pub fn incoming(
-        self: Arc<Self>,
-        listener: TcpListener,
-    ) -> (impl Stream<Item = std::io::Result<TlsStream<TcpStream>>>, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let reloader = {
-            let tls = self.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(tls.files.reload_interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let tls = tls.clone();
-                    let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
-                }
-            })
-        };
-        let task = tokio::spawn(async move {
-            let _reloader = AbortOnDrop(reloader);
+    /// Reloads the files every reload interval until the returned task is aborted. The server
+    /// accepts connections and runs handshakes itself (`server::http2`), each with the
+    /// certificate in use when it began.
+    pub fn keep_reloading(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(self.files.reload_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = self.acceptor();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _ = stream.set_nodelay(true);
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send(Ok(tls)).await;
-                        }
-                        Ok(Err(e)) => {
-                            crate::metrics::metrics().tls_handshake_failures.inc();
-                            tracing::info!(%peer, error = %e, "TLS handshake refused");
-                        }
-                        Err(_) => {
-                            crate::metrics::metrics().tls_handshake_failures.inc();
-                            tracing::info!(%peer, "TLS handshake timed out");
-                        }
-                    }
-                });
+                tick.tick().await;
+                let tls = self.clone();
+                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
             }
-        });
-        (tokio_stream::wrappers::ReceiverStream::new(rx), task)
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+        })
     }
 }
 

@@ -17,6 +17,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::{IpcWriteOptions, StreamEncoder};
 use arrow_flight::{FlightData, SchemaAsIpc};
 use bytes::Bytes;
+
+use crate::inflight::Grant;
 use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
@@ -29,6 +31,9 @@ pub(crate) struct OutgoingData {
     pub data: FlightData,
     /// The body's parts; together they are `data_body`.
     pub body: Vec<Bytes>,
+    /// The response budget the message holds until it is written ([`crate::inflight`]); the
+    /// framing attaches it to the bytes it writes.
+    pub grant: Option<Grant>,
 }
 
 impl OutgoingData {
@@ -40,7 +45,7 @@ impl OutgoingData {
     /// The message as one `FlightData`, its body joined (a copy when it has several parts): for
     /// the paths that hand messages to tonic's codec.
     pub fn into_flight_data(self) -> FlightData {
-        let OutgoingData { mut data, body } = self;
+        let OutgoingData { mut data, body, grant: _ } = self;
         data.data_body = match body.len() {
             0 => Bytes::new(),
             1 => body.into_iter().next().expect("one part"),
@@ -53,7 +58,7 @@ impl OutgoingData {
 impl From<FlightData> for OutgoingData {
     fn from(mut data: FlightData) -> Self {
         let body = std::mem::take(&mut data.data_body);
-        OutgoingData { data, body: if body.is_empty() { Vec::new() } else { vec![body] } }
+        OutgoingData { data, body: if body.is_empty() { Vec::new() } else { vec![body] }, grant: None }
     }
 }
 
@@ -131,7 +136,7 @@ fn split_messages(buffers: Vec<Buffer>) -> Result<Vec<OutgoingData>> {
         let body_len = usize::try_from(message.bodyLength())
             .map_err(|_| Error::Internal("the IPC encoder wrote a negative body length".into()))?;
         let body = coalesce(stream.take_parts(body_len)?);
-        messages.push(OutgoingData { data: FlightData { data_header: header, ..Default::default() }, body });
+        messages.push(OutgoingData { data: FlightData { data_header: header, ..Default::default() }, body, grant: None });
     }
     Ok(messages)
 }
@@ -320,7 +325,7 @@ mod tests {
     #[test]
     fn joined_bodies_are_the_parts_in_order() {
         let parts = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c"), Bytes::from_static(b"def")];
-        let out = OutgoingData { data: FlightData::default(), body: parts };
+        let out = OutgoingData { data: FlightData::default(), body: parts, grant: None };
         assert_eq!(out.body_len(), 6);
         assert_eq!(out.into_flight_data().data_body, Bytes::from_static(b"abcdef"));
         let one = FlightData { data_body: Bytes::from_static(b"xyz"), ..Default::default() };

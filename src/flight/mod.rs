@@ -40,6 +40,7 @@ use crate::convert::{self, ViewTypes};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
+use crate::inflight::{Budget, ConnectionBudget, Flow};
 use crate::jobs::{Job, JobError, JobState, Jobs};
 use crate::sql::SqlEngine;
 use crate::store::ResultMeta;
@@ -58,13 +59,43 @@ pub struct PolarwayFlight {
     auth: Option<Arc<Authenticator>>,
     sql: sql::FlightSql,
     views: ViewTypes,
+    budget: Arc<Budget>,
+    readers: Arc<tokio::sync::Semaphore>,
 }
+
+/// The worker's budget for response bytes in flight unless set ([`PolarwayFlight::with_budget`]).
+pub const DEFAULT_RESPONSE_BUDGET: usize = 512 << 20;
 
 impl PolarwayFlight {
     /// A service over `engine`, queueing batch jobs in `jobs`.
     pub fn new(engine: Arc<Engine>, jobs: Arc<Jobs>) -> Self {
         let sql = sql::FlightSql::new(SqlEngine::new(engine.clone(), engine.limits().max_sql_memory_bytes));
-        Self { engine, jobs, auth: None, sql, views: ViewTypes::default() }
+        // Blocking reads for response streams: enough to keep every core's worth of DoGets
+        // reading, bounded so that streams cannot take the pool operations run on.
+        let readers = 4 * std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        Self {
+            engine,
+            jobs,
+            auth: None,
+            sql,
+            views: ViewTypes::default(),
+            budget: Arc::new(Budget::new(DEFAULT_RESPONSE_BUDGET)),
+            readers: Arc::new(tokio::sync::Semaphore::new(readers)),
+        }
+    }
+
+    /// Bounds the response bytes in flight on the whole worker by `budget`.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// How a response to `request` takes budget and reads: the worker's budget, its connection's
+    /// (which the server puts in the request), and the progress of its HTTP/2 stream.
+    fn producer<T>(&self, request: &Request<T>) -> stream::Producer {
+        let connection = request.extensions().get::<ConnectionBudget>().cloned();
+        let flow = Flow::new(self.budget.clone(), connection, crate::inflight::current());
+        stream::Producer::new(flow, self.readers.clone())
     }
 
     /// Sends view-typed columns as `views` unless a call asks otherwise.
@@ -79,9 +110,10 @@ impl PolarwayFlight {
         self
     }
 
-    /// The routes serving this service, with message limits from the engine's configuration.
-    pub fn into_routes(self, framing: crate::config::WireFraming) -> FlightRoutes {
-        FlightRoutes::new(self, framing)
+    /// The routes serving this service, with message limits from the engine's configuration and
+    /// request limits from `transport`.
+    pub fn into_routes(self, framing: crate::config::WireFraming, transport: &crate::config::Transport) -> FlightRoutes {
+        FlightRoutes::new(self, framing, transport)
     }
 
     fn begin<T>(&self, method: &'static str, request: &Request<T>) -> Call {
@@ -145,24 +177,29 @@ impl PolarwayFlight {
         let call = self.begin("DoGet", &request);
         call.run(|ctx| async move {
             let views = self.views(&request)?;
+            let producer = self.producer(&request);
             let handle = match ticket::Ticket::parse(&request.get_ref().ticket)? {
                 ticket::Ticket::Result(handle) => handle,
                 ticket::Ticket::SqlMetadata(cmd) => {
                     let batch = self.sql.metadata(&ctx, cmd).await?;
                     let schema = batch.schema();
-                    return Ok(Response::new(stream::stream_batches(schema, Box::new(std::iter::once(Ok(batch))), views)));
+                    let batches = Box::new(std::iter::once(Ok(batch)));
+                    return Ok(Response::new(stream::stream_batches(schema, batches, views, producer)));
                 }
             };
             tracing::Span::current().record("handle", handle.as_str());
+            // Opening takes one of the readers too: a burst of DoGets opens files a few at a
+            // time rather than on as many blocking threads.
+            let _reader = producer.reader().await;
             // A stored file's record batches go out as they are stored, without decoding and
             // encoding them again, unless the client asked for other string types.
             if views == ViewTypes::View
                 && let Some(stored) = self.engine.catalog().open_messages(&ctx, &handle).await?
             {
-                return Ok(Response::new(stream::stream_messages(stored)));
+                return Ok(Response::new(stream::stream_messages(stored, producer)));
             }
             let result = self.engine.catalog().open(&ctx, &handle).await?;
-            Ok(Response::new(stream::stream_batches(result.schema, result.batches, views)))
+            Ok(Response::new(stream::stream_batches(result.schema, result.batches, views, producer)))
         })
         .await
     }
@@ -381,6 +418,7 @@ impl FlightService for PolarwayFlight {
         let call = self.begin("DoExchange", &request);
         call.run(|ctx| async move {
             let views = self.views(&request)?;
+            let producer = self.producer(&request);
             let mut incoming = request.into_inner();
             let first = incoming
                 .message()
@@ -392,7 +430,7 @@ impl FlightService for PolarwayFlight {
             let ctx = ctx.restarted();
             let frame = self.engine.exchange(&ctx, steps, schema, batches).await?;
             let (schema, batches) = convert::frame_to_batches(&frame)?;
-            let messages = stream::stream_batches(schema, Box::new(batches.into_iter().map(Ok)), views);
+            let messages = stream::stream_batches(schema, Box::new(batches.into_iter().map(Ok)), views, producer);
             Ok(Response::new(Box::pin(messages.map_ok(OutgoingData::into_flight_data)) as BoxStream<FlightData>))
         })
         .await

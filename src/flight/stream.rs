@@ -7,7 +7,13 @@
 //! the client asked for other string types or the store keeps frames ([`stream_batches`]). `wire`
 //! then frames the messages onto HTTP/2. A panic while reading ends the stream with INTERNAL: a stream
 //! that just stopped would look complete to the client.
+//!
+//! Responses are pulled: the next message is read only when the transport asks for it, on one of
+//! a bounded number of blocking reads ([`Producer`]), and only with budget for its bytes
+//! ([`crate::inflight`]). A client that stops reading therefore holds no thread, and no more
+//! memory than it was granted; operations and DoGets never wait for each other's threads.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,12 +24,14 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightData;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
+use tokio::sync::Semaphore;
 use tonic::Status;
 
 use super::BoxStream;
 use super::encode::{BatchEncoder, OutgoingData};
 use crate::convert::{self, ViewTypes};
 use crate::error::{Error, Result};
+use crate::inflight::{Flow, Grant};
 use crate::ipc;
 use crate::limits::Limits;
 use crate::store::IpcStream;
@@ -90,100 +98,198 @@ pub(crate) async fn read_table(
     Ok((schema, batches))
 }
 
-/// Streams batches to the client, reading and encoding them on the blocking pool. Their buffers
-/// go out as they are ([`BatchEncoder`]), unless the schema holds a dictionary: arrow-flight's
-/// encoder hydrates those.
+/// How a response stream gets its messages: each read waits for one of the worker's bounded
+/// readers and runs on the blocking pool, and each message waits for budget ([`Flow`]) before it
+/// is read, or, when its size is only known once read, before it is handed on.
+#[derive(Clone)]
+pub(super) struct Producer {
+    flow: Flow,
+    readers: Arc<Semaphore>,
+}
+
+impl Producer {
+    pub(super) fn new(flow: Flow, readers: Arc<Semaphore>) -> Producer {
+        Producer { flow, readers }
+    }
+
+    /// Waits for one of the worker's readers, held until the permit is dropped.
+    pub(super) async fn reader(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.readers.clone().acquire_owned().await.expect("the readers' semaphore is never closed")
+    }
+
+    /// Runs `f` on the blocking pool once a reader is free; a panic becomes INTERNAL.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        let _reader = self.reader().await;
+        crate::exec::blocking(f).await
+    }
+}
+
+/// `message` with its body in pieces that hold `grant`, and the grant for its prefix.
+fn granted(message: OutgoingData, grant: &Grant) -> OutgoingData {
+    let OutgoingData { data, body, grant: _ } = message;
+    let mut pieces = Vec::with_capacity(body.len());
+    for part in body {
+        grant.attach(part, &mut pieces);
+    }
+    OutgoingData { data, body: pieces, grant: Some(grant.clone()) }
+}
+
+/// The schema message, once granted: it is in flight like the batches after it, so a stream
+/// whose client never opens its window is seen to stall.
+fn schema_first(schema_message: OutgoingData, producer: &Producer) -> BoxStream<OutgoingData> {
+    let flow = producer.flow.clone();
+    Box::pin(stream::once(async move {
+        let grant = flow.grant(message_bytes(&schema_message)).await;
+        Ok(granted(schema_message, &grant))
+    }))
+}
+
+/// Bytes a message holds.
+fn message_bytes(message: &OutgoingData) -> usize {
+    message.data.data_header.len() + message.data.app_metadata.len() + message.body_len()
+}
+
+/// Streams batches to the client, reading and encoding them on the blocking pool as the client
+/// takes them. Their buffers go out as they are ([`BatchEncoder`]), unless the schema holds a
+/// dictionary: arrow-flight's encoder hydrates those.
 pub(super) fn stream_batches(
     schema: SchemaRef,
     batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
     views: ViewTypes,
+    producer: Producer,
 ) -> BoxStream<OutgoingData> {
     let schema_out = views.schema(&schema);
     if !BatchEncoder::supports(&schema_out) {
-        return hydrated(schema_out, batches, views);
+        return hydrated(schema_out, batches, views, producer);
     }
     // The schema goes out at once, while the first batch is read.
     let schema_message = BatchEncoder::schema_message(&schema_out);
-    let encoded = produced(move |send| {
-        let mut encoder = BatchEncoder::try_new(&schema_out)?;
-        for batch in batches {
-            let batch = views.batch(batch?, &schema_out)?;
-            for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
-                for message in encoder.encode(&part)? {
-                    if !send(message) {
-                        return Ok(()); // the client went away
-                    }
-                }
+    let encoder = match BatchEncoder::try_new(&schema_out) {
+        Ok(encoder) => encoder,
+        Err(e) => return Box::pin(schema_first(schema_message, &producer).chain(stream::once(async { Err(e.into()) }))),
+    };
+    let schema_message = schema_first(schema_message, &producer);
+    let encoding = Encoding { batches, encoder, schema_out, views };
+    let state = (encoding, producer, VecDeque::new());
+    let encoded = stream::unfold(Some(state), |state| async move {
+        let (mut encoding, producer, mut ready) = state?;
+        loop {
+            if let Some(message) = ready.pop_front() {
+                return Some((Ok(message), Some((encoding, producer, ready))));
             }
+            let next;
+            (next, encoding) = match producer.read(move || Ok((encoding.next_messages(), encoding))).await {
+                Ok(read) => read,
+                Err(e) => return Some((Err(e.into()), None)),
+            };
+            let messages = match next? {
+                Ok(messages) => messages,
+                Err(e) => return Some((Err(e.into()), None)),
+            };
+            // The batch is in memory already (a stored frame's, or decoded); the encoded
+            // messages share its buffers. They leave once granted.
+            let grant = producer.flow.grant(messages.iter().map(message_bytes).sum()).await;
+            ready.extend(messages.into_iter().map(|m| granted(m, &grant)));
         }
-        Ok(())
     });
-    Box::pin(stream::once(async { Ok(schema_message) }).chain(encoded))
+    Box::pin(schema_message.chain(encoded))
+}
+
+/// The batches of a result on their way to being encoded.
+struct Encoding {
+    batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    encoder: BatchEncoder,
+    schema_out: SchemaRef,
+    views: ViewTypes,
+}
+
+impl Encoding {
+    /// The messages of the next batch; `None` after the last.
+    fn next_messages(&mut self) -> Option<Result<Vec<OutgoingData>>> {
+        let batch = match self.batches.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(e)),
+        };
+        let encode = || {
+            let batch = self.views.batch(batch, &self.schema_out)?;
+            let mut messages = Vec::new();
+            for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
+                messages.extend(self.encoder.encode(&part)?);
+            }
+            Ok(messages)
+        };
+        Some(encode())
+    }
 }
 
 /// Streams batches through arrow-flight's encoder, which hydrates dictionaries to their values.
+/// Each message is granted once encoded: its size is only known then.
 fn hydrated(
     schema_out: SchemaRef,
     batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
     views: ViewTypes,
+    producer: Producer,
 ) -> BoxStream<OutgoingData> {
     let target = schema_out.clone();
-    let batches = produced(move |send| {
-        for batch in batches {
-            let batch = views.batch(batch?, &target)?;
-            for part in convert::split_batch(&batch, convert::BATCH_TARGET_BYTES) {
-                if !send(part) {
-                    return Ok(()); // the client went away
-                }
+    let reader = producer.clone();
+    let parts = stream::unfold(Some(batches), move |state| {
+        let (reader, target) = (reader.clone(), target.clone());
+        async move {
+            let mut batches = state?;
+            let read = reader
+                .read(move || {
+                    let next = batches.next().map(|batch| {
+                        let batch = views.batch(batch?, &target)?;
+                        Ok(convert::split_batch(&batch, convert::BATCH_TARGET_BYTES))
+                    });
+                    Ok((next, batches))
+                })
+                .await;
+            match read {
+                Ok((None, _)) => None,
+                Ok((Some(Ok(parts)), batches)) => Some((Ok(parts), Some(batches))),
+                Ok((Some(Err(e)), _)) | Err(e) => Some((Err(Status::from(e)), None)),
             }
         }
-        Ok(())
-    });
+    })
+    .map_ok(|parts| stream::iter(parts.into_iter().map(Ok)))
+    .try_flatten();
     let encoded = FlightDataEncoderBuilder::new()
         .with_schema(schema_out)
         .with_max_flight_data_size(convert::BATCH_TARGET_BYTES)
-        .build(batches.map_err(|status| FlightError::Tonic(Box::new(status))))
-        .map_ok(OutgoingData::from)
-        .map_err(flight_error);
+        .build(parts.map_err(|status| FlightError::Tonic(Box::new(status))))
+        .map_err(flight_error)
+        .and_then(move |data| {
+            let flow = producer.flow.clone();
+            async move {
+                let message = OutgoingData::from(data);
+                let grant = flow.grant(message_bytes(&message)).await;
+                Ok(granted(message, &grant))
+            }
+        });
     Box::pin(encoded)
 }
 
-/// Streams stored IPC messages to the client as FlightData, reading them on the blocking pool:
-/// the schema first, then each record batch's header and body as read (and checked) from the
-/// store.
-pub(super) fn stream_messages(stored: IpcStream) -> BoxStream<OutgoingData> {
+/// Streams stored IPC messages to the client as FlightData: the schema first, then each record
+/// batch's header and body as read (and checked) from the store, each read only once budget for
+/// its size (known from the file's footer) is granted.
+pub(super) fn stream_messages(stored: IpcStream, producer: Producer) -> BoxStream<OutgoingData> {
     let IpcStream { schema, messages } = stored;
-    let schema_message = BatchEncoder::schema_message(&schema);
-    let read = produced(move |send| {
-        for message in messages {
-            let m = message?;
-            if !send(FlightData { data_header: m.header, data_body: m.body, ..Default::default() }.into()) {
-                return Ok(()); // the client went away
-            }
-        }
-        Ok(())
-    });
-    Box::pin(stream::once(async { Ok(schema_message) }).chain(read))
-}
-
-/// What `produce` sends, produced on the blocking pool through a 2-deep channel. `send` answers
-/// false once the client has gone away. An error from `produce` ends the stream with its status,
-/// and so does a panic, with INTERNAL: a stream that just stopped would look complete to the
-/// client.
-fn produced<T: Send + 'static>(
-    produce: impl FnOnce(&dyn Fn(T) -> bool) -> Result<()> + Send + 'static,
-) -> BoxStream<T> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<T, Status>>(2);
-    tokio::task::spawn_blocking(move || {
-        let sent = crate::contain::catch(|| produce(&|item| tx.blocking_send(Ok(item)).is_ok()));
-        let failure: Option<Status> = match sent {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.into()),
-            Err(_) => Some(Error::Internal("reading the result failed unexpectedly".into()).into()),
+    let schema_message = schema_first(BatchEncoder::schema_message(&schema), &producer);
+    let read = stream::unfold(Some((messages, producer)), |state| async move {
+        let (mut messages, producer) = state?;
+        let grant = producer.flow.grant(messages.next_size()?).await;
+        let (next, messages) = match producer.read(move || Ok((messages.next(), messages))).await {
+            Ok(read) => read,
+            Err(e) => return Some((Err(e.into()), None)),
         };
-        if let Some(status) = failure {
-            let _ = tx.blocking_send(Err(status));
+        match next? {
+            Ok(m) => {
+                let message = OutgoingData::from(FlightData { data_header: m.header, data_body: m.body, ..Default::default() });
+                Some((Ok(granted(message, &grant)), Some((messages, producer))))
+            }
+            Err(e) => Some((Err(e.into()), None)),
         }
     });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    Box::pin(schema_message.chain(read))
 }

@@ -39,25 +39,23 @@ pub async fn serve_engine(
     );
     let jobs = Jobs::new(engine.clone(), worker, config.job_lease, config.job_slots);
     let puller = tokio::spawn(jobs.clone().run(config.job_poll));
+    let budget = Arc::new(crate::inflight::Budget::new(config.transport.response_budget_bytes));
     let service = PolarwayFlight::new(engine, jobs)
         .with_auth(config.auth.clone())
         .with_view_types(config.view_types)
-        .into_routes(config.wire_framing);
+        .with_budget(budget)
+        .into_routes(config.wire_framing, &config.transport);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<PolarwayFlight>>().await;
     let routes = tonic::service::Routes::new(health_service).add_service(service);
-    match &config.tls {
-        // No Nagle: small answers (an action's JSON) must not wait for the peer's delayed ACK.
-        None => {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            http2::serve(routes, incoming, shutdown).await;
-        }
-        Some(files) => {
-            let tls = Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?;
-            let (incoming, acceptor) = tls.incoming(listener);
-            http2::serve(routes, incoming, shutdown).await;
-            acceptor.abort();
-        }
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?),
+    };
+    let reloader = tls.clone().map(Tls::keep_reloading);
+    http2::serve(routes, listener, tls, config.transport.clone(), shutdown).await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
     }
     sweeper.abort();
     puller.abort();

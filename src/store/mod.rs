@@ -131,7 +131,14 @@ pub struct IpcStream {
     /// Schema of every batch (sent first, also for zero rows).
     pub schema: SchemaRef,
     /// The messages, read lazily.
-    pub messages: Box<dyn Iterator<Item = Result<IpcMessage>> + Send>,
+    pub messages: Box<dyn MessageReader>,
+}
+
+/// Stored messages read one at a time, each one's size known before it is read (from the file's
+/// footer), so a reader can wait for memory before it reads.
+pub trait MessageReader: Iterator<Item = Result<IpcMessage>> + Send {
+    /// Bytes of the next message; `None` when none is left.
+    fn next_size(&self) -> Option<usize>;
 }
 
 /// One encoded record batch: its flatbuffer header and its body, as FlightData carries them.

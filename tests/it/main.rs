@@ -2,6 +2,7 @@
 
 mod fixture;
 
+mod attacks;
 mod auth;
 mod client;
 mod errors;

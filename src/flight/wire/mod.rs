@@ -11,22 +11,30 @@
 //! - DoPut's messages are copied once from the transport's frames into a buffer of their own,
 //!   placed so that the body starts 64-byte aligned: Arrow then decodes it where it lies.
 //!
-//! Every other method goes to tonic's generated service unchanged.
+//! Every other method goes to tonic's generated service unchanged, after the same checks on its
+//! request: a unary request (a ticket, an action, a descriptor) is read here header first, refused
+//! from its length prefix when it is over `POLARWAY_MAX_REQUEST_BYTES` and when it does not arrive
+//! whole within `POLARWAY_REQUEST_READ_TIMEOUT_SECS`, with the same statuses and metrics on both
+//! framings; a streamed request fails once nothing arrives for `POLARWAY_STALL_TIMEOUT_SECS`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{FlightData, Ticket};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
 
-use crate::config::WireFraming;
+use crate::config::{Transport, WireFraming};
+use crate::error::Error;
+use crate::limits::Limit;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
@@ -45,6 +53,23 @@ use write::*;
 /// The gRPC paths framed here.
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
 const DO_PUT: &str = "/arrow.flight.protocol.FlightService/DoPut";
+/// The methods whose request is one message, read here header first on either framing, by path
+/// and by the name the metrics give them.
+const UNARY: [(&str, &str); 7] = [
+    (DO_GET, "DoGet"),
+    ("/arrow.flight.protocol.FlightService/DoAction", "DoAction"),
+    ("/arrow.flight.protocol.FlightService/GetFlightInfo", "GetFlightInfo"),
+    ("/arrow.flight.protocol.FlightService/PollFlightInfo", "PollFlightInfo"),
+    ("/arrow.flight.protocol.FlightService/GetSchema", "GetSchema"),
+    ("/arrow.flight.protocol.FlightService/ListFlights", "ListFlights"),
+    ("/arrow.flight.protocol.FlightService/ListActions", "ListActions"),
+];
+/// The methods whose request is a stream: each ends when it stalls ([`Stalling`]).
+const STREAMED: [&str; 3] = [
+    DO_PUT,
+    "/arrow.flight.protocol.FlightService/DoExchange",
+    "/arrow.flight.protocol.FlightService/Handshake",
+];
 /// Where an upload's bodies start, as a multiple of bytes.
 pub(super) const BODY_ALIGNMENT: usize = 64;
 /// gRPC's message header: a compression flag and a big-endian length.
@@ -55,35 +80,70 @@ pub(super) const DATA_HEADER: u32 = 2;
 pub(super) const APP_METADATA: u32 = 3;
 pub(super) const DATA_BODY: u32 = 1000;
 
-/// The Flight service as routed on the server: DoGet and DoPut framed here, the rest by tonic.
+/// The Flight service as routed on the server: DoGet and DoPut framed here, the rest by tonic;
+/// every unary request read here, header first, and every streamed one watched for stalls.
 #[derive(Clone)]
 pub struct FlightRoutes {
     flight: Arc<PolarwayFlight>,
     generated: FlightServiceServer<PolarwayFlight>,
     max_message: usize,
+    max_request: usize,
+    read_timeout: Duration,
+    stall: Duration,
     framing: WireFraming,
 }
 
 impl FlightRoutes {
-    /// Routes for `flight`, with its engine's message size limit on requests and responses;
-    /// `framing` says whether DoGet and DoPut are framed here or by tonic like the rest.
-    pub fn new(flight: PolarwayFlight, framing: WireFraming) -> FlightRoutes {
+    /// Routes for `flight`, with its engine's message size limit on streamed requests and on
+    /// responses, and `transport`'s limits on unary requests and stalls; `framing` says whether
+    /// DoGet and DoPut are framed here or by tonic like the rest.
+    pub fn new(flight: PolarwayFlight, framing: WireFraming, transport: &Transport) -> FlightRoutes {
         let max_message = flight.engine.limits().max_message_bytes;
         let flight = Arc::new(flight);
         let generated = FlightServiceServer::from_arc(flight.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
-        FlightRoutes { flight, generated, max_message, framing }
+        FlightRoutes {
+            flight,
+            generated,
+            max_message,
+            max_request: transport.max_request_bytes,
+            read_timeout: transport.request_read_timeout,
+            stall: transport.stall_timeout,
+            framing,
+        }
     }
 
-    async fn do_get(self, request: http::Request<Body>) -> http::Response<Body> {
+    /// A unary call: its request read here (refused, and counted, when it is too large, malformed
+    /// or too slow), then served.
+    async fn unary(mut self, method: &'static str, request: http::Request<Body>) -> http::Response<Body> {
         let (parts, body) = request.into_parts();
-        let ticket = match read_unary::<Ticket>(body, self.max_message).await {
-            Ok(ticket) => ticket,
-            Err(status) => return status.into_http(),
+        let message = match read_unary(body, self.max_request, self.read_timeout).await {
+            Ok(message) => message,
+            Err(status) => {
+                crate::metrics::RequestTimer::start(method).finish(status.code());
+                tracing::info!(method, code = ?status.code(), error = status.message(), "request refused");
+                return status.into_http();
+            }
         };
-        let request = Request::from_http(http::Request::from_parts(parts, ticket));
-        respond(self.flight.get(request).await, self.max_message)
+        if method == "DoGet" && self.framing == WireFraming::Direct {
+            let ticket = match Ticket::decode(message) {
+                Ok(ticket) => ticket,
+                Err(e) => return Status::invalid_argument(format!("the request message is malformed: {e}")).into_http(),
+            };
+            let request = Request::from_http(http::Request::from_parts(parts, ticket));
+            return respond(self.flight.get(request).await, self.max_message);
+        }
+        // tonic decodes it again, from the bytes already read.
+        let mut framed = BytesMut::with_capacity(GRPC_HEADER + message.len());
+        framed.extend_from_slice(&[0]);
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        let body = Body::new(http_body_util::Full::new(framed.freeze()));
+        match self.generated.call(http::Request::from_parts(parts, body)).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
     }
 
     async fn do_put(self, request: http::Request<Body>) -> http::Response<Body> {
@@ -128,40 +188,115 @@ impl Service<http::Request<Body>> for FlightRoutes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if self.framing == WireFraming::Tonic {
-            return self.generated.call(request);
+        let path = request.uri().path();
+        if let Some(&(_, method)) = UNARY.iter().find(|(p, _)| *p == path) {
+            let routes = self.clone();
+            return Box::pin(async move { Ok(routes.unary(method, request).await) });
         }
-        match request.uri().path() {
-            DO_GET => {
-                let routes = self.clone();
-                Box::pin(async move { Ok(routes.do_get(request).await) })
-            }
-            DO_PUT => {
-                let routes = self.clone();
-                Box::pin(async move { Ok(routes.do_put(request).await) })
-            }
-            _ => self.generated.call(request),
+        let request = if STREAMED.contains(&path) {
+            let stall = self.stall;
+            request.map(|body| Body::new(Stalling::new(body, stall)))
+        } else {
+            request
+        };
+        if self.framing == WireFraming::Direct && request.uri().path() == DO_PUT {
+            let routes = self.clone();
+            return Box::pin(async move { Ok(routes.do_put(request).await) });
         }
+        self.generated.call(request)
     }
 }
 
-/// Reads the one message of a unary request, refusing more than `max` bytes.
-async fn read_unary<M: Message + Default>(body: Body, max: usize) -> Result<M, Status> {
-    let bytes = http_body_util::Limited::new(body, max.saturating_add(GRPC_HEADER))
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Status::resource_exhausted(format!(
-                    "the request is larger than the message limit of {max} bytes (POLARWAY_MAX_MESSAGE_BYTES)"
-                ))
-            } else {
-                Status::cancelled(format!("reading the request failed: {e}"))
+/// Reads the one message of a unary request: the 5-byte prefix first, so that a length over
+/// `max` is refused before the body is read, then exactly that message, all within `timeout`.
+async fn read_unary(body: Body, max: usize, timeout: Duration) -> Result<Bytes, Status> {
+    match tokio::time::timeout(timeout, read_prefixed(body, max)).await {
+        Ok(read) => read,
+        Err(_) => Err(Error::DeadlineExceeded(format!(
+            "the request did not arrive whole within {} s (POLARWAY_REQUEST_READ_TIMEOUT_SECS)",
+            timeout.as_secs_f64()
+        ))
+        .into()),
+    }
+}
+
+async fn read_prefixed(mut body: Body, max: usize) -> Result<Bytes, Status> {
+    let mut read = BytesMut::new();
+    let mut length = None;
+    loop {
+        if length.is_none() && read.len() >= GRPC_HEADER {
+            let header = read[..GRPC_HEADER].try_into().expect("a whole header is read");
+            let len = message_length(header)?;
+            if len > max {
+                return Err(Limit::RequestBytes
+                    .exceeded(format!("a request message of {len} bytes is over the limit of {max} bytes"))
+                    .into());
             }
-        })?
-        .to_bytes();
-    let message = unary_message(&bytes)?;
-    M::decode(message).map_err(|e| Status::invalid_argument(format!("the request message is malformed: {e}")))
+            length = Some(len);
+        }
+        if length.is_some_and(|len| read.len() > GRPC_HEADER + len) {
+            return Err(Status::invalid_argument("the request body is not exactly one gRPC message"));
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(Status::cancelled(format!("reading the request failed: {e}"))),
+            None => break,
+        }
+    }
+    unary_message(&read)?;
+    Ok(read.freeze().slice(GRPC_HEADER..))
+}
+
+/// A streamed request body that fails once nothing has arrived for `stall`, so a client that
+/// stops sending cannot hold its call (and what it has sent so far) open.
+struct Stalling {
+    body: Body,
+    stall: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Stalling {
+    fn new(body: Body, stall: Duration) -> Stalling {
+        Stalling { body, stall, timer: Box::pin(tokio::time::sleep(stall)) }
+    }
+}
+
+impl http_body::Body for Stalling {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(frame)) => {
+                let next = tokio::time::Instant::now() + self.stall;
+                self.timer.as_mut().reset(next);
+                Poll::Ready(Some(frame))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(self.timer.as_mut().poll(cx));
+                crate::metrics::metrics().streams_stalled.with_label_values(&["upload"]).inc();
+                tracing::info!("request stream cancelled: nothing arrived for POLARWAY_STALL_TIMEOUT_SECS");
+                Poll::Ready(Some(Err(Error::DeadlineExceeded(format!(
+                    "nothing arrived for {} s (POLARWAY_STALL_TIMEOUT_SECS)",
+                    self.stall.as_secs_f64()
+                ))
+                .into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The message in one gRPC-framed request body.
@@ -248,6 +383,7 @@ mod tests {
         let message = OutgoingData {
             data: FlightData { data_header: Bytes::from_static(b"header"), ..Default::default() },
             body: parts.clone(),
+            grant: None,
         };
         let (prefix, sent) = frame(message.clone(), usize::MAX).unwrap();
         assert_eq!(sent.len(), 3, "empty parts are not sent");
@@ -367,10 +503,47 @@ mod tests {
         assert_eq!(read[3].as_ref().unwrap_err().code(), tonic::Code::Cancelled);
     }
 
+    /// A request body fed by the test, a chunk at a time.
+    fn channel_body() -> (futures::channel::mpsc::Sender<Result<Frame<Bytes>, Status>>, Body) {
+        let (tx, rx) = futures::channel::mpsc::channel(4);
+        (tx, Body::new(http_body_util::StreamBody::new(rx)))
+    }
+
+    async fn send(tx: &mut futures::channel::mpsc::Sender<Result<Frame<Bytes>, Status>>, bytes: &'static [u8]) {
+        futures::SinkExt::send(tx, Ok(Frame::data(Bytes::from_static(bytes)))).await.unwrap();
+    }
+
     #[tokio::test]
-    async fn an_oversize_request_is_refused_before_it_is_read_whole() {
-        let body = Body::new(http_body_util::Full::new(Bytes::from(vec![0u8; 10_000])));
-        let status = read_unary::<Ticket>(body, 1000).await.unwrap_err();
+    async fn an_oversize_request_is_refused_from_its_prefix() {
+        // A prefix claiming 4 GiB, and a body that never comes: refused at once.
+        let (mut tx, body) = channel_body();
+        send(&mut tx, &[0, 0xff, 0xff, 0xff, 0xff]).await;
+        let status = tokio::time::timeout(Duration::from_secs(5), read_unary(body, 1000, Duration::from_secs(60)))
+            .await
+            .expect("refused without waiting for the body")
+            .unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("POLARWAY_MAX_REQUEST_BYTES"), "{}", status.message());
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_does_not_arrive_in_time_is_refused() {
+        let (mut tx, body) = channel_body();
+        send(&mut tx, &[0, 0, 0, 0, 10, 1, 2]).await;
+        let status = read_unary(body, 1000, Duration::from_millis(100)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_sends_nothing_is_cancelled() {
+        let (mut tx, body) = channel_body();
+        let mut stalling = Stalling::new(body, Duration::from_millis(100));
+        send(&mut tx, b"abc").await;
+        assert!(stalling.frame().await.unwrap().is_ok(), "data that arrives goes through");
+        let status = stalling.frame().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        drop(tx);
     }
 }

@@ -15,7 +15,7 @@ use super::*;
 pub(crate) fn read_flight_data<B>(body: B, max: usize) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
+    B::Error: BodyError,
 {
     struct Reading<B> {
         body: B,
@@ -41,7 +41,7 @@ where
                     Ok(chunk) => r.assembler.feed(chunk, &mut r.ready).err(),
                     Err(_) => None, // trailers: nothing to read
                 },
-                Some(Err(e)) => Some(Status::cancelled(format!("the upload stream failed: {e}"))),
+                Some(Err(e)) => Some(e.into_status()),
                 None => {
                     r.ended = true;
                     r.assembler.finish().err()
@@ -53,6 +53,22 @@ where
             }
         }
     })
+}
+
+/// A failure of a request body, as the status the call ends with.
+pub(crate) trait BodyError: std::fmt::Display {
+    /// The status for the call: a stalled upload ([`super::Stalling`]) keeps its own
+    /// DEADLINE_EXCEEDED; a transport failure is the client's connection going away, CANCELLED.
+    fn into_status(self) -> Status;
+}
+
+impl BodyError for Status {
+    fn into_status(self) -> Status {
+        if self.code() == tonic::Code::DeadlineExceeded {
+            return self;
+        }
+        Status::cancelled(format!("the upload stream failed: {}", self.message()))
+    }
 }
 
 /// Puts gRPC-framed FlightData messages back together from a stream's chunks, copying each byte

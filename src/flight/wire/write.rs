@@ -61,7 +61,7 @@ pub(super) fn flight_data_len(data: &FlightData, body: usize) -> usize {
 /// its body joined.
 pub(super) fn frame(message: OutgoingData, max: usize) -> Result<(Bytes, Vec<Bytes>), Status> {
     let body = message.body_len();
-    let OutgoingData { data, body: parts } = message;
+    let OutgoingData { data, body: parts, grant } = message;
     let len = flight_data_len(&data, body);
     let mut prefix = grpc_prefix(len, len - body, max)?;
     if let Some(descriptor) = &data.flight_descriptor {
@@ -79,7 +79,13 @@ pub(super) fn frame(message: OutgoingData, max: usize) -> Result<(Bytes, Vec<Byt
         encode_key(DATA_BODY, WireType::LengthDelimited, &mut prefix);
         encode_varint(body as u64, &mut prefix);
     }
-    Ok((prefix.freeze(), parts.into_iter().filter(|p| !p.is_empty()).collect()))
+    // The prefix holds the message's grant too: a message without a body (a schema) is in
+    // flight until it is written like any other.
+    let prefix = match grant {
+        Some(grant) => grant.wrap(prefix.freeze()),
+        None => prefix.freeze(),
+    };
+    Ok((prefix, parts.into_iter().filter(|p| !p.is_empty()).collect()))
 }
 
 /// A streamed response body: each message's prefix, then its body's parts, then the status as

@@ -20,7 +20,7 @@ use tokio::runtime::Handle as Runtime;
 use super::{ObjectStateStore, store_error};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
-use crate::store::{BatchStream, Checksums, IpcMessage, IpcStream};
+use crate::store::{BatchStream, Checksums, IpcMessage, IpcStream, MessageReader};
 
 /// Results smaller than this go up in one PUT; larger ones in multipart chunks of this size.
 const PART_BYTES: usize = 8 << 20;
@@ -319,12 +319,35 @@ impl VerifiedFile {
         if !dictionaries.is_empty() {
             return Ok(None);
         }
-        let messages = blocks.into_iter().map(move |block| {
-            let bytes = self.block(&block)?;
-            let (header, body) = crate::ipc::block_parts(&bytes).map_err(|e| self.corrupt(&e.to_string()))?;
+        Ok(Some(IpcStream { schema, messages: Box::new(BlockMessages { file: self, blocks: blocks.into_iter() }) }))
+    }
+}
+
+/// The stored IPC messages of a [`VerifiedFile`], one block at a time.
+struct BlockMessages {
+    file: VerifiedFile,
+    blocks: std::vec::IntoIter<Block>,
+}
+
+impl Iterator for BlockMessages {
+    type Item = Result<IpcMessage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let block = self.blocks.next()?;
+        let read = || {
+            let bytes = self.file.block(&block)?;
+            let (header, body) = crate::ipc::block_parts(&bytes).map_err(|e| self.file.corrupt(&e.to_string()))?;
             Ok(IpcMessage { header: bytes.slice(header), body: bytes.slice(body) })
-        });
-        Ok(Some(IpcStream { schema, messages: Box::new(messages) }))
+        };
+        Some(read())
+    }
+}
+
+impl MessageReader for BlockMessages {
+    fn next_size(&self) -> Option<usize> {
+        // A block with impossible bounds is refused by the read itself.
+        let block = self.blocks.as_slice().first()?;
+        Some(block_range(block).and_then(|r| usize::try_from(r.end - r.start).ok()).unwrap_or(0))
     }
 }
 
