@@ -234,9 +234,9 @@ pub struct TransportArgs {
           value_parser = clap::value_parser!(u64).range(1 << 20..))]
     pub connection_budget_bytes: u64,
 
-    /// A stream that moves none of its bytes for this long is ended: a response the client does
-    /// not read is reset, an upload that sends nothing is cancelled. Seconds, or a duration.
-    #[arg(long, env = "POLARWAY_STALL_TIMEOUT_SECS", default_value = "30", value_parser = seconds)]
+    /// A response whose bytes wait this long with none written (its client stopped reading) is
+    /// reset, giving back its share of the response budget. Seconds, or a duration.
+    #[arg(long, env = "POLARWAY_STALL_TIMEOUT_SECS", default_value = "120", value_parser = seconds)]
     pub stall_timeout_secs: Duration,
 
     /// Largest request message of a call that sends one (a DoGet ticket, an action body, a
@@ -263,7 +263,8 @@ pub struct TransportArgs {
     #[arg(long, env = "POLARWAY_HANDSHAKE_TIMEOUT_SECS", default_value = "10", value_parser = seconds)]
     pub handshake_timeout_secs: Duration,
 
-    /// A connection with no call open for this long is closed (GOAWAY). Seconds, or a duration.
+    /// A connection with no call open for this long is closed (GOAWAY), and an upload (DoPut,
+    /// DoExchange) that sends nothing for this long is cancelled. Seconds, or a duration.
     #[arg(long, env = "POLARWAY_IDLE_TIMEOUT_SECS", default_value = "300", value_parser = seconds)]
     pub idle_timeout_secs: Duration,
 }
@@ -288,7 +289,7 @@ pub struct Transport {
     pub response_budget_bytes: usize,
     /// Response bytes in flight on one connection.
     pub connection_budget_bytes: usize,
-    /// A stream moving no bytes this long is ended.
+    /// A response whose bytes wait this long unwritten is reset.
     pub stall_timeout: Duration,
     /// Largest unary request message.
     pub max_request_bytes: usize,
@@ -300,7 +301,8 @@ pub struct Transport {
     pub keepalive_timeout: Duration,
     /// Time for a TLS handshake and the HTTP/2 preface.
     pub handshake_timeout: Duration,
-    /// A connection with no call open this long is closed.
+    /// A connection with no call open this long is closed; an upload sending nothing this long
+    /// is cancelled.
     pub idle_timeout: Duration,
 }
 

@@ -266,6 +266,12 @@ async fn doget_streams_that_never_open_their_window_hold_no_threads_and_at_most_
     }
     let latencies = well_behaved(worker.addr, small.clone(), Duration::from_secs(3)).await;
     let (rss_during, threads_during) = (worker.rss(), worker.threads());
+    eprintln!(
+        "zero-window DoGets: RSS {} -> {} MiB, threads {threads} -> {threads_during}, well-behaved p99 {:?}",
+        rss >> 20,
+        rss_during >> 20,
+        p99(latencies.clone())
+    );
     worker.assert_alive();
     assert!(p99(latencies.clone()) < P99, "well-behaved p99 {:?}", p99(latencies));
     assert!(threads_during <= threads + 24, "threads {threads} -> {threads_during}: DoGets hold no blocking threads");
@@ -345,6 +351,12 @@ async fn unread_and_slow_doget_streams_of_a_large_result_hold_at_most_the_budget
     }
     let latencies = well_behaved(worker.addr, small, Duration::from_secs(4)).await;
     let rss_during = worker.rss();
+    eprintln!(
+        "unread and slow DoGets of 200 MB: RSS {} -> {} MiB, well-behaved p99 {:?}",
+        rss >> 20,
+        rss_during >> 20,
+        p99(latencies.clone())
+    );
     worker.assert_alive();
     assert!(p99(latencies.clone()) < P99, "well-behaved p99 {:?}", p99(latencies));
     assert!(
@@ -412,6 +424,12 @@ async fn continuation_frames_parked_mid_header_block_are_refused() {
     }
     let latencies = well_behaved(worker.addr, small, Duration::from_secs(2)).await;
     let rss_during = worker.rss();
+    eprintln!(
+        "CONTINUATION floods: RSS {} -> {} MiB, well-behaved p99 {:?}",
+        rss >> 20,
+        rss_during >> 20,
+        p99(latencies.clone())
+    );
     worker.assert_alive();
     assert!(p99(latencies.clone()) < P99, "well-behaved p99 {:?}", p99(latencies));
     assert!(rss_during <= rss + (32 << 20), "RSS {} -> {} MiB", rss >> 20, rss_during >> 20);
@@ -481,7 +499,7 @@ async fn unary_requests_are_refused_from_their_prefix_or_when_they_trickle_on_bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_that_stop_sending_are_cancelled() {
-    let mut worker = Worker::start(&[("POLARWAY_STALL_TIMEOUT_SECS", "2")]);
+    let mut worker = Worker::start(&[("POLARWAY_IDLE_TIMEOUT_SECS", "2")]);
     let mut client = h2_connection(worker.addr, 65_535).await;
     for method in ["DoPut", "DoExchange"] {
         client = client.ready().await.unwrap();
@@ -493,7 +511,7 @@ async fn uploads_that_stop_sending_are_cancelled() {
         send.send_data(start.into(), false).unwrap();
         let started = Instant::now();
         assert_eq!(grpc_status(response).await, Some(4), "{method}: DEADLINE_EXCEEDED");
-        assert!(started.elapsed() < Duration::from_secs(6), "{method}: cancelled after the stall timeout");
+        assert!(started.elapsed() < Duration::from_secs(6), "{method}: cancelled after the idle timeout");
         drop(send);
     }
     assert!(worker.metric("polarway_streams_stalled_total{direction=\"upload\"}").await >= 2.0);
@@ -566,6 +584,7 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_open_connections_are_s
     }
     let used = worker.cpu() - cpu;
     let wall = started.elapsed();
+    eprintln!("out of descriptors: {used:?} CPU in {wall:?}, well-behaved p99 {:?}", p99(latencies.clone()));
     assert!(used < wall / 4, "the worker used {used:?} of CPU in {wall:?}: the accept loop does not spin");
     assert!(p99(latencies.clone()) < P99, "well-behaved p99 {:?}", p99(latencies));
     set_limit(before.rlim_cur);

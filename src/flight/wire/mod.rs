@@ -15,7 +15,7 @@
 //! request: a unary request (a ticket, an action, a descriptor) is read here header first, refused
 //! from its length prefix when it is over `POLARWAY_MAX_REQUEST_BYTES` and when it does not arrive
 //! whole within `POLARWAY_REQUEST_READ_TIMEOUT_SECS`, with the same statuses and metrics on both
-//! framings; a streamed request fails once nothing arrives for `POLARWAY_STALL_TIMEOUT_SECS`.
+//! framings; a streamed request fails once nothing arrives for `POLARWAY_IDLE_TIMEOUT_SECS`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -64,7 +64,7 @@ const UNARY: [(&str, &str); 7] = [
     ("/arrow.flight.protocol.FlightService/ListFlights", "ListFlights"),
     ("/arrow.flight.protocol.FlightService/ListActions", "ListActions"),
 ];
-/// The methods whose request is a stream: each ends when it stalls ([`Stalling`]).
+/// The methods whose request is a stream: each ends when it idles ([`Stalling`]).
 const STREAMED: [&str; 3] = [
     DO_PUT,
     "/arrow.flight.protocol.FlightService/DoExchange",
@@ -89,13 +89,13 @@ pub struct FlightRoutes {
     max_message: usize,
     max_request: usize,
     read_timeout: Duration,
-    stall: Duration,
+    upload_idle: Duration,
     framing: WireFraming,
 }
 
 impl FlightRoutes {
     /// Routes for `flight`, with its engine's message size limit on streamed requests and on
-    /// responses, and `transport`'s limits on unary requests and stalls; `framing` says whether
+    /// responses, and `transport`'s limits on unary requests and idle uploads; `framing` says whether
     /// DoGet and DoPut are framed here or by tonic like the rest.
     pub fn new(flight: PolarwayFlight, framing: WireFraming, transport: &Transport) -> FlightRoutes {
         let max_message = flight.engine.limits().max_message_bytes;
@@ -109,7 +109,7 @@ impl FlightRoutes {
             max_message,
             max_request: transport.max_request_bytes,
             read_timeout: transport.request_read_timeout,
-            stall: transport.stall_timeout,
+            upload_idle: transport.idle_timeout,
             framing,
         }
     }
@@ -194,8 +194,8 @@ impl Service<http::Request<Body>> for FlightRoutes {
             return Box::pin(async move { Ok(routes.unary(method, request).await) });
         }
         let request = if STREAMED.contains(&path) {
-            let stall = self.stall;
-            request.map(|body| Body::new(Stalling::new(body, stall)))
+            let idle = self.upload_idle;
+            request.map(|body| Body::new(Stalling::new(body, idle)))
         } else {
             request
         };
@@ -280,9 +280,9 @@ impl http_body::Body for Stalling {
             Poll::Pending => {
                 ready!(self.timer.as_mut().poll(cx));
                 crate::metrics::metrics().streams_stalled.with_label_values(&["upload"]).inc();
-                tracing::info!("request stream cancelled: nothing arrived for POLARWAY_STALL_TIMEOUT_SECS");
+                tracing::info!("request stream cancelled: nothing arrived for POLARWAY_IDLE_TIMEOUT_SECS");
                 Poll::Ready(Some(Err(Error::DeadlineExceeded(format!(
-                    "nothing arrived for {} s (POLARWAY_STALL_TIMEOUT_SECS)",
+                    "nothing arrived for {} s (POLARWAY_IDLE_TIMEOUT_SECS)",
                     self.stall.as_secs_f64()
                 ))
                 .into())))
