@@ -1,10 +1,12 @@
 """The transport's figures from two worker binaries, side by side: DoGet and DoPut of one 1 GiB
 table, and a small action's latency.
 
-    benches/transport_side_by_side.py OLD_BIN NEW_BIN [REPS]
+    benches/transport_side_by_side.py OLD_BIN NEW_BIN [REPS] [VARIABLE=VALUE ...]
 
 Both workers serve from memory to the same pyarrow client; rounds are interleaved so that the
-machine's drift falls on both alike. Prints each one's medians and NEW / OLD.
+machine's drift falls on both alike. Prints each one's medians and NEW / OLD. Settings after REPS
+go to both workers (one that does not know a variable ignores it), e.g.
+`POLARWAY_MAX_FRAME_BYTES=65536`.
 """
 
 import statistics
@@ -22,12 +24,13 @@ from harness import act, drain, put, timed  # noqa: E402
 
 def main():
     bins, reps = sys.argv[1:3], int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    settings = dict(arg.split("=", 1) for arg in sys.argv[4:])
     table = e2e.table_of(1024 << 20)
     small = e2e.trades(10_000).to_arrow()
     workers = []
     for binary in bins:
         conftest_worker.BIN = binary
-        workers.append(conftest_worker.Worker(POLARWAY_HANDLE_STORE="memory", POLARWAY_RESULT_TTL_SECS="3600"))
+        workers.append(conftest_worker.Worker(POLARWAY_HANDLE_STORE="memory", POLARWAY_RESULT_TTL_SECS="3600", **settings))
     try:
         servers = []
         for binary, worker in zip(bins, workers):
@@ -39,7 +42,9 @@ def main():
         for rep in range(reps):
             for binary, client, big, little in servers:
                 doget[binary].append(timed(lambda: drain(client, big))[0])
-                doput[binary].append(timed(lambda: put(client, table, f"again{rep}"))[0])
+                took, meta = timed(lambda: put(client, table, f"again{rep}"))
+                doput[binary].append(took)
+                act(client, "drop_handle", {"handle": meta["handle"]})  # memory stays flat across rounds
                 for i in range(100):
                     body = {"input": little, "predicate": f"qty > {(rep * 100 + i) % 997} AND day <> {i % 365}"}
                     action[binary].append(timed(lambda: act(client, "filter", body))[0])

@@ -208,8 +208,9 @@ pub struct TransportArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams_per_connection: u32,
 
-    /// Largest HTTP/2 frame accepted, in bytes (16384 to 16777215).
-    #[arg(long, env = "POLARWAY_MAX_FRAME_BYTES", default_value_t = 16_384,
+    /// Largest HTTP/2 frame accepted, in bytes (16384 to 16777215). A header block's
+    /// CONTINUATION frames, which h2 bounds by count, hold at most five of these.
+    #[arg(long, env = "POLARWAY_MAX_FRAME_BYTES", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
     pub max_frame_bytes: u32,
 
