@@ -187,6 +187,23 @@ async fn well_behaved(addr: SocketAddr, handle: String, time: Duration) -> Vec<D
     latencies
 }
 
+/// What every attack ends with: the worker is up, the well-behaved client's p99 is under [`P99`],
+/// and the worker's RSS grew by at most `allowed` bytes from `rss_before`. Prints the figures.
+fn assert_withstood(worker: &mut Worker, attack: &str, rss_before: u64, allowed: u64, latencies: Vec<Duration>) {
+    let rss = worker.rss();
+    let p99 = p99(latencies);
+    eprintln!("{attack}: RSS {} -> {} MiB, well-behaved p99 {p99:?}", rss_before >> 20, rss >> 20);
+    worker.assert_alive();
+    assert!(p99 < P99, "{attack}: well-behaved p99 {p99:?}");
+    assert!(
+        rss <= rss_before + allowed,
+        "{attack}: RSS {} -> {} MiB, {} MiB allowed",
+        rss_before >> 20,
+        rss >> 20,
+        allowed >> 20
+    );
+}
+
 fn p99(mut latencies: Vec<Duration>) -> Duration {
     assert!(latencies.len() >= 20, "enough samples: {}", latencies.len());
     latencies.sort();
@@ -265,24 +282,10 @@ async fn doget_streams_that_never_open_their_window_hold_no_threads_and_at_most_
         clients.push(client);
     }
     let latencies = well_behaved(worker.addr, small.clone(), Duration::from_secs(3)).await;
-    let (rss_during, threads_during) = (worker.rss(), worker.threads());
-    eprintln!(
-        "zero-window DoGets: RSS {} -> {} MiB, threads {threads} -> {threads_during}, well-behaved p99 {:?}",
-        rss >> 20,
-        rss_during >> 20,
-        p99(latencies.clone())
-    );
-    worker.assert_alive();
-    assert!(p99(latencies.clone()) < P99, "well-behaved p99 {:?}", p99(latencies));
+    let threads_during = worker.threads();
+    eprintln!("zero-window DoGets: threads {threads} -> {threads_during}");
     assert!(threads_during <= threads + 24, "threads {threads} -> {threads_during}: DoGets hold no blocking threads");
-    assert!(
-        rss_during <= rss + BUDGET + OVERHEAD,
-        "RSS {} -> {} MiB: within the budget of {} MiB and {} MiB overhead",
-        rss >> 20,
-        rss_during >> 20,
-        BUDGET >> 20,
-        OVERHEAD >> 20
-    );
+    assert_withstood(&mut worker, "zero-window DoGets", rss, BUDGET + OVERHEAD, latencies);
     let in_flight = worker.metric("polarway_response_bytes_in_flight").await;
     assert!(in_flight as u64 <= BUDGET, "{in_flight} bytes in flight");
 
@@ -350,26 +353,11 @@ async fn unread_and_slow_doget_streams_of_a_large_result_hold_at_most_the_budget
         clients.push(client);
     }
     let latencies = well_behaved(worker.addr, small, Duration::from_secs(4)).await;
-    let rss_during = worker.rss();
-    eprintln!(
-        "unread and slow DoGets of 200 MB: RSS {} -> {} MiB, well-behaved p99 {:?}",
-        rss >> 20,
-        rss_during >> 20,
-        p99(latencies.clone())
-    );
-    worker.assert_alive();
-    assert!(p99(latencies.clone()) < P99, "well-behaved p99 {:?}", p99(latencies));
-    assert!(
-        rss_during <= rss + BUDGET + OVERHEAD,
-        "RSS {} -> {} MiB: within the budget of {} MiB and {} MiB overhead",
-        rss >> 20,
-        rss_during >> 20,
-        BUDGET >> 20,
-        OVERHEAD >> 20
-    );
+    assert_withstood(&mut worker, "unread and slow DoGets of 200 MB", rss, BUDGET + OVERHEAD, latencies);
     for reader in slow {
         let read = reader.await.unwrap();
-        assert!(read >= 1 << 20, "a slow reader makes progress and is not reset: {read} bytes");
+        // About 1 MB in the 8 s at this pace; a reset would have ended it at its first batch.
+        assert!(read >= 256 << 10, "a slow reader makes progress and is not reset: {read} bytes");
     }
     drop((held, clients, slow_clients));
 }
@@ -423,16 +411,7 @@ async fn continuation_frames_parked_mid_header_block_are_refused() {
         parked.push(tcp);
     }
     let latencies = well_behaved(worker.addr, small, Duration::from_secs(2)).await;
-    let rss_during = worker.rss();
-    eprintln!(
-        "CONTINUATION floods: RSS {} -> {} MiB, well-behaved p99 {:?}",
-        rss >> 20,
-        rss_during >> 20,
-        p99(latencies.clone())
-    );
-    worker.assert_alive();
-    assert!(p99(latencies.clone()) < P99, "well-behaved p99 {:?}", p99(latencies));
-    assert!(rss_during <= rss + (32 << 20), "RSS {} -> {} MiB", rss >> 20, rss_during >> 20);
+    assert_withstood(&mut worker, "CONTINUATION floods", rss, 32 << 20, latencies);
     // The worker closed each of them (after its GOAWAY) rather than holding the frames.
     for mut tcp in parked {
         assert!(closed_within(&mut tcp, Duration::from_secs(5)).await, "the worker closes a connection sending oversized frames");
