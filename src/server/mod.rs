@@ -31,6 +31,11 @@ pub async fn serve_engine(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // TLS files that do not load stop the worker before any of its tasks start.
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?),
+    };
     let sweeper = tokio::spawn(crate::gc::run_every(engine.clone(), config.gc_interval));
     let worker = format!(
         "{}@{}",
@@ -48,10 +53,6 @@ pub async fn serve_engine(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<PolarwayFlight>>().await;
     let routes = tonic::service::Routes::new(health_service).add_service(service);
-    let tls = match &config.tls {
-        None => None,
-        Some(files) => Some(Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?),
-    };
     let reloader = tls.clone().map(Tls::keep_reloading);
     http2::serve(routes, listener, tls, config.transport.clone(), shutdown).await;
     if let Some(reloader) = reloader {
