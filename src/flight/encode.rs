@@ -17,11 +17,10 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::{IpcWriteOptions, StreamEncoder};
 use arrow_flight::{FlightData, SchemaAsIpc};
 use bytes::Bytes;
-
-use crate::inflight::Grant;
 use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
+use crate::inflight::Grant;
 
 /// A Flight message on its way out: the fields of a `FlightData` but its body, and the body as a
 /// list of parts that are sent as they are, in order.

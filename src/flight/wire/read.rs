@@ -14,8 +14,7 @@ use super::*;
 /// Messages completed before a failure are delivered, then the failure.
 pub(crate) fn read_flight_data<B>(body: B, max: usize) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static
 where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: BodyError,
+    B: http_body::Body<Data = Bytes, Error = Status> + Send + Unpin + 'static,
 {
     struct Reading<B> {
         body: B,
@@ -41,7 +40,7 @@ where
                     Ok(chunk) => r.assembler.feed(chunk, &mut r.ready).err(),
                     Err(_) => None, // trailers: nothing to read
                 },
-                Some(Err(e)) => Some(e.into_status()),
+                Some(Err(status)) => Some(upload_failed(status)),
                 None => {
                     r.ended = true;
                     r.assembler.finish().err()
@@ -55,20 +54,13 @@ where
     })
 }
 
-/// A failure of a request body, as the status the call ends with.
-pub(crate) trait BodyError: std::fmt::Display {
-    /// The status for the call: a stalled upload ([`super::Stalling`]) keeps its own
-    /// DEADLINE_EXCEEDED; a transport failure is the client's connection going away, CANCELLED.
-    fn into_status(self) -> Status;
-}
-
-impl BodyError for Status {
-    fn into_status(self) -> Status {
-        if self.code() == tonic::Code::DeadlineExceeded {
-            return self;
-        }
-        Status::cancelled(format!("the upload stream failed: {}", self.message()))
+/// The status an upload ends with when its body fails: an idle upload ([`super::Stalling`]) keeps
+/// its own DEADLINE_EXCEEDED; a transport failure is the client's connection going away, CANCELLED.
+fn upload_failed(status: Status) -> Status {
+    if status.code() == tonic::Code::DeadlineExceeded {
+        return status;
     }
+    Status::cancelled(format!("the upload stream failed: {}", status.message()))
 }
 
 /// Puts gRPC-framed FlightData messages back together from a stream's chunks, copying each byte
