@@ -3,7 +3,6 @@
 //!
 //! Run: `cargo bench --profile dev --bench hot_paths`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -98,7 +97,7 @@ fn store(c: &mut Criterion) {
 fn operations(c: &mut Criterion) {
     let df = frame(ROWS);
     let limits = Config::with_store(StoreConfig::Memory).limits;
-    let frames = HashMap::new();
+    let leaves = ops::Leaves::default();
     let mut group = c.benchmark_group("operations");
     group.sample_size(10);
     for (name, step) in [
@@ -109,7 +108,7 @@ fn operations(c: &mut Criterion) {
     ] {
         let steps: Vec<Step> = vec![serde_json::from_value(step).unwrap()];
         group.bench_with_input(BenchmarkId::new(name, "1M"), &steps, |b, steps| {
-            b.iter(|| ops::run(df.clone().into(), steps, &frames, &limits).unwrap())
+            b.iter(|| ops::run_over(df.clone().into(), steps, &leaves, &limits, true).unwrap())
         });
     }
     group.finish();

@@ -57,7 +57,9 @@ impl Recipe {
         if matches!(op, "upload" | "sql" | "ingest") || op.starts_with("read_") {
             return Some(Recipe::Source);
         }
-        serde_json::from_value(lineage.params.clone()).ok().map(Recipe::Pipeline)
+        let pipeline: Pipeline = serde_json::from_value(lineage.params.clone()).ok()?;
+        // What a scan read may have changed since: its result is not made again from the files.
+        if pipeline.scans().is_empty() { Some(Recipe::Pipeline(pipeline)) } else { Some(Recipe::Source) }
     }
 }
 
@@ -277,14 +279,16 @@ impl Catalog {
         Ok(inputs)
     }
 
-    /// Runs a pipeline over its inputs as one operation; loading the inputs comes first, since it
-    /// may itself recompute a lost input, which needs a slot of its own.
-    pub async fn compute(&self, ctx: &RequestContext, pipeline: &Pipeline) -> Result<DataFrame> {
+    /// Runs a pipeline over its inputs as one operation, with `scans` its scan leaves, opened;
+    /// loading the stored inputs comes first, since it may itself recompute a lost input, which
+    /// needs a slot of its own.
+    pub async fn compute(&self, ctx: &RequestContext, pipeline: &Pipeline, scans: HashMap<String, Input>) -> Result<DataFrame> {
         let frames = exec::within(ctx, self.inputs(ctx, &pipeline.handles())).await?;
-        let (limits, steps, input) = (self.limits.clone(), pipeline.steps.clone(), pipeline.input.clone());
+        let leaves = ops::Leaves { frames, scans };
+        let (limits, pipeline) = (self.limits.clone(), pipeline.clone());
         self.exec
             .compute(ctx, move || {
-                let mut frame = ops::run(frames[&input].clone(), &steps, &frames, &limits)?;
+                let mut frame = ops::run(&pipeline, &leaves, &limits)?;
                 consolidate(&mut frame);
                 Ok(frame)
             })
@@ -353,7 +357,7 @@ impl Catalog {
                 None => return Err(lost()),
             };
             tracing::warn!(handle = %meta.handle, op = %meta.lineage.op, "stored data missing; recomputing from lineage");
-            let frame = self.compute(ctx, &pipeline).await?;
+            let frame = self.compute(ctx, &pipeline, HashMap::new()).await?;
             self.recoveries.fetch_add(1, Ordering::Relaxed);
             let meta = meta.clone();
             self.on_store(move |store| store.put(&frame, meta)).await?;
@@ -416,7 +420,7 @@ mod tests {
             assert!(matches!(Recipe::of(&source(op)), Some(Recipe::Source)), "{op}");
         }
         assert!(Recipe::of(&source("filter")).is_none(), "a pipeline's params that do not parse");
-        let pipeline = Pipeline { input: Handle::random(), steps: vec![] };
+        let pipeline = Pipeline::over(Handle::random(), vec![]);
         let lineage = Lineage { op: "select".into(), params: serde_json::to_value(&pipeline).unwrap(), inputs: vec![] };
         assert!(matches!(Recipe::of(&lineage), Some(Recipe::Pipeline(p)) if p.input == pipeline.input));
     }

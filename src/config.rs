@@ -90,9 +90,24 @@ pub struct ServerArgs {
     #[arg(long, env = "POLARWAY_WIRE_FRAMING", value_enum, default_value = "direct")]
     pub wire_framing: WireFraming,
 
-    /// Root directory that read_*/write_* operations may touch; without it file operations are refused.
+    /// Local data root: scans, sinks and read_*/write_* name files under it. Without a root (this
+    /// or POLARWAY_DATA_URL) they are refused.
     #[arg(long, env = "POLARWAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Object-store data root for scans and sinks: s3://bucket/prefix, az://container/prefix,
+    /// gs://bucket/prefix or file:///path. Credentials and endpoints come from the environment,
+    /// as for POLARWAY_STATE_URL. Takes the place of POLARWAY_DATA_DIR for scans and sinks.
+    #[arg(long, env = "POLARWAY_DATA_URL")]
+    pub data_url: Option<String>,
+
+    /// Sinks (and write_*) may write under the data root. Off: the root is read-only.
+    #[arg(long, env = "POLARWAY_DATA_WRITABLE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub data_writable: bool,
+
+    /// JSON file of named datasets on the data root (see src/data/datasets.rs and the README).
+    #[arg(long, env = "POLARWAY_DATASETS_FILE")]
+    pub datasets_file: Option<PathBuf>,
 }
 
 /// Where results live and for how long.
@@ -191,6 +206,14 @@ pub struct LimitArgs {
     /// seconds, or a duration such as `10m`.
     #[arg(long, env = "POLARWAY_REQUEST_TIMEOUT_SECS", default_value = "600", value_parser = seconds)]
     pub request_timeout_secs: Duration,
+
+    /// Most files one scan may list; the listing stops one past it (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "POLARWAY_MAX_SCAN_FILES", default_value_t = 100_000)]
+    pub max_scan_files: usize,
+
+    /// Most bytes of files one scan may list, before pruning (0: no limit; RESOURCE_EXHAUSTED).
+    #[arg(long, env = "POLARWAY_MAX_SCAN_BYTES", default_value_t = 0)]
+    pub max_scan_bytes: u64,
 }
 
 /// The Flight port's connections: how many, how large their frames, buffers and requests may
@@ -480,6 +503,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Sandbox root for file operations, canonicalised.
     pub data_dir: Option<PathBuf>,
+    /// The data root scans and sinks use, and its datasets.
+    pub data: DataConfig,
     /// Lifetime of a new result.
     pub result_ttl: Duration,
     /// Period of the expiry sweep.
@@ -508,6 +533,48 @@ pub struct Config {
     pub job_slots: Option<usize>,
     /// The time results expire and leases lapse by (the system clock; tests move their own).
     pub clock: crate::clock::SharedClock,
+}
+
+/// The data root of scans and sinks, and the datasets declared on it.
+#[derive(Debug, Clone, Default)]
+pub struct DataConfig {
+    /// The root: a local directory, or an object store URL with its options.
+    pub root: Option<DataRoot>,
+    /// Sinks may write under it.
+    pub writable: bool,
+    /// The datasets file's datasets.
+    pub datasets: crate::data::datasets::Datasets,
+}
+
+/// Where the data root is.
+#[derive(Debug, Clone)]
+pub enum DataRoot {
+    /// A local directory, canonicalised.
+    Directory(PathBuf),
+    /// An object store, with credentials from the environment.
+    Url {
+        /// `s3://bucket/prefix` and the like.
+        url: String,
+        /// Credentials and endpoints, as `(variable, value)`.
+        options: Vec<(String, String)>,
+    },
+}
+
+impl DataConfig {
+    /// Opens the root (an object store client, no I/O) with the scan limits.
+    pub fn open(&self, limits: &Limits) -> crate::error::Result<crate::data::Data> {
+        let root = match &self.root {
+            None => None,
+            Some(DataRoot::Directory(dir)) => Some(crate::data::root::Root::open_dir(dir, self.writable)?),
+            Some(DataRoot::Url { url, options }) => Some(crate::data::root::Root::open(url, options.clone(), self.writable)?),
+        };
+        Ok(crate::data::Data::new(root, self.datasets.clone(), limits.max_scan_files, limits.max_scan_bytes))
+    }
+}
+
+/// The environment's cloud credentials and endpoints, as `(variable, value)`.
+fn cloud_env() -> Vec<(String, String)> {
+    std::env::vars().filter(|(k, _)| CLOUD_ENV_PREFIXES.iter().any(|p| k.starts_with(p))).collect()
 }
 
 /// The validated store choice.
@@ -556,10 +623,7 @@ impl StoreArgs {
                 if !["s3", "s3a", "az", "abfs", "abfss", "azure", "gs", "file"].contains(&scheme) {
                     return Err(format!("POLARWAY_STATE_URL: `{url}` must start with s3://, az://, gs:// or file://"));
                 }
-                let options = std::env::vars()
-                    .filter(|(k, _)| CLOUD_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
-                    .collect();
-                Ok(StoreConfig::Url { url: url.clone(), options })
+                Ok(StoreConfig::Url { url: url.clone(), options: cloud_env() })
             }
         }
     }
@@ -592,6 +656,8 @@ impl LimitArgs {
             },
             queue_timeout: self.queue_timeout_ms,
             request_timeout: self.request_timeout_secs,
+            max_scan_files: self.max_scan_files.max(1),
+            max_scan_bytes: self.max_scan_bytes,
         })
     }
 }
@@ -620,6 +686,24 @@ impl Args {
                 format!("POLARWAY_DATA_DIR: {} is not an existing directory: {e}", dir.display())
             })?),
         };
+        let data = DataConfig {
+            root: match (&server.data_url, &data_dir) {
+                (Some(url), _) => {
+                    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+                    if !["s3", "s3a", "az", "abfs", "abfss", "azure", "gs", "file"].contains(&scheme) {
+                        return Err("POLARWAY_DATA_URL: must start with s3://, az://, gs:// or file://".to_string());
+                    }
+                    Some(DataRoot::Url { url: url.clone(), options: cloud_env() })
+                }
+                (None, Some(dir)) => Some(DataRoot::Directory(dir.clone())),
+                (None, None) => None,
+            },
+            writable: server.data_writable,
+            datasets: match &server.datasets_file {
+                Some(path) => crate::data::datasets::Datasets::from_file(path)?,
+                None => Default::default(),
+            },
+        };
         if store.result_ttl_secs.is_zero() {
             return Err("POLARWAY_RESULT_TTL_SECS: must be greater than 0".to_string());
         }
@@ -642,6 +726,7 @@ impl Args {
             },
             store: store.selected()?,
             data_dir,
+            data,
             result_ttl: store.result_ttl_secs,
             gc_interval: store.gc_interval_secs,
             limits: limits.validated()?,

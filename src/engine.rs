@@ -8,6 +8,7 @@
 //! persisted through the [`Catalog`]. Answers are typed ([`Outcome`]); the Flight layer shapes
 //! them for the wire.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use crate::catalog::{self, Catalog};
 use crate::config::{Config, StoreConfig};
 use crate::context::RequestContext;
 use crate::convert;
+use crate::data::Data;
+use crate::data::sink::SinkSpec;
 use crate::error::{Error, Result};
 use crate::exec::{self, Executor};
 use crate::files::{self as file_io, Format, ReadSpec, WriteSpec};
@@ -39,6 +42,7 @@ pub struct Engine {
     exec: Arc<Executor>,
     limits: Limits,
     data_dir: Option<PathBuf>,
+    data: Arc<Data>,
     sweep: Sweep,
 }
 
@@ -51,6 +55,8 @@ pub enum Outcome {
     Named { meta: ResultMeta, name: String },
     /// A result written to a file under the data root.
     Written { path: String, rows: usize, bytes: u64 },
+    /// A pipeline streamed into files under the data root.
+    Sunk(crate::data::sink::Written),
     /// A result's columns.
     Schema { handle: Handle, schema: Vec<ColumnInfo> },
     /// A result's rows and columns.
@@ -91,7 +97,13 @@ impl Engine {
         let ttl = duration(config.result_ttl, "result TTL")?;
         let sweep = Sweep::new(duration(config.orphan_grace, "orphan grace")?, duration(config.gc_interval, "sweep interval")?);
         let catalog = Catalog::new(store, cache, quotas, limits.clone(), ttl, config.clock.clone(), exec.clone());
-        Ok(Engine { catalog, exec, limits: limits.clone(), data_dir: config.data_dir.clone(), sweep })
+        let data = Arc::new(config.data.open(limits)?);
+        Ok(Engine { catalog, exec, limits: limits.clone(), data_dir: config.data_dir.clone(), data, sweep })
+    }
+
+    /// The data root and its datasets.
+    pub fn data(&self) -> &Data {
+        &self.data
     }
 
     /// The results this engine serves.
@@ -141,7 +153,7 @@ impl Engine {
 
     /// Executes a parsed request.
     pub async fn execute(&self, ctx: &RequestContext, request: Request) -> Result<Outcome> {
-        if matches!(request, Request::Transform { .. } | Request::Read { .. } | Request::Write { .. }) {
+        if matches!(request, Request::Transform { .. } | Request::Read { .. } | Request::Write { .. } | Request::Sink { .. }) {
             // Under overload, refuse work that would queue before reading anything for it.
             self.exec.shed()?;
         }
@@ -150,6 +162,7 @@ impl Engine {
             Request::Transform { op, pipeline } => Outcome::Result(self.transform(ctx, &op, pipeline).await?),
             Request::Read { format, spec } => Outcome::Result(self.read(ctx, format, spec).await?),
             Request::Write { format, spec } => self.write(ctx, format, spec).await?,
+            Request::Sink { pipeline, sink } => Outcome::Sunk(self.sink(ctx, pipeline, sink).await?),
             Request::Schema { input } => {
                 let meta = catalog.live_meta(ctx, &input).await?;
                 Outcome::Schema { handle: input, schema: meta.schema }
@@ -196,27 +209,72 @@ impl Engine {
             }
         }
         let params = serde_json::to_value(&pipeline).expect("pipeline serialises");
-        let handle = match self.derived(ctx, json!({"op": op, "params": params})).await? {
+        // A scan's files are part of the key: a changed dataset is a new result.
+        let (scans, files) = self.open_scans(ctx, &pipeline).await?;
+        let mut key = json!({"op": op, "params": params});
+        if !files.is_empty() {
+            key["files"] = json!(files);
+        }
+        let handle = match self.derived(ctx, key).await? {
             Ok(meta) => return Ok(meta),
             Err(handle) => handle,
         };
-        let input_meta = self.catalog.live_meta(ctx, &pipeline.input).await?;
-        let frame = self.catalog.compute(ctx, &pipeline).await?;
+        let input_meta = match pipeline.input_handle() {
+            Some(h) => Some(self.catalog.live_meta(ctx, h).await?),
+            None => None,
+        };
+        let frame = self.catalog.compute(ctx, &pipeline, scans).await?;
         let inputs = pipeline.handles().iter().map(|h| h.to_string()).collect();
         let lineage = Lineage { op: op.to_string(), params, inputs };
-        let affinity = Some(input_meta.affinity).filter(|a| !a.is_empty());
+        let affinity = input_meta.map(|m| m.affinity).filter(|a| !a.is_empty());
         let meta = self.catalog.new_meta(ctx, handle, None, &frame, lineage, affinity);
         self.catalog.persist(frame, meta).await
     }
 
+    /// A dataset's columns, as Arrow: from the files' footers (Parquet, IPC) or their first rows (CSV).
+    pub async fn dataset_schema(&self, ctx: &RequestContext, name: &str) -> Result<arrow::datatypes::SchemaRef> {
+        let opened = exec::within(ctx, self.data.open(ctx, &ops::Source::Dataset(name.to_string()))).await?;
+        exec::blocking(move || convert::arrow_schema(&opened.lf.limit(0).collect()?)).await
+    }
+
+    /// Opens a tree's scan leaves: their plans by [`ops::Source::key`], and the identities of
+    /// the files they list, in the tree's order.
+    async fn open_scans(&self, ctx: &RequestContext, pipeline: &Pipeline) -> Result<(HashMap<String, ops::Input>, Vec<String>)> {
+        let mut scans = HashMap::new();
+        let mut files = Vec::new();
+        for leaf in pipeline.scans() {
+            let opened = exec::within(ctx, self.data.open(ctx, leaf)).await?;
+            files.push(opened.identity);
+            scans.insert(leaf.key(), ops::Input { lf: opened.lf, rows: ops::UNKNOWN_ROWS });
+        }
+        Ok((scans, files))
+    }
+
+    /// Streams a pipeline's result into files under the data root (see [`crate::data::sink`]).
+    async fn sink(&self, ctx: &RequestContext, pipeline: Pipeline, sink: SinkSpec) -> Result<crate::data::sink::Written> {
+        let target = self.data.sink_target(ctx, &sink)?;
+        let (scans, files) = self.open_scans(ctx, &pipeline).await?;
+        let key = json!({"op": "sink", "tenant": ctx.tenant(), "pipeline": pipeline, "sink": sink, "files": files});
+        let id = Handle::derive(key.to_string().as_bytes()).to_string();
+        if let Some(written) = self.data.published(&target, &id).await? {
+            return Ok(written);
+        }
+        let frames = exec::within(ctx, self.catalog.inputs(ctx, &pipeline.handles())).await?;
+        let leaves = ops::Leaves { frames, scans };
+        let (limits, data, runtime) = (self.limits.clone(), self.data.clone(), tokio::runtime::Handle::current());
+        self.exec
+            .compute(ctx, move || {
+                let lf = ops::plan(&pipeline, &leaves, &limits)?;
+                data.write(&runtime, lf, &sink, &target, &id)
+            })
+            .await
+    }
+
     async fn explain(&self, ctx: &RequestContext, pipeline: Pipeline) -> Result<String> {
+        let (scans, _) = self.open_scans(ctx, &pipeline).await?;
         let frames = exec::within(ctx, self.catalog.inputs(ctx, &pipeline.handles())).await?;
         let limits = self.limits.clone();
-        exec::blocking(move || {
-            let input = frames[&pipeline.input].clone();
-            ops::explain(input, &pipeline.steps, &frames, &limits)
-        })
-        .await
+        exec::blocking(move || ops::explain(&pipeline, &ops::Leaves { frames, scans }, &limits)).await
     }
 
     async fn read(&self, ctx: &RequestContext, format: Format, spec: ReadSpec) -> Result<ResultMeta> {
@@ -310,11 +368,12 @@ impl Engine {
             }
         }
         let frames = exec::within(ctx, self.catalog.inputs(ctx, &handles)).await?;
+        let leaves = ops::Leaves::of_frames(frames);
         let limits = self.limits.clone();
         self.exec
             .compute(ctx, move || {
                 let input = convert::batches_to_frame(&schema, &batches)?;
-                let mut out = ops::run(input.into(), &steps, &frames, &limits)?;
+                let mut out = ops::run_over(input.into(), &steps, &leaves, &limits, true)?;
                 limits.check_shape(out.height(), out.width())?;
                 out.rechunk_mut_par();
                 Ok(out)

@@ -10,7 +10,6 @@
 //! [`seeds`] builds each target's seed corpus from valid messages, so fuzzing starts from inputs
 //! that reach deep into the decoders rather than from noise.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use arrow::array::RecordBatch;
@@ -36,7 +35,7 @@ use crate::request::Request;
 use crate::store::{FileCapabilities, Lineage, ObjectStateStore, ResultMeta, ResultStore, describe_schema};
 
 /// The fuzz targets, by name.
-pub const TARGETS: [&str; 5] = ["ticket", "action", "flight_data", "artifact", "expr"];
+pub const TARGETS: [&str; 6] = ["ticket", "action", "plan", "flight_data", "artifact", "expr"];
 
 /// The runtime and limits every entry shares: a worker's defaults with a 64 MiB upload limit,
 /// so an input cannot make the fuzzer run out of memory by asking for what the limit allows.
@@ -139,14 +138,28 @@ pub fn action(data: &[u8]) {
         None => (data, &b""[..]),
     };
     let Ok(op) = std::str::from_utf8(op) else { return };
+    planned(op, body);
+}
+
+/// A plan tree: a `pipeline` body whose input, join sides and concat inputs are handles, scans,
+/// datasets or sub-plans, decoded, bounded, and planned over [`sample_frame`] at every leaf.
+pub fn plan(data: &[u8]) {
+    planned("pipeline", data);
+}
+
+fn planned(op: &str, body: &[u8]) {
     let pipeline = match Request::parse(op, body) {
         Ok(Request::Transform { pipeline, .. } | Request::Explain { pipeline }) => pipeline,
         _ => return,
     };
-    let frames: HashMap<Handle, Input> =
-        pipeline.handles().into_iter().map(|h| (h, Input::from(sample_frame()))).collect();
-    let input = frames[&pipeline.input].clone();
-    if let Ok(mut plan) = ops::build(input, &pipeline.steps, &frames, &fixture().limits) {
+    // Every leaf of the tree, a stored result or a scan, reads the sample frame.
+    let mut leaves = ops::Leaves::of_frames(pipeline.handles().into_iter().map(|h| (h, Input::from(sample_frame()))).collect());
+    for scan in pipeline.scans() {
+        leaves.scans.insert(scan.key(), Input::from(sample_frame()));
+    }
+    let limits = &fixture().limits;
+    let Ok(input) = (ops::Context { leaves: &leaves, limits }).source(&pipeline.input) else { return };
+    if let Ok(mut plan) = ops::build(input, &pipeline.steps, &leaves, limits) {
         let _ = plan.collect_schema();
     }
 }
@@ -291,6 +304,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             ]
         }
         "action" => action_seeds(),
+        "plan" => plan_seeds(),
         "expr" => EXPR_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect(),
         "flight_data" => write_options()
             .into_iter()
@@ -320,6 +334,24 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             .collect(),
         other => panic!("no fuzz target `{other}`"),
     }
+}
+
+fn plan_seeds() -> Vec<Vec<u8>> {
+    let h = Handle::derive(b"seed").to_string();
+    let scan = json!({"scan": {"format": "parquet", "path": "lake/sales/**/*.parquet", "hive_partitioning": true}});
+    let csv = json!({"scan": {"format": "csv", "path": "x.csv", "csv": {"separator": ";", "schema_overrides": {"a": "i64"}}}});
+    let sub = json!({"input": {"dataset": "sales"}, "steps": [{"op": "filter", "predicate": "a > 1"}]});
+    let trees = [
+        json!({"input": scan, "steps": [{"op": "select", "columns": ["a", "s"]}]}),
+        json!({"input": h, "steps": [{"op": "join", "right": sub, "on": ["a"], "how": "semi"}]}),
+        json!({"input": sub, "steps": [{"op": "concat", "inputs": [csv, h, sub], "how": "diagonal"}]}),
+        json!({"input": {"input": sub, "steps": [{"op": "head", "n": 2}]}, "steps": [
+            {"op": "join", "right": {"input": scan, "steps": []}, "how": "cross"},
+            {"op": "join_where", "right": sub, "predicates": ["a < a_right"]},
+            {"op": "asof_join", "right": h, "on": "ts"}
+        ]}),
+    ];
+    trees.iter().map(|t| t.to_string().into_bytes()).collect()
 }
 
 fn action_seeds() -> Vec<Vec<u8>> {
@@ -400,6 +432,7 @@ mod tests {
                 match target {
                     "ticket" => ticket(&data),
                     "action" => action(&data),
+                    "plan" => plan(&data),
                     "flight_data" => flight_data(&data),
                     "expr" => expr(&data),
                     _ => artifact(&data),

@@ -13,6 +13,8 @@
 //! | change HTTP/2 connection settings (limits, windows, send buffer, keepalive, timeouts, drain) | `server::http2`, its settings in [`config`]'s `TransportArgs` |
 //! | change how much response data may wait for slow clients | [`inflight`] (budgets, stalls) |
 //! | add a limit | [`limits`]: a `Limit` variant (its setting, its metrics label) and its check; a field in [`config`]'s `LimitArgs` |
+//! | add a source a plan can read (a scan format, a table format) | [`data`] (listing, its lazy Polars scan), a `Source` variant in `ops::source` |
+//! | change how sinks write or publish | `data::sink` |
 
 // Protocol: how clients reach a worker.
 
@@ -65,6 +67,8 @@ pub mod convert;
 
 /// Where results live: the store trait, in memory or as Arrow IPC files in an object store.
 pub mod store;
+/// Where users' data lives: the data root, declared datasets, scans as plan leaves, sinks.
+pub mod data;
 /// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.
 pub mod names;
 /// A bytes-bounded LRU of decoded results, per worker.

@@ -38,6 +38,10 @@ pub enum Limit {
     TenantBytes,
     /// Live results a tenant may hold (tokens file, else POLARWAY_TENANT_MAX_HANDLES).
     TenantHandles,
+    /// Files one scan may list.
+    ScanFiles,
+    /// Bytes of files one scan may read.
+    ScanBytes,
 }
 
 impl Limit {
@@ -55,6 +59,8 @@ impl Limit {
             Limit::ExpressionDepth => "a fixed limit",
             Limit::TenantBytes => "POLARWAY_TENANT_MAX_BYTES",
             Limit::TenantHandles => "POLARWAY_TENANT_MAX_HANDLES",
+            Limit::ScanFiles => "POLARWAY_MAX_SCAN_FILES",
+            Limit::ScanBytes => "POLARWAY_MAX_SCAN_BYTES",
         }
     }
 
@@ -72,6 +78,8 @@ impl Limit {
             Limit::ExpressionDepth => "expression_depth",
             Limit::TenantBytes => "tenant_bytes",
             Limit::TenantHandles => "tenant_handles",
+            Limit::ScanFiles => "scan_files",
+            Limit::ScanBytes => "scan_bytes",
         }
     }
 
@@ -107,6 +115,10 @@ pub struct Limits {
     pub queue_timeout: Duration,
     /// Longest an operation may run.
     pub request_timeout: Duration,
+    /// Most files one scan may list.
+    pub max_scan_files: usize,
+    /// Most bytes of files one scan may list (0: no limit).
+    pub max_scan_bytes: u64,
 }
 
 impl Limits {

@@ -41,6 +41,8 @@ pub mod actions {
     pub const WRITE_PARQUET: &str = "write_parquet";
     /// Write a result as an Arrow IPC file under the data root.
     pub const WRITE_IPC: &str = "write_ipc";
+    /// Run a pipeline into files under the data root.
+    pub const SINK: &str = "sink";
 }
 
 /// A parsed request.
@@ -52,6 +54,8 @@ pub enum Request {
     Read { format: Format, spec: ReadSpec },
     /// A result written to a file.
     Write { format: Format, spec: WriteSpec },
+    /// A pipeline streamed into files under the data root.
+    Sink { pipeline: Pipeline, sink: crate::data::sink::SinkSpec },
     /// Column names and types.
     Schema { input: Handle },
     /// Rows and columns.
@@ -92,8 +96,16 @@ impl Request {
         let obj = body_object(op, body)?;
         use actions::*;
         Ok(match op {
-            PIPELINE => Request::Transform { op: op.to_string(), pipeline: from_map(op, obj)? },
-            EXPLAIN => Request::Explain { pipeline: from_map(op, obj)? },
+            PIPELINE => Request::Transform { op: op.to_string(), pipeline: tree(op, obj)? },
+            EXPLAIN => Request::Explain { pipeline: tree(op, obj)? },
+            SINK => {
+                let mut obj = obj;
+                let sink = match obj.remove("sink") {
+                    Some(v) => from_value(op, v)?,
+                    None => return Err(Error::invalid("`sink`: missing field `sink`")),
+                };
+                Request::Sink { pipeline: tree(op, obj)?, sink }
+            }
             SCHEMA => Request::Schema { input: from_map::<InputArg>(op, obj)?.input },
             SHAPE => Request::Shape { input: from_map::<InputArg>(op, obj)?.input },
             PIN | UNPIN => Request::Pin { handle: from_map::<HandleArg>(op, obj)?.handle, pinned: op == PIN },
@@ -182,7 +194,14 @@ fn operation(op: &str, mut obj: serde_json::Map<String, Value>) -> Result<Reques
         }
     };
     let step = registry::decode(op, obj)?;
-    Ok(Request::Transform { op: op.to_string(), pipeline: Pipeline { input, steps: vec![step] } })
+    Ok(Request::Transform { op: op.to_string(), pipeline: Pipeline::over(input, vec![step]) })
+}
+
+/// A pipeline body: a tree of sources and steps, within its bounds.
+fn tree(op: &str, obj: serde_json::Map<String, Value>) -> Result<Pipeline> {
+    let pipeline: Pipeline = from_map(op, obj)?;
+    crate::ops::source::check_tree(&pipeline)?;
+    Ok(pipeline)
 }
 
 #[cfg(test)]
@@ -196,7 +215,7 @@ mod tests {
         let body = format!(r#"{{"input": "{h}", "predicate": "a > 1"}}"#);
         match Request::parse("filter", body.as_bytes()).unwrap() {
             Request::Transform { pipeline, .. } => {
-                assert_eq!(pipeline.input, h);
+                assert_eq!(pipeline.input, h.clone().into());
                 assert_eq!(pipeline.steps, vec![Step::from_json(json!({"op": "filter", "predicate": "a > 1"})).unwrap()]);
             }
             other => panic!("{other:?}"),

@@ -32,16 +32,16 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from .frame import GroupBy, RemoteFrame
+from .frame import GroupBy, RemoteFrame, affinity_of
 from .wire import SUPPORTED_POLARS, UnshippableExpression
 
-__all__ = ["connect", "Client", "RemoteFrame", "GroupBy", "RetryPolicy", "UnshippableExpression",
+__all__ = ["connect", "concat", "Client", "RemoteFrame", "GroupBy", "RetryPolicy", "UnshippableExpression",
            "SUPPORTED_POLARS", "AFFINITY_HEADER", "IDEMPOTENCY_HEADER"]
 
 AFFINITY_HEADER = b"x-polarway-affinity"
@@ -238,6 +238,60 @@ class Client:
         return self._read("read_csv", path, {"has_header": has_header, "separator": separator,
                                              "columns": list(columns) if columns else None, "n_rows": n_rows})
 
+    def _scan(self, format: str, path: str, **options: Any) -> "RemoteFrame":
+        spec = {"format": format, "path": path, **{k: v for k, v in options.items() if v is not None}}
+        source = {"scan": spec}
+        return RemoteFrame(self, source, affinity_of(source))
+
+    def scan_parquet(self, path: str, *, hive_partitioning: Optional[bool] = None,
+                     columns: Optional[Sequence[str]] = None, n_rows: Optional[int] = None) -> "RemoteFrame":
+        """A lazy scan of Parquet files under the worker's data root: a file, a directory or a glob
+        (`sales/**/*.parquet`). Nothing is read until the plan runs; Polars pushes the plan's
+        columns, filters, slices and hive partition filters into the reader."""
+        return self._scan("parquet", path, hive_partitioning=hive_partitioning,
+                          columns=list(columns) if columns else None, n_rows=n_rows)
+
+    def scan_ipc(self, path: str, *, hive_partitioning: Optional[bool] = None,
+                 columns: Optional[Sequence[str]] = None, n_rows: Optional[int] = None) -> "RemoteFrame":
+        """A lazy scan of Arrow IPC files under the worker's data root; see `scan_parquet`."""
+        return self._scan("ipc", path, hive_partitioning=hive_partitioning,
+                          columns=list(columns) if columns else None, n_rows=n_rows)
+
+    def scan_csv(self, path: str, *, has_header: bool = True, separator: str = ",",
+                 null_values: Optional[Sequence[str]] = None, schema_overrides: Optional[dict] = None,
+                 infer_schema_length: Optional[int] = None, try_parse_dates: bool = False,
+                 hive_partitioning: Optional[bool] = None, columns: Optional[Sequence[str]] = None,
+                 n_rows: Optional[int] = None) -> "RemoteFrame":
+        """A lazy scan of CSV files under the worker's data root; see `scan_parquet`.
+        `schema_overrides` maps columns to Polars types (`pl.Int64`, or their names)."""
+        from . import wire
+        csv = {"has_header": has_header, "separator": separator, "try_parse_dates": try_parse_dates}
+        if null_values:
+            csv["null_values"] = list(null_values)
+        if schema_overrides:
+            csv["schema_overrides"] = {k: wire.dtype(v) for k, v in schema_overrides.items()}
+        if infer_schema_length is not None:
+            csv["infer_schema_length"] = infer_schema_length
+        return self._scan("csv", path, hive_partitioning=hive_partitioning,
+                          columns=list(columns) if columns else None, n_rows=n_rows, csv=csv)
+
+    def dataset(self, name: str) -> "RemoteFrame":
+        """A lazy frame over a dataset the operator declared (`POLARWAY_DATASETS_FILE`)."""
+        source = {"dataset": name}
+        return RemoteFrame(self, source, affinity_of(source))
+
+    def datasets(self) -> dict:
+        """The datasets this caller may use: name -> description (path, format, writable...)."""
+        def call(client, options):
+            out = {}
+            for info in client.list_flights(b"", options=options):
+                meta = json.loads(bytes(info.app_metadata)) if info.app_metadata else {}
+                if "dataset" in meta:
+                    out[meta["dataset"]] = meta
+            return out
+
+        return self._call(None, self.action_timeout, call)
+
     def operations(self) -> dict:
         """The worker's actions (`ListActions`): name -> example body. Cached per client."""
         if self._operations is None:
@@ -259,6 +313,14 @@ class Client:
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
+
+
+def concat(frames: Sequence[RemoteFrame], how: str = "vertical") -> RemoteFrame:
+    """The frames' rows one after another, as one plan (Polars' `pl.concat` of lazy frames)."""
+    if not frames:
+        raise ValueError("concat needs at least one frame")
+    first, *rest = frames
+    return first.concat(*rest, how=how) if rest else first
 
 
 def connect(location: Union[str, Sequence[str]], **options) -> Client:

@@ -1,15 +1,20 @@
-"""`RemoteFrame`: a lazy, Polars-shaped plan over a result stored on a worker.
+"""`RemoteFrame`: a lazy, Polars-shaped plan over a stored result, a scan of the worker's data
+root, or a declared dataset.
 
 Its methods carry Polars' `LazyFrame` names and signatures and take `pl.Expr` (and strings as
 column names, as Polars does). Each returns a new frame with one more step; nothing is sent
-until an output is asked for (`collect`, `collect_schema`, `explain`, `persist`, `to_arrow`).
-The other side of a join is persisted first, since a step names it by handle.
+until an output is asked for (`collect`, `collect_schema`, `explain`, `persist`, `to_arrow`,
+`sink_*`). The other side of a join, and a concat's frames, travel as sub-plans of the same
+request: the whole tree runs as one plan, and only its final result is stored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+
+import hashlib
+import json
 
 import polars as pl
 import pyarrow as pa
@@ -24,14 +29,40 @@ if TYPE_CHECKING:  # the client imports this module
 _ALL_ROWS = 2**32 - 1
 
 
+def affinity_of(source: Any) -> str:
+    """The routing key of a plan's source: a handle's own, or a digest of a scan's description."""
+    if isinstance(source, str):
+        return source
+    return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class RemoteFrame:
-    """A lazy chain of operations over a stored result; `collect()` runs it as one pipeline."""
+    """A lazy chain of operations over a source; `collect()` runs it as one pipeline.
+
+    `source` is a handle (a stored result), `{"scan": {...}}` (files under the worker's data
+    root), `{"dataset": name}` or a sub-plan."""
 
     client: "Client"
-    handle: str
+    source: Any
     affinity: str
     steps: tuple = field(default_factory=tuple)
+
+    @property
+    def handle(self) -> str:
+        """The stored result this frame is, when it is one (after `persist()`, or an upload)."""
+        if isinstance(self.source, str) and not self.steps:
+            return self.source
+        raise ValueError("this frame is a plan, not a stored result: call persist() first")
+
+    def _tree(self) -> Any:
+        """This frame as a source of another plan: its own source, or a sub-plan."""
+        if not self.steps:
+            return self.source
+        return {"input": self.source, "steps": list(self.steps)}
+
+    def _plan(self) -> dict:
+        return {"input": self.source, "steps": list(self.steps)}
 
     # -- building ------------------------------------------------------------------------
 
@@ -83,19 +114,19 @@ class RemoteFrame:
                 return None
             return [wire.key(k) for k in (v if isinstance(v, (list, tuple)) else [v])]
 
-        return self._with("join", right=other.persist().handle, on=keys(on), left_on=keys(left_on),
+        return self._with("join", right=other._tree(), on=keys(on), left_on=keys(left_on),
                           right_on=keys(right_on), how=how, suffix=suffix)
 
     def join_asof(self, other: "RemoteFrame", *, left_on: Optional[str] = None, right_on: Optional[str] = None,
                   on: Optional[str] = None, by: Union[str, Sequence[str], None] = None,
                   strategy: str = "backward", suffix: str = "_right", tolerance: Any = None,
                   allow_exact_matches: bool = True) -> "RemoteFrame":
-        return self._with("asof_join", right=other.persist().handle, on=on, left_on=left_on, right_on=right_on,
+        return self._with("asof_join", right=other._tree(), on=on, left_on=left_on, right_on=right_on,
                           by=[by] if isinstance(by, str) else list(by or []), strategy=strategy, suffix=suffix,
                           tolerance=wire.duration(tolerance), allow_exact_matches=allow_exact_matches)
 
     def join_where(self, other: "RemoteFrame", *predicates: pl.Expr, suffix: str = "_right") -> "RemoteFrame":
-        return self._with("join_where", right=other.persist().handle,
+        return self._with("join_where", right=other._tree(),
                           predicates=[wire.expr(p) for p in predicates], suffix=suffix)
 
     def unique(self, subset: Union[str, Sequence[str], None] = None, *, keep: str = "any",
@@ -216,13 +247,50 @@ class RemoteFrame:
 
     # -- outputs -------------------------------------------------------------------------
 
+    def concat(self, *others: "RemoteFrame", how: str = "vertical") -> "RemoteFrame":
+        """This frame with the others' rows appended (Polars' `pl.concat` of lazy frames)."""
+        return self._with("concat", inputs=[o._tree() for o in others], how=how)
+
     def persist(self) -> "RemoteFrame":
-        """Runs the pending steps (one `pipeline` call) and returns a frame over the stored result.
-        The result's handle is derived from the plan, so a chain run before gets its handle back."""
-        if not self.steps:
+        """Runs the plan (one `pipeline` call) and returns a frame over the stored result.
+        The result's handle is derived from the plan (and a scan's files), so a chain run before
+        gets its handle back."""
+        if not self.steps and isinstance(self.source, str):
             return self
-        meta = self.client.action("pipeline", {"input": self.handle, "steps": list(self.steps)}, self.affinity)
+        meta = self.client.action("pipeline", self._plan(), self.affinity)
         return type(self)(self.client, meta["handle"], meta.get("affinity") or self.affinity)
+
+    def _sink(self, format: str, path: Optional[str], dataset: Optional[str], partition_by: Any,
+              mode: str, **options: Any) -> dict:
+        if (path is None) == (dataset is None):
+            raise ValueError("give a path or a dataset")
+        target: dict = {"format": format, "mode": mode, **{k: v for k, v in options.items() if v is not None}}
+        if path is not None:
+            target["path"] = path
+        else:
+            target["dataset"] = dataset
+        if partition_by is not None:
+            target["partition_by"] = [partition_by] if isinstance(partition_by, str) else list(partition_by)
+        return self.client.action("sink", {**self._plan(), "sink": target}, self.affinity)
+
+    def sink_parquet(self, path: Optional[str] = None, *, dataset: Optional[str] = None,
+                     partition_by: Union[str, Sequence[str], None] = None,
+                     mode: str = "error_if_exists") -> dict:
+        """Writes the result as Parquet under the worker's data root (or into a writable dataset),
+        streaming; `partition_by` writes hive directories. Returns the files, rows and bytes written."""
+        return self._sink("parquet", path, dataset, partition_by, mode)
+
+    def sink_ipc(self, path: Optional[str] = None, *, dataset: Optional[str] = None,
+                 partition_by: Union[str, Sequence[str], None] = None, mode: str = "error_if_exists") -> dict:
+        """Writes the result as Arrow IPC files; see `sink_parquet`."""
+        return self._sink("ipc", path, dataset, partition_by, mode)
+
+    def sink_csv(self, path: Optional[str] = None, *, dataset: Optional[str] = None,
+                 partition_by: Union[str, Sequence[str], None] = None, mode: str = "error_if_exists",
+                 separator: str = ",", include_header: bool = True) -> dict:
+        """Writes the result as CSV; see `sink_parquet`."""
+        return self._sink("csv", path, dataset, partition_by, mode, separator=separator,
+                          include_header=include_header)
 
     def collect(self) -> pl.DataFrame:
         """Runs the plan and returns the result as a polars DataFrame."""
@@ -241,7 +309,7 @@ class RemoteFrame:
 
     def explain(self) -> str:
         """The worker's optimised Polars plan for the pending steps."""
-        meta = self.client.action("explain", {"input": self.handle, "steps": list(self.steps)}, self.affinity)
+        meta = self.client.action("explain", self._plan(), self.affinity)
         return meta["plan"]
 
 

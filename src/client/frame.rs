@@ -10,8 +10,11 @@
 //!     .await?;
 //! ```
 //!
-//! Expressions travel as Polars' serde JSON (`{"expr": ...}`), which this crate's Polars writes
-//! exactly as the worker's reads it.
+//! A frame reads a stored result ([`Client::frame`]), a scan of the worker's data root
+//! ([`Client::scan_parquet`] and the like) or a declared dataset ([`Client::dataset`]). A join's
+//! other side and a concat's frames travel as sub-plans of the same request, so a tree of joins
+//! over scans is one round trip and one stored result. Expressions travel as Polars' serde JSON
+//! (`{"expr": ...}`), which this crate's Polars writes exactly as the worker's reads it.
 
 use polars::prelude::{DataFrame, Expr};
 use serde_json::{Value, json};
@@ -19,11 +22,13 @@ use tonic::Status;
 
 use super::{Client, Handle};
 
-/// A lazy chain of steps over a stored result.
+/// A lazy chain of steps over a source.
 #[derive(Clone)]
 pub struct RemoteFrame<'c> {
     client: &'c Client,
-    input: Handle,
+    /// A handle string, `{"scan": ...}`, `{"dataset": ...}` or a sub-plan.
+    source: Value,
+    affinity: String,
     steps: Vec<Value>,
 }
 
@@ -46,7 +51,36 @@ fn natives(exprs: &[Expr]) -> Vec<Value> {
 impl Client {
     /// A lazy frame over a stored result.
     pub fn frame(&self, input: &Handle) -> RemoteFrame<'_> {
-        RemoteFrame { client: self, input: input.clone(), steps: Vec::new() }
+        RemoteFrame { client: self, source: json!(input.handle), affinity: input.affinity.clone(), steps: Vec::new() }
+    }
+
+    /// A lazy frame over a source (a scan's or dataset's JSON), routed by a digest of it.
+    fn over(&self, source: Value) -> RemoteFrame<'_> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(source.to_string().as_bytes());
+        let affinity = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        RemoteFrame { client: self, source, affinity, steps: Vec::new() }
+    }
+
+    /// A lazy scan of files under the worker's data root: `format` is `parquet`, `ipc` or `csv`;
+    /// `path` a file, directory or glob; `options` the scan's other fields
+    /// (`{"hive_partitioning": true}`, `{"columns": [...]}`, `{"csv": {...}}`).
+    pub fn scan(&self, format: &str, path: &str, options: Value) -> RemoteFrame<'_> {
+        let mut spec = json!({ "format": format, "path": path });
+        if let (Value::Object(s), Value::Object(o)) = (&mut spec, options) {
+            s.extend(o);
+        }
+        self.over(json!({ "scan": spec }))
+    }
+
+    /// A lazy scan of Parquet files under the data root, hive partitions read as columns or not.
+    pub fn scan_parquet(&self, path: &str, hive_partitioning: bool) -> RemoteFrame<'_> {
+        self.scan("parquet", path, json!({ "hive_partitioning": hive_partitioning }))
+    }
+
+    /// A lazy frame over a dataset the operator declared.
+    pub fn dataset(&self, name: &str) -> RemoteFrame<'_> {
+        self.over(json!({ "dataset": name }))
     }
 }
 
@@ -91,13 +125,34 @@ impl<'c> RemoteFrame<'c> {
         GroupBy { by: natives(by.as_ref()), frame: self, maintain_order: true }
     }
 
-    /// Joins a stored result on key expressions; `how` as in Polars (`inner`, `left`, ...).
-    pub fn join<E: AsRef<[Expr]>>(self, right: &Handle, left_on: E, right_on: E, how: &str) -> Self {
+    /// Joins another frame (its plan travels in this request) on key expressions; `how` as in
+    /// Polars (`inner`, `left`, `semi`, ...).
+    pub fn join<E: AsRef<[Expr]>>(self, right: &RemoteFrame<'_>, left_on: E, right_on: E, how: &str) -> Self {
         let body = json!({
-            "right": right.handle, "left_on": natives(left_on.as_ref()),
+            "right": right.tree(), "left_on": natives(left_on.as_ref()),
             "right_on": natives(right_on.as_ref()), "how": how,
         });
         self.step("join", body)
+    }
+
+    /// This frame with the others' rows appended; `how` as in Polars (`vertical`, `diagonal`, ...).
+    pub fn concat(self, others: &[RemoteFrame<'_>], how: &str) -> Self {
+        let inputs: Vec<Value> = others.iter().map(RemoteFrame::tree).collect();
+        self.step("concat", json!({ "inputs": inputs, "how": how }))
+    }
+
+    /// Streams the result into files under the worker's data root: `sink` is the sink's JSON
+    /// (`{"format": "parquet", "path": "out/sales", "partition_by": ["region"], "mode": "overwrite"}`).
+    /// The answer lists the files, rows and bytes written.
+    pub async fn sink(self, sink: Value) -> Result<Value, Status> {
+        let mut body = self.pipeline();
+        body["sink"] = sink;
+        self.client.action("sink", &body, Some(&self.affinity)).await
+    }
+
+    /// This frame as another plan's source: its source, or a sub-plan.
+    fn tree(&self) -> Value {
+        if self.steps.is_empty() { self.source.clone() } else { self.pipeline() }
     }
 
     /// The first `n` rows.
@@ -107,16 +162,22 @@ impl<'c> RemoteFrame<'c> {
 
     /// The steps so far, as a `pipeline` body.
     pub fn pipeline(&self) -> Value {
-        json!({ "input": self.input.handle, "steps": self.steps })
+        json!({ "input": self.source, "steps": self.steps })
     }
 
-    /// Runs the steps as one `pipeline` action; the handle of a chain run before comes back
-    /// without recomputing.
+    /// Runs the plan as one `pipeline` action; the handle of a plan run before (over the same
+    /// files) comes back without recomputing.
     pub async fn persist(self) -> Result<Handle, Status> {
-        if self.steps.is_empty() {
-            return Ok(self.input);
+        if let (true, Value::String(handle)) = (self.steps.is_empty(), &self.source) {
+            return Ok(Handle { handle: handle.clone(), affinity: self.affinity.clone(), json: json!({ "handle": handle }) });
         }
-        self.client.run("pipeline", &self.pipeline(), Some(&self.input.affinity)).await
+        self.client.run("pipeline", &self.pipeline(), Some(&self.affinity)).await
+    }
+
+    /// The worker's optimised plan, with what each scan reads pushed into it.
+    pub async fn explain(&self) -> Result<String, Status> {
+        let answer = self.client.action("explain", &self.pipeline(), Some(&self.affinity)).await?;
+        Ok(answer["plan"].as_str().unwrap_or_default().to_string())
     }
 
     /// Runs the steps and fetches the result as a Polars frame.

@@ -38,6 +38,12 @@ pub fn outcome_json(outcome: &Outcome) -> Value {
             answer
         }
         Outcome::Written { path, rows, bytes } => json!({"path": path, "num_rows": rows, "num_bytes": bytes}),
+        Outcome::Sunk(written) => json!({
+            "target": written.target,
+            "files": written.files,
+            "num_rows": written.rows,
+            "num_bytes": written.bytes,
+        }),
         Outcome::Schema { handle, schema } => json!({"handle": handle.as_str(), "schema": schema}),
         Outcome::Shape { handle, rows, columns } => json!({"handle": handle.as_str(), "rows": rows, "columns": columns}),
         Outcome::Plan(plan) => json!({"plan": plan}),
@@ -54,6 +60,19 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 pub fn endpoint(meta: &ResultMeta) -> FlightEndpoint {
     let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(meta.handle.to_string()));
     if meta.pinned { endpoint } else { endpoint.with_expiration_time(timestamp(meta.expires_at)) }
+}
+
+/// A dataset's `FlightInfo`: its schema, and its description (no endpoint: a dataset is read
+/// through a plan, `{"dataset": name}`, or SQL).
+pub fn dataset_info(name: &str, dataset: &crate::data::datasets::Dataset, schema: &SchemaRef) -> Result<FlightInfo> {
+    let mut description = serde_json::to_value(dataset).expect("datasets serialise");
+    description["dataset"] = json!(name);
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)?
+        .with_descriptor(FlightDescriptor::new_path(vec![name.to_string()]))
+        .with_total_records(-1)
+        .with_total_bytes(-1)
+        .with_app_metadata(description.to_string()))
 }
 
 /// A result's `FlightInfo`, with `schema` as it will be streamed.

@@ -319,6 +319,13 @@ impl FlightService for PolarwayFlight {
                     Err(e) => return Err(e.into()),
                 }
             }
+            // The datasets the caller may use, after its results.
+            let names: Vec<String> = self.engine.data().datasets().visible(&ctx).map(|(n, _)| n.to_string()).collect();
+            for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
+                let schema = self.engine.dataset_schema(&ctx, &name).await?;
+                let dataset = self.engine.data().datasets().get(&ctx, &name)?;
+                infos.push(Ok(answer::dataset_info(&name, dataset, &views.schema(&schema))?));
+            }
             Ok(Response::new(Box::pin(futures_stream::iter(infos)) as Self::ListFlightsStream))
         })
         .await

@@ -229,7 +229,6 @@ impl HashAggregate {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use serde_json::{Value, json};
 
@@ -271,7 +270,7 @@ mod tests {
 
     /// Polars' own answer, on the engine the step would run on without DataFusion.
     fn by_polars(df: &DataFrame, step: &Step) -> DataFrame {
-        let plan = ops::build(df.clone().into(), std::slice::from_ref(step), &HashMap::new(), &limits()).unwrap();
+        let plan = ops::build(df.clone().into(), std::slice::from_ref(step), &ops::Leaves::default(), &limits()).unwrap();
         plan.collect_with_engine(Engine::Streaming).unwrap().unwrap_single()
     }
 
@@ -307,7 +306,7 @@ mod tests {
             let got = plan.run(&df, 1 << 30).unwrap().expect("within the memory limit");
             assert_same(&got, &by_polars(&df, &step), &keys);
             // Through the pipeline, which takes this route for an input this large.
-            let piped = ops::run(df.clone().into(), &[step], &HashMap::new(), &limits()).unwrap();
+            let piped = ops::run_over(df.clone().into(), &[step], &ops::Leaves::default(), &limits(), true).unwrap();
             assert_same(&piped, &got, &keys);
         }
         // A group whose values are all null: Polars' sum is 0, SQL's SUM is NULL.
@@ -342,7 +341,7 @@ mod tests {
         let ordered: Step = serde_json::from_value(json!({"op": "group_by", "by": ["k"], "aggs": ["sum(w) AS t"], "maintain_order": true})).unwrap();
         assert_eq!(planned(&df, &ordered), None);
         // The unknown column is still Polars' error.
-        let err = ops::run(df.into(), &refused[6..], &HashMap::new(), &limits()).unwrap_err();
+        let err = ops::run_over(df.into(), &refused[6..], &ops::Leaves::default(), &limits(), true).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_) | Error::NotFound(_)), "{err:?}");
     }
 
@@ -350,12 +349,12 @@ mod tests {
     fn explain_names_the_engine_that_runs_the_step() {
         let df = frame();
         let routed = group_by(json!(["k"]), json!([agg("Sum", "v", "total")]));
-        let plan = ops::explain(df.clone().into(), &[routed.clone()], &HashMap::new(), &limits()).unwrap();
+        let plan = ops::explain_over(df.clone().into(), &[routed.clone()], &ops::Leaves::default(), &limits()).unwrap();
         assert!(plan.starts_with("DataFusion hash aggregation") && plan.contains("sum"), "{plan}");
         // Below the size where DataFusion pays, and for what it would answer otherwise: Polars.
-        let small = ops::explain(df.head(Some(1000)).into(), &[routed], &HashMap::new(), &limits()).unwrap();
+        let small = ops::explain_over(df.head(Some(1000)).into(), &[routed], &ops::Leaves::default(), &limits()).unwrap();
         let refused = group_by(json!(["v"]), json!([agg("Sum", "w", "t")]));
-        let other = ops::explain(df.into(), &[refused], &HashMap::new(), &limits()).unwrap();
+        let other = ops::explain_over(df.into(), &[refused], &ops::Leaves::default(), &limits()).unwrap();
         for plan in [small, other] {
             assert!(!plan.contains("DataFusion") && plan.contains("AGGREGATE"), "{plan}");
         }
@@ -377,7 +376,7 @@ mod tests {
         assert!(planned(&df, &step).unwrap().run(&df, 64 << 10).unwrap().is_none());
         let mut limits = limits();
         limits.max_sql_memory_bytes = 64 << 10;
-        let out = ops::run(df.into(), &[step], &HashMap::new(), &limits).unwrap();
+        let out = ops::run_over(df.into(), &[step], &ops::Leaves::default(), &limits, true).unwrap();
         assert_eq!(out.height(), ROWS as usize);
     }
 }

@@ -1,8 +1,11 @@
 //! Operations that combine frames: keyed joins, as-of joins, inequality joins and concat.
 //!
-//! A join's other side is a handle the step names (`right`); a DoAction names its own side
-//! `left`. Joins are bounded before they run by the pairs their keys would match
-//! ([`matched_pairs`]), so that a join of repeated keys cannot fill the worker's memory.
+//! A join's other side (`right`) and a concat's `inputs` are sources: stored results, scans, or
+//! sub-plans, all built into the one lazy plan; a DoAction names its own side `left`. A join of
+//! stored results is bounded before it runs by the pairs its keys would match
+//! ([`matched_pairs`]), so that a join of repeated keys cannot fill the worker's memory. A side
+//! whose rows are not known before it runs (a scan, or a plan over one) is not counted: counting
+//! would run its plan twice.
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -10,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::expr::{self, Expression, Key};
 use super::{Context, Inputs, Operation, Spec, yes};
 use crate::error::{Error, Result};
-use crate::handle::Handle;
+use super::{Source, UNKNOWN_ROWS};
 
 /// How rows of the two sides pair up.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,12 +66,12 @@ fn inner() -> How {
     How::Inner
 }
 
-/// Join with another handle on keys.
+/// Join with another source on keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Join {
     /// The other side.
-    pub right: Handle,
+    pub right: Source,
     /// Keys on both sides: column names or native expressions.
     #[serde(default)]
     pub on: Vec<Key>,
@@ -115,20 +118,22 @@ impl Operation for Join {
     fn apply(&self, lf: LazyFrame, cx: &Context) -> Result<LazyFrame> {
         let (l, r) = self.keys()?;
         let args = JoinArgs::new(self.how.join_type()).with_suffix(self.suffix.as_deref().map(Into::into));
-        Ok(lf.join(cx.frame(&self.right)?.lf.clone(), l, r, args))
+        Ok(lf.join(cx.source(&self.right)?.lf, l, r, args))
     }
-    fn handles(&self) -> Vec<Handle> {
-        vec![self.right.clone()]
+    fn sources(&self) -> Vec<&Source> {
+        vec![&self.right]
     }
     fn rows(&self, rows: u64, lf: &LazyFrame, cx: &Context) -> Result<u64> {
-        let right = cx.frame(&self.right)?;
+        let right = cx.source(&self.right)?;
         let product = rows.saturating_mul(right.rows.max(1));
         Ok(match self.how {
             How::Cross => {
-                cx.limits.check_cross_join(rows, right.rows)?;
-                product
+                let (rows, right) = (counted(rows, lf)?, counted(right.rows, &right.lf)?);
+                cx.limits.check_cross_join(rows, right)?;
+                rows.saturating_mul(right.max(1))
             }
             How::Semi | How::Anti => rows,
+            _ if rows == UNKNOWN_ROWS || right.rows == UNKNOWN_ROWS => UNKNOWN_ROWS,
             // Past the limit only if keys repeat on both sides: bound the pairs from the stored
             // right side when it is the smaller one (its keys' largest count, times the left's
             // rows), and count them exactly only if that bound passes the limit.
@@ -174,12 +179,12 @@ fn backward() -> Strategy {
     Strategy::Backward
 }
 
-/// As-of join with another handle on a sorted key.
+/// As-of join with another source on a sorted key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AsofJoin {
     /// The other side.
-    pub right: Handle,
+    pub right: Source,
     /// The sorted key on both sides.
     #[serde(default)]
     pub on: Option<String>,
@@ -253,19 +258,19 @@ impl Operation for AsofJoin {
         };
         let args = JoinArgs::new(JoinType::AsOf(Box::new(options)))
             .with_suffix(self.suffix.as_deref().map(Into::into));
-        Ok(lf.join(cx.frame(&self.right)?.lf.clone(), [expr::column(&l)], [expr::column(&r)], args))
+        Ok(lf.join(cx.source(&self.right)?.lf, [expr::column(&l)], [expr::column(&r)], args))
     }
-    fn handles(&self) -> Vec<Handle> {
-        vec![self.right.clone()]
+    fn sources(&self) -> Vec<&Source> {
+        vec![&self.right]
     }
 }
 
-/// Join with another handle on predicates over both sides (`a < b`), as Polars' `join_where`.
+/// Join with another source on predicates over both sides (`a < b`), as Polars' `join_where`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinWhere {
     /// The other side.
-    pub right: Handle,
+    pub right: Source,
     /// Predicates, all of which must hold (SQL text or native expressions).
     pub predicates: Vec<Expression>,
     /// Appended to right columns whose names clash (`_right`).
@@ -284,18 +289,19 @@ impl Operation for JoinWhere {
         if self.predicates.is_empty() {
             return Err(Error::invalid("`predicates`: give at least one"));
         }
-        let mut builder = lf.join_builder().with(cx.frame(&self.right)?.lf.clone());
+        let mut builder = lf.join_builder().with(cx.source(&self.right)?.lf);
         if let Some(s) = &self.suffix {
             builder = builder.suffix(s.as_str());
         }
         Ok(builder.join_where(expr::to_exprs("predicates", &self.predicates)?))
     }
-    fn handles(&self) -> Vec<Handle> {
-        vec![self.right.clone()]
+    fn sources(&self) -> Vec<&Source> {
+        vec![&self.right]
     }
-    fn rows(&self, rows: u64, _: &LazyFrame, cx: &Context) -> Result<u64> {
+    fn rows(&self, rows: u64, lf: &LazyFrame, cx: &Context) -> Result<u64> {
         // Any pair may match: bounded like a cross join.
-        let right = cx.frame(&self.right)?.rows;
+        let right = cx.source(&self.right)?;
+        let (rows, right) = (counted(rows, lf)?, counted(right.rows, &right.lf)?);
         cx.limits.check_cross_join(rows, right)?;
         Ok(rows.saturating_mul(right.max(1)))
     }
@@ -321,12 +327,12 @@ fn vertical() -> ConcatHow {
     ConcatHow::Vertical
 }
 
-/// Append other handles.
+/// Append other sources.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Concat {
     /// The frames appended to this one.
-    pub inputs: Vec<Handle>,
+    pub inputs: Vec<Source>,
     /// How.
     #[serde(default = "vertical")]
     pub how: ConcatHow,
@@ -341,8 +347,8 @@ impl Operation for Concat {
     };
     fn apply(&self, lf: LazyFrame, cx: &Context) -> Result<LazyFrame> {
         let mut parts = vec![lf];
-        for h in &self.inputs {
-            parts.push(cx.frame(h)?.lf.clone());
+        for source in &self.inputs {
+            parts.push(cx.source(source)?.lf);
         }
         let relaxed = UnionArgs { to_supertypes: true, ..Default::default() };
         Ok(match self.how {
@@ -353,12 +359,22 @@ impl Operation for Concat {
             ConcatHow::Horizontal => concat_lf_horizontal(parts, HConcatOptions::default())?,
         })
     }
-    fn handles(&self) -> Vec<Handle> {
-        self.inputs.clone()
+    fn sources(&self) -> Vec<&Source> {
+        self.inputs.iter().collect()
     }
     fn rows(&self, rows: u64, _: &LazyFrame, cx: &Context) -> Result<u64> {
-        self.inputs.iter().try_fold(rows, |acc, h| Ok(acc.saturating_add(cx.frame(h)?.rows)))
+        self.inputs.iter().try_fold(rows, |acc, s| Ok(acc.saturating_add(cx.source(s)?.rows)))
     }
+}
+
+/// `rows`, or when it is not known, the rows `lf` makes, counted (for a parquet scan, from the
+/// files' footers).
+fn counted(rows: u64, lf: &LazyFrame) -> Result<u64> {
+    if rows != UNKNOWN_ROWS {
+        return Ok(rows);
+    }
+    let n = lf.clone().select([len().cast(DataType::UInt64)]).collect()?;
+    Ok(n.columns()[0].u64()?.get(0).unwrap_or(0))
 }
 
 /// The most rows of `side` that share one key value (0 for no rows): each row of the other side

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod relational;
 pub mod reshape;
 pub mod sampling;
+pub mod source;
 pub mod timeseries;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use self::aggregate::HashAggregate;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::limits::Limits;
+pub use self::source::Source;
 
 /// How a DoAction body names an operation's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,20 +71,62 @@ impl Spec {
     }
 }
 
-/// The frames a plan may read besides its input, and the limits it is built under.
+/// What a plan's leaves read, resolved before it is built: stored results by handle, and scans
+/// by their [`Source::key`].
+#[derive(Default, Clone)]
+pub struct Leaves {
+    /// Every handle the plan names.
+    pub frames: HashMap<Handle, Input>,
+    /// Every scan and dataset the plan names, opened.
+    pub scans: HashMap<String, Input>,
+}
+
+impl Leaves {
+    /// Stored results only.
+    pub fn of_frames(frames: HashMap<Handle, Input>) -> Leaves {
+        Leaves { frames, scans: HashMap::new() }
+    }
+
+    /// The most rows among the leaves ([`UNKNOWN_ROWS`] when a scan is among them).
+    fn largest(&self) -> u64 {
+        self.frames.values().chain(self.scans.values()).map(|f| f.rows).fold(0, u64::max)
+    }
+}
+
+/// What a plan is built with: its leaves, and the limits.
 pub struct Context<'a> {
-    /// Every handle the pipeline names.
-    pub frames: &'a HashMap<Handle, Input>,
+    /// The leaves.
+    pub leaves: &'a Leaves,
     /// The worker's limits.
     pub limits: &'a Limits,
 }
 
 impl Context<'_> {
-    /// A frame the pipeline names.
-    pub fn frame(&self, h: &Handle) -> Result<&Input> {
-        self.frames.get(h).ok_or_else(|| Error::NotFound(format!("handle {h} not found")))
+    /// A source as a lazy plan: a leaf, or a sub-plan built here.
+    pub fn source(&self, source: &Source) -> Result<Input> {
+        match source {
+            Source::Handle(h) => {
+                self.leaves.frames.get(h).cloned().ok_or_else(|| Error::NotFound(format!("handle {h} not found")))
+            }
+            Source::Scan(_) | Source::Dataset(_) => self
+                .leaves
+                .scans
+                .get(&source.key())
+                .cloned()
+                .ok_or_else(|| Error::invalid("this request reads stored results only, not scans or datasets")),
+            Source::Plan(p) => {
+                let input = self.source(&p.input)?;
+                let (lf, rows) = build_rows(input, &p.steps, self)?;
+                Ok(Input { lf, rows })
+            }
+        }
     }
 }
+
+/// The row count of a leaf that is not known before the plan runs (a scan), and of what is
+/// built over it: such plans skip the checks that need a count before they run (a join's matched
+/// pairs), and their result's shape is checked once it is made.
+pub const UNKNOWN_ROWS: u64 = u64::MAX;
 
 /// A frame transform with a typed body.
 pub trait Operation: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'static {
@@ -92,8 +136,8 @@ pub trait Operation: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + 
     /// Adds the operation to the plan `lf`.
     fn apply(&self, lf: LazyFrame, cx: &Context) -> Result<LazyFrame>;
 
-    /// Other handles it reads.
-    fn handles(&self) -> Vec<Handle> {
+    /// Other sources it reads (a join's other side, a concat's inputs).
+    fn sources(&self) -> Vec<&Source> {
         Vec::new()
     }
 
@@ -125,7 +169,7 @@ trait DynOperation: Send + Sync {
     fn spec(&self) -> Spec;
     fn body(&self) -> Value;
     fn apply(&self, lf: LazyFrame, cx: &Context) -> Result<LazyFrame>;
-    fn handles(&self) -> Vec<Handle>;
+    fn sources(&self) -> Vec<&Source>;
     fn rows(&self, rows: u64, lf: &LazyFrame, cx: &Context) -> Result<u64>;
     fn is_deterministic(&self) -> bool;
     fn seeded(&self, seed: u64) -> Option<Step>;
@@ -142,8 +186,8 @@ impl<T: Operation> DynOperation for T {
     fn apply(&self, lf: LazyFrame, cx: &Context) -> Result<LazyFrame> {
         Operation::apply(self, lf, cx)
     }
-    fn handles(&self) -> Vec<Handle> {
-        Operation::handles(self)
+    fn sources(&self) -> Vec<&Source> {
+        Operation::sources(self)
     }
     fn rows(&self, rows: u64, lf: &LazyFrame, cx: &Context) -> Result<u64> {
         Operation::rows(self, rows, lf, cx)
@@ -196,9 +240,22 @@ impl Step {
         self.0.body()
     }
 
-    /// Other handles this step reads.
+    /// Other sources this step reads.
+    pub fn sources(&self) -> Vec<&Source> {
+        self.0.sources()
+    }
+
+    /// Every handle this step reads, sub-plans' included.
     pub fn referenced_handles(&self) -> Vec<Handle> {
-        self.0.handles()
+        let mut all = Vec::new();
+        for source in self.sources() {
+            source.walk(&mut |s| {
+                if let Source::Handle(h) = s {
+                    all.push(h.clone());
+                }
+            });
+        }
+        all
     }
 
     /// Whether any expression in this step calls a function that can make values much larger
@@ -230,8 +287,13 @@ impl Step {
         }
     }
 
+    /// Whether the streaming engine runs it, and the sub-plans it reads.
     fn streams(&self) -> bool {
         self.0.spec().streams
+            && self.sources().iter().all(|s| match s {
+                Source::Plan(p) => p.streams(),
+                _ => true,
+            })
     }
 }
 
@@ -294,22 +356,71 @@ impl Flags {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
-    /// The input handle.
-    pub input: Handle,
+    /// What the steps run over.
+    pub input: Source,
     /// The steps, applied in order.
     pub steps: Vec<Step>,
 }
 
 impl Pipeline {
-    /// Every handle the pipeline reads, input first, without repeats.
-    pub fn handles(&self) -> Vec<Handle> {
-        let mut all = vec![self.input.clone()];
-        for h in self.steps.iter().flat_map(Step::referenced_handles) {
-            if !all.contains(&h) {
-                all.push(h);
+    /// A pipeline over a stored result.
+    pub fn over(input: Handle, steps: Vec<Step>) -> Pipeline {
+        Pipeline { input: Source::Handle(input), steps }
+    }
+
+    /// Calls `f` on the sources this pipeline reads directly: its input, then its steps'.
+    pub fn for_each_child<'a>(&'a self, f: &mut dyn FnMut(&'a Source)) {
+        f(&self.input);
+        for step in &self.steps {
+            for source in step.sources() {
+                f(source);
             }
         }
+    }
+
+    /// Calls `f` on every source in the tree, depth first.
+    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Source)) {
+        self.for_each_child(&mut |s| s.walk(f));
+    }
+
+    /// Every handle the tree reads, without repeats, in the order met.
+    pub fn handles(&self) -> Vec<Handle> {
+        let mut all: Vec<Handle> = Vec::new();
+        self.walk(&mut |s| {
+            if let Source::Handle(h) = s {
+                if !all.contains(h) {
+                    all.push(h.clone());
+                }
+            }
+        });
         all
+    }
+
+    /// Every scan and dataset leaf of the tree, without repeats.
+    pub fn scans(&self) -> Vec<&Source> {
+        let mut all: Vec<&Source> = Vec::new();
+        self.walk(&mut |s| {
+            if s.is_scan() && !all.contains(&s) {
+                all.push(s);
+            }
+        });
+        all
+    }
+
+    /// The stored result it runs over, if its input is one.
+    pub fn input_handle(&self) -> Option<&Handle> {
+        match &self.input {
+            Source::Handle(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    fn streams(&self) -> bool {
+        self.steps.iter().all(Step::streams)
+            && match &self.input {
+                Source::Plan(p) => p.streams(),
+                _ => true,
+            }
     }
 }
 
@@ -342,32 +453,43 @@ impl From<DataFrame> for Input {
 /// Inputs smaller than this run on the in-memory engine (see [`run`]).
 const STREAMING_MIN_ROWS: u64 = 100_000;
 
-/// Runs steps over `input`, reading referenced handles from `frames`, and collects the result.
-pub fn run(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits) -> Result<DataFrame> {
-    let rows = largest(&input, frames);
-    if steps.iter().any(Step::expands) {
-        probe(&input, steps, frames, limits, rows)?;
+/// A pipeline's whole tree as one lazy plan, for a sink to stream.
+pub fn plan(pipeline: &Pipeline, leaves: &Leaves, limits: &Limits) -> Result<LazyFrame> {
+    let cx = Context { leaves, limits };
+    let input = cx.source(&pipeline.input)?;
+    Ok(build_rows(input, &pipeline.steps, &cx)?.0)
+}
+
+/// Runs a pipeline over its resolved leaves and collects the result.
+pub fn run(pipeline: &Pipeline, leaves: &Leaves, limits: &Limits) -> Result<DataFrame> {
+    let input = Context { leaves, limits }.source(&pipeline.input)?;
+    let streams = pipeline.streams();
+    run_over(input, &pipeline.steps, leaves, limits, streams)
+}
+
+/// Runs steps over `input` (a pipeline's input, or a frame streamed in), reading other sources
+/// from `leaves`, and collects the result.
+pub fn run_over(input: Input, steps: &[Step], leaves: &Leaves, limits: &Limits, streams: bool) -> Result<DataFrame> {
+    let rows = leaves.largest().max(input.rows);
+    if steps.iter().any(Step::expands) && rows != UNKNOWN_ROWS {
+        probe(&input, steps, leaves, limits, rows)?;
     }
     if let Some((frame, aggregate)) = hash_aggregate(&input, steps, rows)? {
         if let Some(out) = aggregate.run(frame, limits.max_sql_memory_bytes)? {
             return Ok(out);
         }
     }
-    let plan = build(input, steps, frames, limits)?;
+    let plan = build(input, steps, leaves, limits)?;
     // The streaming engine runs a plan in morsels over all cores without materialising each
     // intermediate column: about 4x faster than the in-memory engine on a 10-step pipeline over
     // 10M rows. It is used for the relational steps only: where Polars 0.55 itself panics (some
     // resample and unpivot inputs), the in-memory engine turns the panic into an error while
     // the streaming engine can stall. Small inputs skip it: setting up its pipeline costs more
     // than a filter over a few thousand rows.
-    let streams = rows >= STREAMING_MIN_ROWS && steps.iter().all(Step::streams);
+    // Scans have no row count before they run, and are read on the streaming engine.
+    let streams = rows >= STREAMING_MIN_ROWS && streams && steps.iter().all(Step::streams);
     let engine = if streams { Engine::Streaming } else { Engine::InMemory };
     Ok(plan.collect_with_engine(engine)?.unwrap_single())
-}
-
-/// The most rows among the input and the other frames a pipeline reads: what decides the engine.
-fn largest(input: &Input, frames: &HashMap<Handle, Input>) -> u64 {
-    frames.values().map(|f| f.rows).fold(input.rows, u64::max)
 }
 
 /// The steps as a group_by that DataFusion runs, if they are one (see [`aggregate`]): one step over
@@ -382,22 +504,28 @@ fn hash_aggregate<'a>(input: &'a Input, steps: &[Step], rows: u64) -> Result<Opt
     }
 }
 
-/// What runs `steps` over `input`: DataFusion's plan for a group_by it answers (see
-/// [`aggregate`]), otherwise Polars' optimised plan.
-pub fn explain(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits) -> Result<String> {
-    let rows = largest(&input, frames);
+/// What runs a pipeline: DataFusion's plan for a group_by it answers (see [`aggregate`]),
+/// otherwise Polars' optimised plan, with what was pushed into each scan.
+pub fn explain(pipeline: &Pipeline, leaves: &Leaves, limits: &Limits) -> Result<String> {
+    let input = Context { leaves, limits }.source(&pipeline.input)?;
+    explain_over(input, &pipeline.steps, leaves, limits)
+}
+
+/// [`explain`] of steps over `input`.
+pub fn explain_over(input: Input, steps: &[Step], leaves: &Leaves, limits: &Limits) -> Result<String> {
+    let rows = leaves.largest().max(input.rows);
     if let Some((frame, aggregate)) = hash_aggregate(&input, steps, rows)? {
         return aggregate.describe(frame);
     }
-    Ok(build(input, steps, frames, limits)?.describe_optimized_plan()?)
+    Ok(build(input, steps, leaves, limits)?.describe_optimized_plan()?)
 }
 
 /// Runs `steps` over the input's first row and refuses them if, at that size per row, a result
 /// of `rows` rows would pass the byte limit (see [`crate::sqltext::expands`]). A first row the
 /// steps filter out tells nothing, and the steps then run unprobed.
-fn probe(input: &Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits, rows: u64) -> Result<()> {
+fn probe(input: &Input, steps: &[Step], leaves: &Leaves, limits: &Limits, rows: u64) -> Result<()> {
     let first = Input { lf: input.lf.clone().slice(0, 1), rows: input.rows.min(1) };
-    let out = build(first, steps, frames, limits)?.collect()?;
+    let out = build(first, steps, leaves, limits)?.collect()?;
     if out.height() > 0 {
         let per_row = out.estimated_size() as u64 / out.height() as u64;
         limits.check_bytes(per_row.saturating_mul(rows.max(1)), true)?;
@@ -406,16 +534,19 @@ fn probe(input: &Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits:
 }
 
 /// Builds the lazy plan of `steps` over `input` (eager where Polars needs data to plan, as pivot).
-pub fn build(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits) -> Result<LazyFrame> {
-    let cx = Context { frames, limits };
-    // An upper bound on the rows flowing through, to refuse joins before they run.
+pub fn build(input: Input, steps: &[Step], leaves: &Leaves, limits: &Limits) -> Result<LazyFrame> {
+    Ok(build_rows(input, steps, &Context { leaves, limits })?.0)
+}
+
+/// [`build`], with an upper bound on the rows flowing through (to refuse joins before they run).
+fn build_rows(input: Input, steps: &[Step], cx: &Context) -> Result<(LazyFrame, u64)> {
     let mut rows = input.rows;
     let mut lf = input.lf;
     for step in steps {
-        rows = step.0.rows(rows, &lf, &cx)?;
-        lf = step.0.apply(lf, &cx)?;
+        rows = step.0.rows(rows, &lf, cx)?;
+        lf = step.0.apply(lf, cx)?;
     }
-    Ok(lf)
+    Ok((lf, rows))
 }
 
 /// The named columns, or all of them.

@@ -346,8 +346,8 @@ impl Operation for Explode {
         let Some(lengths) = lengths else { return Ok(rows) };
         let counted = lf.clone().select([lengths]).collect()?;
         let n = counted.columns()[0].cast(&DataType::UInt64)?.u64()?.get(0).unwrap_or(0);
+        cx.limits.check_join("explode", n)?;
         let out = n.saturating_add(rows);
-        cx.limits.check_join("explode", out)?;
         Ok(out)
     }
 }

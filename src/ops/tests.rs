@@ -9,6 +9,16 @@ fn limits() -> Limits {
     Config::with_store(StoreConfig::Memory).limits
 }
 
+/// Steps over `input`, with `frames` the stored results they name.
+fn run(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits) -> Result<DataFrame> {
+    super::run_over(input, steps, &Leaves::of_frames(frames.clone()), limits, true)
+}
+
+/// The plan of steps over `input`, with `frames` the stored results they name.
+fn build(input: Input, steps: &[Step], frames: &HashMap<Handle, Input>, limits: &Limits) -> Result<LazyFrame> {
+    super::build(input, steps, &Leaves::of_frames(frames.clone()), limits)
+}
+
 fn step(json: serde_json::Value) -> Step {
     serde_json::from_value(json).unwrap()
 }

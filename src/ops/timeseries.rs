@@ -215,8 +215,9 @@ impl Operation for Upsample {
             _ => 1.0,
         };
         let made = (span * unit / step) as u64;
-        let out = rows.saturating_add(made.saturating_mul(self.by.len().max(1) as u64));
-        cx.limits.check_join("upsample", out)?;
+        let made = made.saturating_mul(self.by.len().max(1) as u64);
+        cx.limits.check_join("upsample", if rows == super::UNKNOWN_ROWS { made } else { rows.saturating_add(made) })?;
+        let out = rows.saturating_add(made);
         Ok(out)
     }
 }

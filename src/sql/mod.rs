@@ -99,6 +99,8 @@ fn sql_error(e: DataFusionError) -> Error {
         DataFusionError::Substrait(m) | DataFusionError::Ffi(m) => Error::Unimplemented(query(&m)),
         DataFusionError::Internal(m) => Error::Internal(query(&m)),
         DataFusionError::ExecutionJoin(e) => Error::Internal(query(&e)),
+        // A dataset's file that does not read as Parquet.
+        DataFusionError::ParquetError(e) => Error::invalid(query(&e)),
     }
 }
 
@@ -247,6 +249,10 @@ impl SqlEngine {
         session.register_catalog(CATALOG, Arc::new(catalog));
         if let Some(store) = self.engine.store().object_store() {
             let url = url::Url::parse(STORE_URL).expect("valid URL");
+            session.register_object_store(&url, store);
+        }
+        if let Some((root, store)) = self.engine.data().object_store() {
+            let url = url::Url::parse(&root).map_err(|e| Error::Internal(format!("data root: {e}")))?;
             session.register_object_store(&url, store);
         }
         Ok(session)
@@ -416,6 +422,14 @@ impl SqlEngine {
                 Err(e) => return Err(e),
             }
         }
+        // Declared datasets shadow named results of the same name.
+        let datasets: Vec<String> = self.engine.data().datasets().visible(ctx).map(|(n, _)| n.to_string()).collect();
+        tables.retain(|(name, _)| !datasets.contains(name));
+        for name in datasets {
+            let schema = self.engine.dataset_schema(ctx, &name).await?;
+            tables.push((name, schema));
+        }
+        tables.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(tables)
     }
 }

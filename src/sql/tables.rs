@@ -38,6 +38,46 @@ impl TenantSchema {
         TenantSchema { engine, ctx, resolved }
     }
 
+    /// A declared dataset as a listing table over the data root, hive partitions pruned.
+    async fn dataset(&self, name: &str) -> Result<Arc<dyn TableProvider>> {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::datasource::file_format::FileFormat;
+        use datafusion::datasource::file_format::csv::CsvFormat;
+        use datafusion::datasource::file_format::parquet::ParquetFormat;
+
+        let table = self.engine.data().table(&self.ctx, name).await?;
+        let dataset = &table.dataset;
+        let (format, extension): (Arc<dyn FileFormat>, &str) = match dataset.format {
+            crate::files::Format::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+            crate::files::Format::Ipc => (Arc::new(ArrowFormat), ""),
+            crate::files::Format::Csv => {
+                let csv = dataset.csv.clone().unwrap_or_default();
+                let format = CsvFormat::default().with_has_header(csv.has_header).with_delimiter(csv.separator.as_bytes()[0]);
+                (Arc::new(format), ".csv")
+            }
+        };
+        let partitions = table
+            .partitions
+            .iter()
+            .map(|(k, integer)| (k.clone(), if *integer { DataType::Int64 } else { DataType::Utf8 }))
+            .collect();
+        let options = ListingOptions::new(format).with_file_extension(extension).with_table_partition_cols(partitions);
+        let url = ListingTableUrl::parse(&table.url).map_err(|e| Error::Internal(format!("dataset location: {e}")))?;
+        // The schema is read from the files with a session that reaches the data root.
+        let session = datafusion::prelude::SessionContext::new();
+        if let Some((root, store)) = self.engine.data().object_store() {
+            let root = url::Url::parse(&root).map_err(|e| Error::Internal(format!("data root: {e}")))?;
+            session.register_object_store(&root, store);
+        }
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .infer_schema(&session.state())
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("dataset `{name}`: {e}")))?;
+        let table = ListingTable::try_new(config).map_err(|e| Error::Internal(format!("table: {e}")))?;
+        Ok(Arc::new(table))
+    }
+
     async fn provider(&self, meta: &ResultMeta) -> Result<Arc<dyn TableProvider>> {
         let catalog = self.engine.catalog();
         let schema = catalog.schema(&self.ctx, &meta.handle).await?;
@@ -72,6 +112,10 @@ impl SchemaProvider for TenantSchema {
 
     async fn table(&self, name: &str) -> std::result::Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         let lookup = async {
+            // A declared dataset, if the tenant may use it; else a named result.
+            if self.engine.data().datasets().get(&self.ctx, name).is_ok() {
+                return self.dataset(name).await.map(Some);
+            }
             let Some(meta) = crate::names::resolve_live(self.engine.catalog(), &self.ctx, name).await? else {
                 return Ok(None);
             };

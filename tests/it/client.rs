@@ -87,3 +87,46 @@ async fn polars_expressions_chain_into_one_pipeline() {
     assert_eq!(chain().persist().await.unwrap().handle, chain().persist().await.unwrap().handle);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_datasets_joins_of_plans_and_sinks_from_the_rust_client() {
+    let lake = tempfile::tempdir().unwrap();
+    let root = lake.path().canonicalize().unwrap();
+    let orders = df!("o_orderkey" => [1i64, 2, 3, 4], "status" => ["F", "O", "F", "P"]).unwrap();
+    let lines = df!("l_orderkey" => [1i64, 1, 3, 4], "qty" => [50i64, 2, 47, 1]).unwrap();
+    std::fs::create_dir_all(root.join("t")).unwrap();
+    ParquetWriter::new(std::fs::File::create(root.join("t/orders.parquet")).unwrap()).finish(&mut orders.clone()).unwrap();
+    ParquetWriter::new(std::fs::File::create(root.join("t/lines.parquet")).unwrap()).finish(&mut lines.clone()).unwrap();
+    let datasets = br#"{"orders": {"path": "t/orders.parquet", "format": "parquet"}}"#;
+    let server = TestServer::start_with(Mode::Memory, |cfg| {
+        cfg.data = polarway::config::DataConfig {
+            root: Some(polarway::config::DataRoot::Directory(root.clone())),
+            writable: true,
+            datasets: polarway::data::datasets::Datasets::parse(datasets).unwrap(),
+        };
+    })
+    .await;
+    let client = Client::new(&[&format!("http://{}", server.addr)], ClientConfig::default()).unwrap();
+    let big = client.scan_parquet("t/lines.parquet", false).filter(col("qty").gt(lit(45)));
+    let got = client
+        .dataset("orders")
+        .join(&big, [col("o_orderkey")], [col("l_orderkey")], "semi")
+        .sort([col("o_orderkey")], false)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(got.column("o_orderkey").unwrap().i64().unwrap().to_vec(), [Some(1), Some(3)]);
+    assert!(client.scan_parquet("t/lines.parquet", false).filter(col("qty").gt(lit(45))).explain().await.unwrap().contains("qty"));
+    let written = client
+        .dataset("orders")
+        .sink(json!({"format": "parquet", "path": "out/orders", "partition_by": ["status"]}))
+        .await
+        .unwrap();
+    assert_eq!(written["num_rows"], 4);
+    assert_eq!(written["files"].as_array().unwrap().len(), 3, "{written}");
+    let back = client.scan_parquet("out/orders", true).sort([col("o_orderkey")], false).collect().await.unwrap();
+    assert_eq!(back.height(), 4);
+    let err = client.scan_parquet("../escape.parquet", false).collect().await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    server.stop().await;
+}

@@ -14,11 +14,17 @@ BIN = os.environ.get("POLARWAY_BIN", "polarway-grpc")
 class Worker:
     """A polarway-grpc process; ready once it logs the address it listens on."""
 
-    def __init__(self, cpus=None, **env):
-        """`env` adds to a minimal environment; `cpus` pins the process to those cores."""
+    def __init__(self, cpus=None, preexec=None, **env):
+        """`env` adds to a minimal environment; `cpus` pins the process to those cores; `preexec`
+        runs in the child before it starts (joining a cgroup)."""
         full_env = {"PATH": os.environ.get("PATH", ""), "POLARWAY_BIND_ADDRESS": "127.0.0.1:0",
                     "POLARWAY_METRICS_ADDRESS": "127.0.0.1:0", "POLARWAY_LOG_FORMAT": "json", **env}
-        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+        def pin():
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+            if preexec:
+                preexec()
         self.proc = subprocess.Popen([BIN], env=full_env, stdout=subprocess.PIPE, text=True, preexec_fn=pin)
         self.address = None
         for line in self.proc.stdout:

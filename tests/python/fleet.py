@@ -36,17 +36,35 @@ def port_open(port) -> bool:
 class S3:
     """moto's S3 server on 127.0.0.1: it honours conditional create (If-None-Match)."""
 
-    def __init__(self, bucket="polarway"):
+    def __init__(self, bucket="polarway", log=None):
+        """With `log`, the server's request log (one line per request) is written to that file."""
         self.port = free_port()
+        self.log = log
+        sink = open(log, "w") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [shutil.which("moto_server") or os.path.join(os.path.dirname(os.sys.executable), "moto_server"),
              "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=sink)
         self.endpoint = f"http://127.0.0.1:{self.port}"
         wait_for(lambda: port_open(self.port), "moto")
         self.bucket = bucket
         req = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT")
         urllib.request.urlopen(req).read()
+
+    def put(self, key, body: bytes):
+        """Stores an object, as any S3 client would."""
+        req = urllib.request.Request(f"{self.endpoint}/{self.bucket}/{key}", data=body, method="PUT")
+        urllib.request.urlopen(req).read()
+
+    def requests(self):
+        """The requests served so far, from the server's log: `METHOD /bucket/key` (unquoted)."""
+        import urllib.parse
+        out = []
+        for line in pathlib.Path(self.log).read_text().splitlines():
+            found = re.search(r'"([A-Z]+) (\S+) HTTP', line)
+            if found:
+                out.append(f"{found.group(1)} {urllib.parse.unquote(found.group(2))}")
+        return out
 
     def env(self, prefix):
         return {
@@ -143,6 +161,21 @@ class Azurite:
             headers={"x-ms-date": date, "x-ms-version": version,
                      "Authorization": f"SharedKey {AZURITE_ACCOUNT}:{signature}", "Content-Length": "0"})
         urllib.request.urlopen(req).read()
+
+    def put(self, key, body: bytes):
+        """Stores an object, as any S3 client would."""
+        req = urllib.request.Request(f"{self.endpoint}/{self.bucket}/{key}", data=body, method="PUT")
+        urllib.request.urlopen(req).read()
+
+    def requests(self):
+        """The requests served so far, from the server's log: `METHOD /bucket/key` (unquoted)."""
+        import urllib.parse
+        out = []
+        for line in pathlib.Path(self.log).read_text().splitlines():
+            found = re.search(r'"([A-Z]+) (\S+) HTTP', line)
+            if found:
+                out.append(f"{found.group(1)} {urllib.parse.unquote(found.group(2))}")
+        return out
 
     def env(self, prefix):
         return {

@@ -1,8 +1,10 @@
 """pyarrow and Polars from PyPI against the real polarway-grpc binary."""
 
 import json
+import os
 import pathlib
 import re
+import subprocess
 from datetime import datetime, timezone
 
 import polars as pl
@@ -115,12 +117,23 @@ def test_external_store_shared_by_two_workers(tmp_path):
         b.stop()
 
 
-def test_readme_sessions_run_one_after_another_against_one_worker(worker):
-    # Every ```python block is a runnable session (```py marks snippets that need a deployment).
+def test_readme_sessions_run_one_after_another_against_one_worker(tmp_path):
+    # The worker starts as the README's shell block says, on a data root of its own; every
+    # ```python block is then a runnable session (```py marks snippets that need a deployment).
     readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert len(blocks) >= 3, "README has the Polars, pyarrow and Flight SQL sessions"
-    assert "import polarway" in blocks[0], "the Polars-native session comes first"
-    for i, block in enumerate(blocks):
-        code = block.replace("grpc://127.0.0.1:50051", worker.location)
-        exec(compile(code, f"README.md block {i + 1}", "exec"), {})
+    lake = str(tmp_path / "lake")
+    setup = re.search(r"```sh\nmkdir -p /tmp/polarway-lake\n(.*?)\n(.*?)\n```", readme, re.S)
+    assert setup, "the Polars session starts a worker on a data root"
+    os.makedirs(lake)
+    subprocess.run(setup.group(1).replace("/tmp/polarway-lake", lake), shell=True, check=True, executable="/bin/bash")
+    env = dict(re.findall(r"(POLARWAY_\w+)=(\S+)", setup.group(2)))
+    worker = Worker(**{k: v.replace("/tmp/polarway-lake", lake) for k, v in env.items()})
+    try:
+        blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+        assert len(blocks) >= 3, "README has the Polars, pyarrow and Flight SQL sessions"
+        assert "import polarway" in blocks[0] and "scan_parquet" in blocks[0], "the Polars session comes first, with a scan"
+        for i, block in enumerate(blocks):
+            code = block.replace("grpc://127.0.0.1:50051", worker.location).replace("/tmp/polarway-lake", lake)
+            exec(compile(code, f"README.md block {i + 1}", "exec"), {})
+    finally:
+        worker.stop()
