@@ -117,6 +117,12 @@ impl Target {
         Target::join(&parent, &format!(".polarway-sink-{}", &id[..16]))
     }
 
+    /// Where a replaced local directory is moved while the new one takes its name.
+    fn aside(&self, id: &str) -> String {
+        let (parent, _) = self.parent_and_name();
+        Target::join(&parent, &format!(".polarway-replaced-{}", &id[..16]))
+    }
+
     /// The marker that records which sink made the output.
     fn marker(&self) -> String {
         let (parent, name) = self.parent_and_name();
@@ -360,7 +366,7 @@ async fn publish(
     match (root.local_path(temp), root.local_path(&target.path)) {
         // A local directory is published by one rename, the old one moved aside first.
         (Some(staged_dir), Some(final_dir)) if target.directory => {
-            let aside = root.local_path(&target.temp(&format!("{id}-old")[..])).expect("local");
+            let aside = root.local_path(&target.aside(id)).expect("a local root");
             let replaced = spec.mode == Mode::Overwrite && final_dir.exists();
             if replaced {
                 std::fs::rename(&final_dir, &aside).map_err(|e| Error::store("the data root: cannot replace the output", e))?;

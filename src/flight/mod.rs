@@ -322,7 +322,11 @@ impl FlightService for PolarwayFlight {
             // The datasets the caller may use, after its results.
             let names: Vec<String> = self.engine.data().datasets().visible(&ctx).map(|(n, _)| n.to_string()).collect();
             for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
-                let schema = self.engine.dataset_schema(&ctx, &name).await?;
+                // A dataset with no files yet (a sink's target) lists with no columns.
+                let schema = match self.engine.dataset_schema(&ctx, &name).await {
+                    Err(Error::NotFound(_)) => Arc::new(arrow::datatypes::Schema::empty()),
+                    other => other?,
+                };
                 let dataset = self.engine.data().datasets().get(&ctx, &name)?;
                 infos.push(Ok(answer::dataset_info(&name, dataset, &views.schema(&schema))?));
             }

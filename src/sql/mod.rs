@@ -426,8 +426,12 @@ impl SqlEngine {
         let datasets: Vec<String> = self.engine.data().datasets().visible(ctx).map(|(n, _)| n.to_string()).collect();
         tables.retain(|(name, _)| !datasets.contains(name));
         for name in datasets {
-            let schema = self.engine.dataset_schema(ctx, &name).await?;
-            tables.push((name, schema));
+            match self.engine.dataset_schema(ctx, &name).await {
+                Ok(schema) => tables.push((name, schema)),
+                // No files yet: not a table to query.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         tables.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(tables)

@@ -52,9 +52,11 @@ class S3:
         urllib.request.urlopen(req).read()
 
     def put(self, key, body: bytes):
-        """Stores an object, as any S3 client would."""
-        req = urllib.request.Request(f"{self.endpoint}/{self.bucket}/{key}", data=body, method="PUT")
-        urllib.request.urlopen(req).read()
+        """Stores an object, with boto3 (which moto brings)."""
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
+        s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def requests(self):
         """The requests served so far, from the server's log: `METHOD /bucket/key` (unquoted)."""
@@ -163,9 +165,11 @@ class Azurite:
         urllib.request.urlopen(req).read()
 
     def put(self, key, body: bytes):
-        """Stores an object, as any S3 client would."""
-        req = urllib.request.Request(f"{self.endpoint}/{self.bucket}/{key}", data=body, method="PUT")
-        urllib.request.urlopen(req).read()
+        """Stores an object, with boto3 (which moto brings)."""
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
+        s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def requests(self):
         """The requests served so far, from the server's log: `METHOD /bucket/key` (unquoted)."""
