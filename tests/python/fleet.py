@@ -58,6 +58,14 @@ class S3:
                           aws_secret_access_key="test", region_name="us-east-1")
         s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
+    def keys(self, prefix):
+        """The keys under `prefix`."""
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
     def requests(self):
         """The requests served so far, from the server's log: `METHOD /bucket/key` (unquoted)."""
         import urllib.parse
@@ -170,6 +178,14 @@ class Azurite:
         s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
                           aws_secret_access_key="test", region_name="us-east-1")
         s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def keys(self, prefix):
+        """The keys under `prefix`."""
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
     def requests(self):
         """The requests served so far, from the server's log: `METHOD /bucket/key` (unquoted)."""

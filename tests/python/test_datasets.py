@@ -119,7 +119,7 @@ def test_hive_partition_pruning_on_s3_reads_only_the_matching_partitions(tmp_pat
             path = tmp_path / f"{year}.parquet"
             sales(year).write_parquet(path)
             s3.put(f"lake/sales/year={year}/part-0.parquet", path.read_bytes())
-        worker = Worker(**s3.env("state"), POLARWAY_DATA_URL=f"s3://{s3.bucket}/lake")
+        worker = Worker(**s3.env("state"), POLARWAY_DATA_URL=f"s3://{s3.bucket}/lake", POLARWAY_DATA_WRITABLE="true")
         pw = polarway.connect(worker.location)
         frame = pw.scan_parquet("sales", hive_partitioning=True).filter(pl.col("year") == 2024)
         assert "2024" in frame.explain()
@@ -138,6 +138,17 @@ def test_hive_partition_pruning_on_s3_reads_only_the_matching_partitions(tmp_pat
         gets = {re.search(r"year=(\d+)", r).group(1) for r in s3.requests()[len(before):]
                 if r.startswith("GET /polarway/lake/sales/year=")}
         assert gets == {str(y) for y in range(2018, 2025)}
+        # A sink back into the lake, partitioned; a retry of it writes nothing new.
+        recent = pw.scan_parquet("sales", hive_partitioning=True).filter(pl.col("year") >= 2023)
+        first = recent.sink_parquet("out/recent", partition_by="region")
+        assert first["num_rows"] == 6
+        keys = lambda: sorted(k for k in s3.keys("lake/out/"))  # noqa: E731
+        written = keys()
+        assert sorted(f["path"] for f in first["files"]) == [k.removeprefix("lake/") for k in written if "/recent/" in k]
+        assert recent.sink_parquet("out/recent", partition_by="region") == first
+        assert keys() == written, "no duplicate and no temporary objects"
+        back = pw.scan_parquet("out/recent", hive_partitioning=True).collect()
+        assert back.height == 6 and set(back["region"]) == {"eu", "us"}
     finally:
         if worker:
             worker.stop()

@@ -231,6 +231,20 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_of_an_object_store_is_refused_with_the_cloud_features_compiled_in() {
+        // This crate's Polars can read s3:// (the data root's scans): a plan that reaches a store
+        // is never run from an expression, by its JSON's node names or by the decoded node.
+        let scan = LazyFrame::scan_parquet(polars::prelude::PlRefPath::new("s3://bucket/x.parquet"), Default::default()).unwrap();
+        let expr = Expr::SubPlan(SpecialEq::new(std::sync::Arc::new(scan.logical_plan)), vec![]);
+        let written = serde_json::to_value(&expr).expect("Polars writes a sub-plan's scan");
+        assert!(written.to_string().contains("s3://bucket/x.parquet"), "{written}");
+        let err = decode("predicate", &written).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("sub-plan"), "{err}");
+        let err = check_tree("predicate", &(col("a") + expr)).unwrap_err();
+        assert!(err.to_string().contains("sub-plan"), "{err}");
+    }
+
+    #[test]
     fn undecodable_and_deep_trees_are_refused() {
         let err = decode("predicate", &json(r#"{"NoSuchNode":1}"#)).unwrap_err();
         assert!(err.to_string().contains(ACCEPTED_VERSIONS), "{err}");
