@@ -223,7 +223,7 @@ impl Engine {
             Some(h) => Some(self.catalog.live_meta(ctx, h).await?),
             None => None,
         };
-        let frame = self.catalog.compute(ctx, &pipeline, scans).await?;
+        let frame = self.catalog.compute(ctx, &pipeline, scans).await.map_err(|e| self.data.scrub(e))?;
         let inputs = pipeline.handles().iter().map(|h| h.to_string()).collect();
         let lineage = Lineage { op: op.to_string(), params, inputs };
         let affinity = input_meta.map(|m| m.affinity).filter(|a| !a.is_empty());
@@ -234,7 +234,9 @@ impl Engine {
     /// A dataset's columns, as Arrow: from the files' footers (Parquet, IPC) or their first rows (CSV).
     pub async fn dataset_schema(&self, ctx: &RequestContext, name: &str) -> Result<arrow::datatypes::SchemaRef> {
         let opened = exec::within(ctx, self.data.open(ctx, &ops::Source::Dataset(name.to_string()))).await?;
-        exec::blocking(move || convert::arrow_schema(&opened.lf.limit(0).collect()?)).await
+        exec::blocking(move || convert::arrow_schema(&opened.lf.limit(0).collect()?))
+            .await
+            .map_err(|e| self.data.scrub(e))
     }
 
     /// Opens a tree's scan leaves: their plans by [`ops::Source::key`], and the identities of
@@ -268,13 +270,16 @@ impl Engine {
                 data.write(&runtime, lf, &sink, &target, &id)
             })
             .await
+            .map_err(|e| self.data.scrub(e))
     }
 
     async fn explain(&self, ctx: &RequestContext, pipeline: Pipeline) -> Result<String> {
         let (scans, _) = self.open_scans(ctx, &pipeline).await?;
         let frames = exec::within(ctx, self.catalog.inputs(ctx, &pipeline.handles())).await?;
         let limits = self.limits.clone();
-        exec::blocking(move || ops::explain(&pipeline, &ops::Leaves { frames, scans }, &limits)).await
+        exec::blocking(move || ops::explain(&pipeline, &ops::Leaves { frames, scans }, &limits))
+            .await
+            .map_err(|e| self.data.scrub(e))
     }
 
     async fn read(&self, ctx: &RequestContext, format: Format, spec: ReadSpec) -> Result<ResultMeta> {

@@ -86,6 +86,28 @@ impl Error {
         Error::InvalidArgument(msg.into())
     }
 
+    /// The same error with its message passed through `f` (a data root's location taken out).
+    pub fn map_message(self, f: impl Fn(String) -> String) -> Self {
+        match self {
+            Error::NotFound(m) => Error::NotFound(f(m)),
+            Error::InvalidArgument(m) => Error::InvalidArgument(f(m)),
+            Error::Unauthenticated(m) => Error::Unauthenticated(f(m)),
+            Error::PermissionDenied(m) => Error::PermissionDenied(f(m)),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(f(m)),
+            Error::LimitExceeded { limit, detail } => Error::LimitExceeded { limit, detail: f(detail) },
+            Error::Overloaded(m) => Error::Overloaded(f(m)),
+            Error::DeadlineExceeded(m) => Error::DeadlineExceeded(f(m)),
+            Error::Unavailable(m) => Error::Unavailable(f(m)),
+            Error::Store { message, source } => Error::Store { message: f(message), source },
+            Error::StoreFull(m) => Error::StoreFull(f(m)),
+            Error::Internal(m) => Error::Internal(f(m)),
+            Error::Cancelled(m) => Error::Cancelled(f(m)),
+            Error::AlreadyExists(m) => Error::AlreadyExists(f(m)),
+            Error::Unimplemented(m) => Error::Unimplemented(f(m)),
+            Error::DataLoss(m) => Error::DataLoss(f(m)),
+        }
+    }
+
     /// A stable name for the variant, as a failed batch job's record keeps it.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -60,6 +60,14 @@ impl Data {
         })
     }
 
+    /// `e` as a client may see it: the data root's location (a directory, a URL), which Polars'
+    /// and DataFusion's messages about a file carry, becomes the path under the root.
+    pub fn scrub(&self, e: Error) -> Error {
+        let Some(root) = &self.root else { return e };
+        let (base, url) = (root.polars_location(""), root.url());
+        e.map_message(|m| m.replace(&url, "").replace(&base, ""))
+    }
+
     /// The declared datasets.
     pub fn datasets(&self) -> &Datasets {
         &self.datasets
@@ -101,8 +109,7 @@ impl Data {
             location.push('/');
         }
         let lf = scan::lazy(&spec, &location, hive, root.cloud_options()?)?;
-        let identity = hex(&Sha256::digest(serde_json::to_vec(&listing.files).expect("file ids serialise")));
-        Ok(Opened { lf, identity })
+        Ok(Opened { lf, identity: identity(&listing) })
     }
 }
 
@@ -114,6 +121,8 @@ pub struct Table {
     pub url: String,
     /// Hive partition columns in path order, and whether every value is an integer.
     pub partitions: Vec<(String, bool)>,
+    /// A digest of the listed files' paths, sizes and versions.
+    pub identity: String,
 }
 
 impl Data {
@@ -143,7 +152,7 @@ impl Data {
                 }
             }
         }
-        Ok(Table { dataset, url, partitions })
+        Ok(Table { dataset, url, partitions, identity: identity(&listing) })
     }
 
     /// The root's URL and object store, for DataFusion to read datasets with (none for a local
@@ -152,6 +161,11 @@ impl Data {
         let root = self.root.as_ref()?;
         (!root.is_local()).then(|| (root.url(), root.store()))
     }
+}
+
+/// A digest of a listing's files: their paths, sizes and versions.
+fn identity(listing: &Listing) -> String {
+    hex(&Sha256::digest(serde_json::to_vec(&listing.files).expect("file ids serialise")))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -58,6 +58,8 @@ pub struct SqlEngine {
 struct Planned {
     frame: datafusion::dataframe::DataFrame,
     inputs: Vec<Handle>,
+    /// The datasets read, with their files' identities.
+    files: Vec<String>,
 }
 
 /// A DataFusion error by its root cause, with no catch-all arm: the query's own mistakes are
@@ -232,7 +234,7 @@ impl SqlEngine {
         SqlEngine { engine, memory_limit }
     }
 
-    fn session(&self, ctx: &RequestContext, resolved: Arc<Mutex<Vec<Handle>>>) -> Result<SessionContext> {
+    fn session(&self, ctx: &RequestContext, resolved: Arc<Mutex<tables::Resolved>>) -> Result<SessionContext> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
@@ -261,7 +263,7 @@ impl SqlEngine {
     async fn plan(&self, ctx: &RequestContext, query: &str) -> Result<Planned> {
         crate::sqltext::check("query", query)?;
         let query = &number_placeholders(query)?;
-        let resolved = Arc::new(Mutex::new(Vec::new()));
+        let resolved = Arc::new(Mutex::new(tables::Resolved::default()));
         let session = self.session(ctx, resolved.clone())?;
         // Only queries: refused by the statement's kind before planning, and again by DataFusion's
         // own checks while it plans.
@@ -272,15 +274,17 @@ impl SqlEngine {
         }
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let frame = session.sql_with_options(query, options).await.map_err(sql_error)?;
-        let mut inputs = resolved.lock().expect("sql lock").clone();
+        let tables::Resolved { handles: mut inputs, mut files } = resolved.lock().expect("sql lock").clone();
+        files.sort();
+        files.dedup();
         inputs.sort();
         inputs.dedup();
-        Ok(Planned { frame, inputs })
+        Ok(Planned { frame, inputs, files })
     }
 
     /// The result's schema and the parameters' schema (`$1`, `$2`, ... in order) of a query.
     pub async fn prepare(&self, ctx: &RequestContext, query: &str) -> Result<(SchemaRef, SchemaRef)> {
-        let planned = self.plan(ctx, query).await?;
+        let planned = self.plan(ctx, query).await.map_err(|e| self.engine.data().scrub(e))?;
         let mut parameters: Vec<(String, Option<DataType>)> =
             planned.frame.logical_plan().get_parameter_types().map_err(sql_error)?.into_iter().collect();
         parameters.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<u64>().unwrap_or(u64::MAX));
@@ -292,8 +296,13 @@ impl SqlEngine {
         Ok((Arc::new(dataset), Arc::new(Schema::new(fields))))
     }
 
-    /// Runs a query with positional parameters and persists its result.
+    /// Runs a query with positional parameters and persists its result. Messages about a
+    /// dataset's files name them under the data root, never the root itself.
     pub async fn query(&self, ctx: &RequestContext, query: &str, params: Vec<ScalarValue>) -> Result<ResultMeta> {
+        self.run(ctx, query, params).await.map_err(|e| self.engine.data().scrub(e))
+    }
+
+    async fn run(&self, ctx: &RequestContext, query: &str, params: Vec<ScalarValue>) -> Result<ResultMeta> {
         let planned = self.plan(ctx, query).await?;
         let params_text: Vec<String> = params.iter().map(|p| format!("{}:{p}", p.data_type())).collect();
         let handle = Handle::derive(
@@ -302,6 +311,7 @@ impl SqlEngine {
                 "query": query,
                 "params": params_text,
                 "inputs": planned.inputs,
+                "files": planned.files,
                 "tenant": ctx.tenant(),
             })
             .to_string()

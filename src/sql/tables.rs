@@ -19,7 +19,17 @@ use crate::store::ResultMeta;
 pub struct TenantSchema {
     engine: Arc<Engine>,
     ctx: RequestContext,
-    resolved: Arc<Mutex<Vec<Handle>>>,
+    resolved: Arc<Mutex<Resolved>>,
+}
+
+/// What a query's table names resolved to: results, and the identities of the datasets' files
+/// (so that a changed dataset gives a new result key).
+#[derive(Default, Clone)]
+pub struct Resolved {
+    /// Named results.
+    pub handles: Vec<Handle>,
+    /// Datasets, as `name:identity`.
+    pub files: Vec<String>,
 }
 
 impl fmt::Debug for TenantSchema {
@@ -34,7 +44,7 @@ fn external(e: Error) -> DataFusionError {
 
 impl TenantSchema {
     /// The tables of the request's tenant; every result a name resolves to is recorded in `resolved`.
-    pub fn new(engine: Arc<Engine>, ctx: RequestContext, resolved: Arc<Mutex<Vec<Handle>>>) -> Self {
+    pub fn new(engine: Arc<Engine>, ctx: RequestContext, resolved: Arc<Mutex<Resolved>>) -> Self {
         TenantSchema { engine, ctx, resolved }
     }
 
@@ -46,6 +56,7 @@ impl TenantSchema {
         use datafusion::datasource::file_format::parquet::ParquetFormat;
 
         let table = self.engine.data().table(&self.ctx, name).await?;
+        self.resolved.lock().expect("sql lock").files.push(format!("{name}:{}", table.identity));
         let dataset = &table.dataset;
         let (format, extension): (Arc<dyn FileFormat>, &str) = match dataset.format {
             crate::files::Format::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
@@ -120,7 +131,7 @@ impl SchemaProvider for TenantSchema {
                 return Ok(None);
             };
             let provider = self.provider(&meta).await?;
-            self.resolved.lock().expect("sql lock").push(meta.handle.clone());
+            self.resolved.lock().expect("sql lock").handles.push(meta.handle.clone());
             Ok(Some(provider))
         };
         lookup.await.map_err(external)

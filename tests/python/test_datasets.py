@@ -224,8 +224,28 @@ def test_paths_stay_under_the_root_and_the_root_is_never_named(tmp_path, tpch_fi
             assert str(root) not in str(err.value), err.value
         with pytest.raises(Exception, match="(?i)not found|no files"):
             pw.scan_parquet("tpch/missing.parquet").collect()
+        # A file that is not Parquet: Polars' and DataFusion's messages name it under the root.
+        (root / "tpch" / "broken.parquet").write_bytes(b"not parquet at all")
+        with pytest.raises(Exception) as err:
+            pw.scan_parquet("tpch/broken.parquet").collect()
+        assert str(root) not in str(err.value), err.value
         log = json.dumps(worker.log)
         assert str(root) not in log
+    finally:
+        worker.stop()
+
+
+def test_sql_over_a_broken_dataset_names_no_server_path(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "broken.parquet").write_bytes(b"not parquet at all")
+    datasets = tmp_path / "datasets.json"
+    datasets.write_text(json.dumps({"broken": {"path": "broken.parquet", "format": "parquet"}}))
+    worker = Worker(POLARWAY_DATA_DIR=str(root), POLARWAY_DATASETS_FILE=str(datasets))
+    try:
+        with pytest.raises(adbc_driver_manager.Error) as err:
+            sql(worker.location, "SELECT * FROM broken")
+        assert str(root) not in str(err.value) and "broken" in str(err.value), err.value
     finally:
         worker.stop()
 
@@ -263,15 +283,20 @@ def test_a_changed_file_gives_a_new_result(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     pl.DataFrame({"x": [1, 2]}).write_parquet(root / "t.parquet")
-    worker = Worker(POLARWAY_DATA_DIR=str(root))
+    datasets = tmp_path / "datasets.json"
+    datasets.write_text(json.dumps({"t": {"path": "t.parquet", "format": "parquet"}}))
+    worker = Worker(POLARWAY_DATA_DIR=str(root), POLARWAY_DATASETS_FILE=str(datasets))
     try:
         pw = polarway.connect(worker.location)
         first = pw.scan_parquet("t.parquet").persist().handle
         assert pw.scan_parquet("t.parquet").persist().handle == first
+        assert sql(worker.location, "SELECT count(*) AS n FROM t")["n"].to_list() == [2]
         pl.DataFrame({"x": [1, 2, 3]}).write_parquet(root / "t.parquet")
         changed = pw.scan_parquet("t.parquet").persist()
         assert changed.handle != first
         assert changed.collect()["x"].to_list() == [1, 2, 3]
+        # The same SQL over the changed dataset is a new result too.
+        assert sql(worker.location, "SELECT count(*) AS n FROM t")["n"].to_list() == [3]
     finally:
         worker.stop()
 
