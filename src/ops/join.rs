@@ -367,13 +367,14 @@ impl Operation for Concat {
     }
 }
 
-/// `rows`, or when it is not known, the rows `lf` makes, counted (for a parquet scan, from the
-/// files' footers).
+/// `rows`, or when it is not known, the rows `lf` makes, counted. The count is the length of the
+/// first column, not `len()`: Polars 0.55 prunes every column under a bare `len()`, and with them
+/// an aggregation over a join, so it would count the join's rows instead of the one row made.
 fn counted(rows: u64, lf: &LazyFrame) -> Result<u64> {
     if rows != UNKNOWN_ROWS {
         return Ok(rows);
     }
-    let n = lf.clone().select([len().cast(DataType::UInt64)]).collect()?;
+    let n = lf.clone().select([first().as_expr().len().cast(DataType::UInt64)]).collect()?;
     Ok(n.columns()[0].u64()?.get(0).unwrap_or(0))
 }
 

@@ -214,3 +214,29 @@ fn new_operations_match_polars() {
     check(serde_json::json!({"op": "with_row_index", "name": "i", "offset": 10}), lf().with_row_index("i", Some(10)));
     check(serde_json::json!({"op": "explode", "columns": ["tags"]}), lf().explode(cols(["tags"]), ExplodeOptions { empty_as_null: false, keep_nulls: true }));
 }
+
+#[test]
+fn a_cross_join_of_plans_counts_the_rows_they_make() {
+    // One aggregate row over a join: its count is 1, however many rows the join makes.
+    let facts = df!("k" => (0..1000i64).map(|i| i % 10).collect::<Vec<_>>(), "v" => vec![1.0f64; 1000]).unwrap();
+    let keys = df!("k" => (0..10i64).collect::<Vec<_>>()).unwrap();
+    let plan = |steps: serde_json::Value| -> Source { serde_json::from_value(serde_json::json!({"input": {"dataset": "facts"}, "steps": steps})).unwrap() };
+    let total = plan(serde_json::json!([
+        {"op": "join", "right": {"dataset": "keys"}, "on": ["k"]},
+        {"op": "select", "columns": ["sum(v) AS total"]}
+    ]));
+    let mut leaves = Leaves::default();
+    for (name, frame) in [("facts", &facts), ("keys", &keys)] {
+        let source = Source::Dataset(name.into());
+        leaves.scans.insert(source.key(), Input { lf: frame.clone().lazy(), rows: UNKNOWN_ROWS });
+    }
+    let mut limits = limits();
+    limits.max_join_rows = 10_000;
+    let pipeline = Pipeline {
+        input: Source::Dataset("facts".into()),
+        steps: vec![step(serde_json::json!({"op": "join", "right": total, "how": "cross"}))],
+    };
+    let out = super::run(&pipeline, &leaves, &limits).unwrap();
+    assert_eq!(out.height(), 1000);
+    assert!(out.column("total").is_ok());
+}
