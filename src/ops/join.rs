@@ -127,6 +127,11 @@ impl Operation for Join {
         let right = cx.source(&self.right)?;
         let product = rows.saturating_mul(right.rows.max(1));
         Ok(match self.how {
+            // A side of at most one row (a scalar subquery) cannot multiply the other: neither
+            // is counted.
+            How::Cross if rows <= 1 || right.rows <= 1 => {
+                if rows <= 1 { right.rows } else { rows }
+            }
             How::Cross => {
                 let (rows, right) = (counted(rows, lf)?, counted(right.rows, &right.lf)?);
                 cx.limits.check_cross_join(rows, right)?;

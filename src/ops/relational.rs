@@ -37,6 +37,12 @@ impl Operation for Select {
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.select(expr::to_exprs("columns", &self.columns)?))
     }
+    fn rows(&self, rows: u64, _: &LazyFrame, _: &Context) -> Result<u64> {
+        // Aggregations only (`sum(v) * 0.1 AS t`): one row, whatever the input. A cross join
+        // with such a side (a scalar subquery) needs no count of the other.
+        let exprs = expr::to_exprs("columns", &self.columns)?;
+        Ok(if !exprs.is_empty() && exprs.iter().all(expr::reduces) { 1 } else { rows })
+    }
 }
 
 /// `with_columns`' columns: name -> expression, or a list of (named) expressions.

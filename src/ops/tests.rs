@@ -240,3 +240,19 @@ fn a_cross_join_of_plans_counts_the_rows_they_make() {
     assert_eq!(out.height(), 1000);
     assert!(out.column("total").is_ok());
 }
+
+#[test]
+fn a_select_of_aggregations_makes_one_row_whatever_its_input() {
+    let sel = |cols: serde_json::Value| step(serde_json::json!({"op": "select", "columns": cols}));
+    let df = df!("v" => [1.0f64, 2.0, 3.0]).unwrap();
+    let cx_leaves = Leaves::default();
+    let cx = Context { leaves: &cx_leaves, limits: &limits() };
+    for (cols, want) in [
+        (serde_json::json!(["sum(v) * 0.1 AS t"]), 1),
+        (serde_json::json!(["count(v) AS n", "max(v) AS hi"]), 1),
+        (serde_json::json!(["v"]), UNKNOWN_ROWS),
+        (serde_json::json!(["v * 2 AS w"]), UNKNOWN_ROWS),
+    ] {
+        assert_eq!(sel(cols.clone()).0.rows(UNKNOWN_ROWS, &df.clone().lazy(), &cx).unwrap(), want, "{cols}");
+    }
+}

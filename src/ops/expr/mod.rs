@@ -135,6 +135,27 @@ impl Key {
     }
 }
 
+/// Whether an expression always makes one row: an aggregation, or arithmetic, casts and
+/// conditions over aggregations and scalar literals.
+pub fn reduces(e: &Expr) -> bool {
+    fn scalar_literal(e: &Expr) -> bool {
+        matches!(e, Expr::Literal(LiteralValue::Dyn(_) | LiteralValue::Scalar(_)))
+    }
+    fn part(e: &Expr) -> bool {
+        reduces(e) || scalar_literal(e)
+    }
+    match e {
+        Expr::Agg(_) | Expr::Len | Expr::Function { function: FunctionExpr::NullCount, .. } => true,
+        Expr::Alias(inner, _) => reduces(inner),
+        Expr::Cast { expr, .. } => reduces(expr),
+        Expr::BinaryExpr { left, right, .. } => part(left) && part(right) && (reduces(left) || reduces(right)),
+        Expr::Ternary { predicate, truthy, falsy } => {
+            part(predicate) && part(truthy) && part(falsy) && (reduces(predicate) || reduces(truthy) || reduces(falsy))
+        }
+        _ => false,
+    }
+}
+
 /// Expressions for a list of parameters.
 pub fn to_exprs(param: &str, items: &[Expression]) -> Result<Vec<Expr>> {
     items.iter().map(|e| e.to_expr(param)).collect()
