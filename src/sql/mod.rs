@@ -19,6 +19,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use futures::StreamExt;
 use serde_json::json;
@@ -52,6 +53,10 @@ pub enum IfExists {
 pub struct SqlEngine {
     engine: Arc<Engine>,
     memory_limit: usize,
+    /// Parsed Parquet footers and file statistics, shared by every query's session (each query
+    /// has a runtime of its own, for its memory limit). Entries are checked against the file's
+    /// size and modification time, so a changed file is read again.
+    caches: CacheManagerConfig,
 }
 
 /// A planned query and the results its tables resolved to.
@@ -231,7 +236,11 @@ impl SqlEngine {
     /// SQL over `engine`'s results; each query may use up to `memory_limit` bytes for joins,
     /// sorts and aggregations before it fails with RESOURCE_EXHAUSTED.
     pub fn new(engine: Arc<Engine>, memory_limit: usize) -> SqlEngine {
-        SqlEngine { engine, memory_limit }
+        let shared = CacheManager::try_new(&CacheManagerConfig::default()).expect("default caches");
+        let caches = CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(shared.get_file_metadata_cache()))
+            .with_file_statistics_cache(shared.get_file_statistic_cache());
+        SqlEngine { engine, memory_limit, caches }
     }
 
     fn session(&self, ctx: &RequestContext, resolved: Arc<Mutex<tables::Resolved>>) -> Result<SessionContext> {
@@ -240,6 +249,7 @@ impl SqlEngine {
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false);
         let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(self.caches.clone())
             .with_memory_limit(self.memory_limit, 1.0)
             .build_arc()
             .map_err(sql_error)?;
