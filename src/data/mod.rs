@@ -119,6 +119,8 @@ pub struct Table {
     pub dataset: datasets::Dataset,
     /// The URL DataFusion lists (a directory with a trailing slash, a file, or a glob).
     pub url: String,
+    /// The URL of its first file, whose footer gives the table's columns.
+    pub first_file: String,
     /// Hive partition columns in path order, and whether every value is an integer.
     pub partitions: Vec<(String, bool)>,
     /// A digest of the listed files' paths, sizes and versions.
@@ -152,7 +154,8 @@ impl Data {
                 }
             }
         }
-        Ok(Table { dataset, url, partitions, identity: identity(&listing) })
+        let first_file = format!("{}{}", root.url(), listing.files[0].path);
+        Ok(Table { dataset, url, first_file, partitions, identity: identity(&listing) })
     }
 
     /// The root's URL and object store, for DataFusion to read datasets with (none for a local

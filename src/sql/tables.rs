@@ -72,19 +72,22 @@ impl TenantSchema {
             .iter()
             .map(|(k, integer)| (k.clone(), if *integer { DataType::Int64 } else { DataType::Utf8 }))
             .collect();
-        let options = ListingOptions::new(format).with_file_extension(extension).with_table_partition_cols(partitions);
-        let url = ListingTableUrl::parse(&table.url).map_err(|e| Error::Internal(format!("dataset location: {e}")))?;
-        // The schema is read from the files with a session that reaches the data root.
+        let options = ListingOptions::new(format).with_file_extension(extension);
+        let location = |url: &str| ListingTableUrl::parse(url).map_err(|e| Error::Internal(format!("dataset location: {e}")));
+        // The columns come from the first file's footer alone (as in Polars), with a session that
+        // reaches the data root: reading every footer to plan would read every partition.
         let session = datafusion::prelude::SessionContext::new();
         if let Some((root, store)) = self.engine.data().object_store() {
             let root = url::Url::parse(&root).map_err(|e| Error::Internal(format!("data root: {e}")))?;
             session.register_object_store(&root, store);
         }
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .infer_schema(&session.state())
+        let schema = options
+            .infer_schema(&session.state(), &location(&table.first_file)?)
             .await
             .map_err(|e| Error::InvalidArgument(format!("dataset `{name}`: {e}")))?;
+        let config = ListingTableConfig::new(location(&table.url)?)
+            .with_listing_options(options.with_table_partition_cols(partitions))
+            .with_schema(schema);
         let table = ListingTable::try_new(config).map_err(|e| Error::Internal(format!("table: {e}")))?;
         Ok(Arc::new(table))
     }

@@ -119,7 +119,10 @@ def test_hive_partition_pruning_on_s3_reads_only_the_matching_partitions(tmp_pat
             path = tmp_path / f"{year}.parquet"
             sales(year).write_parquet(path)
             s3.put(f"lake/sales/year={year}/part-0.parquet", path.read_bytes())
-        worker = Worker(**s3.env("state"), POLARWAY_DATA_URL=f"s3://{s3.bucket}/lake", POLARWAY_DATA_WRITABLE="true")
+        datasets = tmp_path / "datasets.json"
+        datasets.write_text(json.dumps({"sales": {"path": "sales", "format": "parquet", "hive_partitioning": True}}))
+        worker = Worker(**s3.env("state"), POLARWAY_DATA_URL=f"s3://{s3.bucket}/lake", POLARWAY_DATA_WRITABLE="true",
+                        POLARWAY_DATASETS_FILE=str(datasets))
         pw = polarway.connect(worker.location)
         frame = pw.scan_parquet("sales", hive_partitioning=True).filter(pl.col("year") == 2024)
         assert "2024" in frame.explain()
@@ -138,6 +141,14 @@ def test_hive_partition_pruning_on_s3_reads_only_the_matching_partitions(tmp_pat
         gets = {re.search(r"year=(\d+)", r).group(1) for r in s3.requests()[len(before):]
                 if r.startswith("GET /polarway/lake/sales/year=")}
         assert gets == {str(y) for y in range(2018, 2025)}
+        # SQL prunes the dataset's partitions too (DataFusion's listing table); the table's
+        # columns come from the first file's footer, as in Polars.
+        before = s3.requests()
+        got = sql(worker.location, "SELECT year, sum(amount) AS total FROM sales WHERE year = 2022 GROUP BY year")
+        assert got["year"].to_list() == [2022] and got["total"].to_list() == [2027.0]
+        gets = [re.search(r"year=(\d+)", r).group(1) for r in s3.requests()[len(before):]
+                if r.startswith("GET /polarway/lake/sales/year=")]
+        assert set(gets) <= {"2018", "2022"} and "2022" in gets and gets.count("2018") <= 2, gets
         # A sink back into the lake, partitioned; a retry of it writes nothing new.
         recent = pw.scan_parquet("sales", hive_partitioning=True).filter(pl.col("year") >= 2023)
         first = recent.sink_parquet("out/recent", partition_by="region")
