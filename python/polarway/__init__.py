@@ -44,6 +44,10 @@ from .wire import SUPPORTED_POLARS, UnshippableExpression
 __all__ = ["connect", "concat", "Client", "RemoteFrame", "GroupBy", "RetryPolicy", "UnshippableExpression",
            "SUPPORTED_POLARS", "AFFINITY_HEADER", "IDEMPOTENCY_HEADER"]
 
+#: Bytes per uploaded record batch: a table goes up as many gRPC messages, each well under the
+#: worker's message limit (64 MiB by default), however large the table.
+_UPLOAD_BATCH_BYTES = 4 << 20
+
 AFFINITY_HEADER = b"x-polarway-affinity"
 IDEMPOTENCY_HEADER = b"x-polarway-idempotency-key"
 
@@ -175,7 +179,8 @@ class Client:
         def call(client, options):
             writer, reader = client.do_put(descriptor, table.schema, options=options)
             try:
-                writer.write_table(table)
+                rows = max(1, _UPLOAD_BATCH_BYTES * table.num_rows // max(1, table.nbytes))
+                writer.write_table(table, max_chunksize=rows)
                 writer.done_writing()
                 answer = reader.read()
             except Exception:

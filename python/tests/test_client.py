@@ -64,3 +64,15 @@ def test_errors_that_are_not_transient_are_not_retried(worker):
     df = pw.upload(trades())
     with pytest.raises(Exception, match="nope"):
         df.filter(pl.col("nope") > 1).collect()
+
+
+def test_a_table_larger_than_one_message_uploads_in_batches():
+    # 40 MB of rows against an 8 MiB message limit: one message would be refused.
+    worker = Worker(POLARWAY_MAX_MESSAGE_BYTES=str(8 << 20))
+    try:
+        frame = pl.DataFrame({"a": range(2_500_000), "b": [1.5] * 2_500_000})
+        remote = polarway.connect(worker.location).upload(frame)
+        assert remote.collect_schema() == frame.schema
+        assert remote.filter(pl.col("a") >= 2_499_998).collect()["a"].to_list() == [2_499_998, 2_499_999]
+    finally:
+        worker.stop()
