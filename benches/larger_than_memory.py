@@ -69,7 +69,7 @@ def query(frame):
                  tpch.revenue().sum().alias("sum_disc_price"),
                  pl.col("l_extendedprice").cast(pl.Float64).mean().alias("avg_price"),
                  pl.col("l_discount").cast(pl.Float64).mean().alias("avg_disc"),
-                 pl.col("l_orderkey").n_unique().alias("orders"),
+                 pl.col("l_quantity").cast(pl.Float64).max().alias("max_qty"),
                  pl.len().alias("count_order"))
             .sort("l_returnflag", "l_linestatus"))
 
