@@ -297,6 +297,16 @@ async fn exists(root: &Root, target: &Target) -> Result<bool> {
 }
 
 async fn remove_all(root: &Root, prefix: &str, target: &Target) -> Result<()> {
+    // A local root removes the directory (or file) at once, its empty directories included.
+    if let Some(local) = root.local_path(prefix) {
+        let removed = if local.is_dir() { std::fs::remove_dir_all(&local) } else { std::fs::remove_file(&local) };
+        return match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::store(format!("the data root: cannot remove `{}`", target.shown), e))
+            }
+            _ => Ok(()),
+        };
+    }
     let (store, _) = root.object(prefix);
     for (path, _) in list_all(root, prefix, target).await? {
         let (_, object) = root.object(&path);
@@ -305,39 +315,28 @@ async fn remove_all(root: &Root, prefix: &str, target: &Target) -> Result<()> {
             Err(e) => return Err(io_error(target, e)),
         }
     }
-    // A local root keeps the directories its files were in.
-    if let Some(dir) = root.local_path(prefix) {
-        if dir.is_dir() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
     Ok(())
 }
 
 /// Rows in the staged files, from Polars' own reader (Parquet and IPC: their footers).
 fn count_rows(root: &Root, spec: &SinkSpec, files: &[(String, u64)], temp: &str) -> Result<u64> {
-    if files.is_empty() {
-        return Ok(0);
-    }
-    let mut scan = super::scan::ScanSpec {
+    // The reader's options; each file's location is passed to `lazy` on its own.
+    let reader = super::scan::ScanSpec {
         format: spec.format,
-        path: format!("{temp}/**"),
+        path: temp.to_string(),
         hive_partitioning: Some(false),
         columns: None,
         n_rows: None,
-        csv: None,
-    };
-    if spec.format == Format::Csv {
-        scan.csv = Some(super::scan::CsvSpec {
+        csv: (spec.format == Format::Csv).then(|| super::scan::CsvSpec {
             has_header: spec.include_header.unwrap_or(true),
             separator: spec.separator.clone().unwrap_or_else(|| ",".into()),
             ..Default::default()
-        });
-    }
+        }),
+    };
+    let cloud = root.cloud_options()?;
     let mut total = 0u64;
     for (path, _) in files {
-        let one = super::scan::ScanSpec { path: path.clone(), ..scan.clone() };
-        let lf = super::scan::lazy(&one, &root.polars_location(path), false, root.cloud_options()?)?;
+        let lf = super::scan::lazy(&reader, &root.polars_location(path), false, cloud.clone())?;
         let n = lf.select([len().cast(DataType::UInt64)]).collect()?;
         total += n.columns()[0].u64()?.get(0).unwrap_or(0);
     }

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -51,24 +52,22 @@ class S3:
         req = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT")
         urllib.request.urlopen(req).read()
 
+    def _client(self):
+        import boto3  # moto brings it
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
+                            aws_secret_access_key="test", region_name="us-east-1")
+
     def put(self, key, body: bytes):
-        """Stores an object, with boto3 (which moto brings)."""
-        import boto3
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
-                          aws_secret_access_key="test", region_name="us-east-1")
-        s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        """Stores an object."""
+        self._client().put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def keys(self, prefix):
         """The keys under `prefix`."""
-        import boto3
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
-                          aws_secret_access_key="test", region_name="us-east-1")
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
     def requests(self):
         """The requests served so far, from the server's log: `METHOD /bucket/key` (unquoted)."""
-        import urllib.parse
         out = []
         for line in pathlib.Path(self.log).read_text().splitlines():
             found = re.search(r'"([A-Z]+) (\S+) HTTP', line)
@@ -171,31 +170,6 @@ class Azurite:
             headers={"x-ms-date": date, "x-ms-version": version,
                      "Authorization": f"SharedKey {AZURITE_ACCOUNT}:{signature}", "Content-Length": "0"})
         urllib.request.urlopen(req).read()
-
-    def put(self, key, body: bytes):
-        """Stores an object, with boto3 (which moto brings)."""
-        import boto3
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
-                          aws_secret_access_key="test", region_name="us-east-1")
-        s3.put_object(Bucket=self.bucket, Key=key, Body=body)
-
-    def keys(self, prefix):
-        """The keys under `prefix`."""
-        import boto3
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
-                          aws_secret_access_key="test", region_name="us-east-1")
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-    def requests(self):
-        """The requests served so far, from the server's log: `METHOD /bucket/key` (unquoted)."""
-        import urllib.parse
-        out = []
-        for line in pathlib.Path(self.log).read_text().splitlines():
-            found = re.search(r'"([A-Z]+) (\S+) HTTP', line)
-            if found:
-                out.append(f"{found.group(1)} {urllib.parse.unquote(found.group(2))}")
-        return out
 
     def env(self, prefix):
         return {
