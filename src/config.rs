@@ -555,8 +555,8 @@ pub enum DataRoot {
     Url {
         /// `s3://bucket/prefix` and the like.
         url: String,
-        /// Credentials and endpoints, as `(variable, value)`.
-        options: Vec<(String, String)>,
+        /// Credentials and endpoints.
+        options: CloudOptions,
     },
 }
 
@@ -566,15 +566,33 @@ impl DataConfig {
         let root = match &self.root {
             None => None,
             Some(DataRoot::Directory(dir)) => Some(crate::data::root::Root::open_dir(dir, self.writable)?),
-            Some(DataRoot::Url { url, options }) => Some(crate::data::root::Root::open(url, options.clone(), self.writable)?),
+            Some(DataRoot::Url { url, options }) => Some(crate::data::root::Root::open(url, options.to_vec(), self.writable)?),
         };
         Ok(crate::data::Data::new(root, self.datasets.clone(), limits.max_scan_files, limits.max_scan_bytes))
     }
 }
 
-/// The environment's cloud credentials and endpoints, as `(variable, value)`.
-fn cloud_env() -> Vec<(String, String)> {
-    std::env::vars().filter(|(k, _)| CLOUD_ENV_PREFIXES.iter().any(|p| k.starts_with(p))).collect()
+/// The environment's cloud credentials and endpoints.
+fn cloud_env() -> CloudOptions {
+    CloudOptions(std::env::vars().filter(|(k, _)| CLOUD_ENV_PREFIXES.iter().any(|p| k.starts_with(p))).collect())
+}
+
+/// An object store's credentials and endpoints, as `(variable, value)`. Its `Debug` shows the
+/// variables' names only, so a logged configuration never carries a secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CloudOptions(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for CloudOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
+}
+
+impl std::ops::Deref for CloudOptions {
+    type Target = [(String, String)];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// The validated store choice.
@@ -589,8 +607,8 @@ pub enum StoreConfig {
     Url {
         /// `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix` or `file:///path`.
         url: String,
-        /// Credentials and endpoints, as `(variable, value)`.
-        options: Vec<(String, String)>,
+        /// Credentials and endpoints.
+        options: CloudOptions,
     },
 }
 
@@ -784,6 +802,20 @@ mod tests {
         unsafe { std::env::remove_var("POLARWAY_MAX_CONCURRENT_OPS") };
         assert_eq!(parsed.limits.max_concurrent_ops, 977, "the command line reads the variable");
         assert_ne!(embedded.limits.max_concurrent_ops, 977, "the embedding constructor does not");
+    }
+
+    #[test]
+    fn a_logged_store_or_data_root_names_its_credentials_but_never_shows_them() {
+        let options = CloudOptions(vec![
+            ("AWS_ACCESS_KEY_ID".to_string(), "key-id-value".to_string()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), "secret-value".to_string()),
+        ]);
+        let store = StoreConfig::Url { url: "s3://bucket/results".to_string(), options: options.clone() };
+        let root = DataRoot::Url { url: "s3://bucket/lake".to_string(), options };
+        for shown in [format!("{store:?}"), format!("{root:?}")] {
+            assert!(shown.contains("AWS_SECRET_ACCESS_KEY"), "{shown}");
+            assert!(!shown.contains("secret-value") && !shown.contains("key-id-value"), "{shown}");
+        }
     }
 
     #[test]

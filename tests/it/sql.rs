@@ -198,7 +198,7 @@ async fn a_store_unreachable_from_a_query_is_unavailable_and_loses_nothing() {
     );
     let config = polarway::config::Config::with_store(polarway::config::StoreConfig::Url {
         url: "s3://polarway/results".into(),
-        options: Vec::new(),
+        options: Default::default(),
     });
     let engine = std::sync::Arc::new(polarway::engine::Engine::try_with_store(&config, std::sync::Arc::new(store)).unwrap());
     let server = TestServer::start_on(engine, config).await;
