@@ -53,11 +53,15 @@ def engine_problem():
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory):
+def engine():
     problem = engine_problem()
     if problem:
         sys.stderr.write(f"\n\n*** CONTAINER TESTS SKIPPED: {problem} ***\n\n")
         pytest.skip(f"container tests skipped: {problem}")
+
+
+@pytest.fixture(scope="module")
+def image(engine, tmp_path_factory):
     # The Dockerfile's `host` target around the binary the suite already built.
     context = tmp_path_factory.mktemp("image-context")
     (context / "deploy" / "bin").mkdir(parents=True)
@@ -241,7 +245,7 @@ def test_fleet_keeps_every_handle_through_a_killed_worker_and_a_restart(image, k
 SYSTEMD_IMAGE = "polarway-images/systemd"
 
 
-def test_systemd_unit_verifies_starts_serves_and_stops_the_worker(image, tmp_path):
+def test_systemd_unit_verifies_starts_serves_and_stops_the_worker(engine):
     """deploy/polarway-grpc.service under systemd as PID 1, set up as its header says."""
     if run(["docker", "image", "inspect", SYSTEMD_IMAGE]).returncode != 0:
         sys.stderr.write(f"\n\n*** SYSTEMD TEST SKIPPED: no {SYSTEMD_IMAGE} image (scripts/images) ***\n\n")
