@@ -8,10 +8,10 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::{StreamExt, TryStreamExt};
+use polars::prelude::*;
 use polarway::config::{Config, StoreConfig};
 use polarway::convert;
 use polarway::engine::Engine;
-use polars::prelude::*;
 
 struct Bench {
     channel: tonic::transport::Channel,
@@ -41,11 +41,7 @@ async fn start(store: &str, rows: i64) -> Bench {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(polarway::server::serve_engine(engine, config, listener, std::future::pending()));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut client = FlightClient::new(channel.clone());
     let (schema, batches) = convert::frame_to_batches(&frame(rows)).unwrap();
     let put = FlightDataEncoderBuilder::new()

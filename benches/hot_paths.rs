@@ -10,12 +10,12 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::TryStreamExt;
+use polars::prelude::*;
 use polarway::config::{Config, StoreConfig};
 use polarway::convert;
 use polarway::handle::Handle;
 use polarway::ops::{self, Step};
 use polarway::store::{Lineage, ObjectStateStore, ResultMeta, ResultStore, describe_schema};
-use polars::prelude::*;
 
 const ROWS: i64 = 1_000_000;
 
@@ -102,7 +102,10 @@ fn operations(c: &mut Criterion) {
     group.sample_size(10);
     for (name, step) in [
         ("filter", serde_json::json!({"op": "filter", "predicate": "qty > 500 AND sym <> 'GOOG'"})),
-        ("group_by", serde_json::json!({"op": "group_by", "by": ["sym"], "aggs": ["sum(qty) AS q", "avg(price) AS p"]})),
+        (
+            "group_by",
+            serde_json::json!({"op": "group_by", "by": ["sym"], "aggs": ["sum(qty) AS q", "avg(price) AS p"]}),
+        ),
         ("sort", serde_json::json!({"op": "sort", "by": ["price", "id"]})),
         ("with_columns", serde_json::json!({"op": "with_columns", "columns": {"notional": "qty * price"}})),
     ] {

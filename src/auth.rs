@@ -117,8 +117,7 @@ impl Authenticator {
     pub fn from_file(path: &Path) -> std::result::Result<Authenticator, String> {
         let text = std::fs::read(path)
             .map_err(|e| format!("POLARWAY_AUTH_TOKENS_FILE: cannot read {}: {e}", path.display()))?;
-        let file: TokensFile = serde_json::from_slice(&text)
-            .map_err(|e| format!("POLARWAY_AUTH_TOKENS_FILE: {e}"))?;
+        let file: TokensFile = serde_json::from_slice(&text).map_err(|e| format!("POLARWAY_AUTH_TOKENS_FILE: {e}"))?;
         if file.signing_key.len() < 16 {
             return Err("POLARWAY_AUTH_TOKENS_FILE: `signing_key` must be at least 16 characters".into());
         }
@@ -148,7 +147,14 @@ impl Authenticator {
             .into_iter()
             .map(|(tenant, q)| (tenant, Quota { max_bytes: q.max_bytes, max_handles: q.max_handles }))
             .collect();
-        Ok(Authenticator { tokens, certificates, quotas, users, key: file.signing_key.into_bytes(), clock: crate::clock::system() })
+        Ok(Authenticator {
+            tokens,
+            certificates,
+            quotas,
+            users,
+            key: file.signing_key.into_bytes(),
+            clock: crate::clock::system(),
+        })
     }
 
     /// Issues and checks token expiry by `clock` instead of the system clock.

@@ -111,7 +111,11 @@ impl Catalog {
         F: FnOnce(&dyn StateStore) -> Result<T> + Send + 'static,
     {
         let store = self.store.clone();
-        if store.blocks() { exec::blocking(move || f(store.as_ref())).await } else { exec::in_place(|| f(store.as_ref())) }
+        if store.blocks() {
+            exec::blocking(move || f(store.as_ref())).await
+        } else {
+            exec::in_place(|| f(store.as_ref()))
+        }
     }
 
     /// The meta of a result the request can see, or NOT_FOUND.
@@ -139,7 +143,12 @@ impl Catalog {
     }
 
     /// Moves a result's expiry to `until` (or now + TTL).
-    pub async fn renew(&self, ctx: &RequestContext, handle: &Handle, until: Option<DateTime<Utc>>) -> Result<ResultMeta> {
+    pub async fn renew(
+        &self,
+        ctx: &RequestContext,
+        handle: &Handle,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<ResultMeta> {
         let mut meta = self.live_meta(ctx, handle).await?;
         let now = self.now();
         meta.expires_at = match until {
@@ -282,7 +291,12 @@ impl Catalog {
     /// Runs a pipeline over its inputs as one operation, with `scans` its scan leaves, opened;
     /// loading the stored inputs comes first, since it may itself recompute a lost input, which
     /// needs a slot of its own.
-    pub async fn compute(&self, ctx: &RequestContext, pipeline: &Pipeline, scans: HashMap<String, Input>) -> Result<DataFrame> {
+    pub async fn compute(
+        &self,
+        ctx: &RequestContext,
+        pipeline: &Pipeline,
+        scans: HashMap<String, Input>,
+    ) -> Result<DataFrame> {
         let frames = exec::within(ctx, self.inputs(ctx, &pipeline.handles())).await?;
         let leaves = ops::Leaves { frames, scans };
         let (limits, pipeline) = (self.limits.clone(), pipeline.clone());

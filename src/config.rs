@@ -358,7 +358,9 @@ impl TransportArgs {
             (n, _) => n,
         };
         if self.connection_budget_bytes > self.response_budget_bytes {
-            return Err("POLARWAY_CONNECTION_BUDGET_BYTES: must not be larger than POLARWAY_RESPONSE_BUDGET_BYTES".to_string());
+            return Err(
+                "POLARWAY_CONNECTION_BUDGET_BYTES: must not be larger than POLARWAY_RESPONSE_BUDGET_BYTES".to_string()
+            );
         }
         Ok(Transport {
             max_connections,
@@ -566,7 +568,9 @@ impl DataConfig {
         let root = match &self.root {
             None => None,
             Some(DataRoot::Directory(dir)) => Some(crate::data::root::Root::open_dir(dir, self.writable)?),
-            Some(DataRoot::Url { url, options }) => Some(crate::data::root::Root::open(url, options.to_vec(), self.writable)?),
+            Some(DataRoot::Url { url, options }) => {
+                Some(crate::data::root::Root::open(url, options.to_vec(), self.writable)?)
+            }
         };
         Ok(crate::data::Data::new(root, self.datasets.clone(), limits.max_scan_files, limits.max_scan_bytes))
     }
@@ -623,10 +627,13 @@ impl StoreArgs {
             (HandleStore::Memory, None, None) => Ok(StoreConfig::Memory),
             (HandleStore::Memory, dir, _) => {
                 let option = if dir.is_some() { "POLARWAY_STATE_DIR" } else { "POLARWAY_STATE_URL" };
-                Err(format!("{option}: is set but POLARWAY_HANDLE_STORE is memory; set POLARWAY_HANDLE_STORE=external to use it"))
+                Err(format!(
+                    "{option}: is set but POLARWAY_HANDLE_STORE is memory; set POLARWAY_HANDLE_STORE=external to use it"
+                ))
             }
             (HandleStore::External, None, None) => {
-                Err("POLARWAY_STATE_DIR: required (or POLARWAY_STATE_URL) when POLARWAY_HANDLE_STORE=external".to_string())
+                Err("POLARWAY_STATE_DIR: required (or POLARWAY_STATE_URL) when POLARWAY_HANDLE_STORE=external"
+                    .to_string())
             }
             (HandleStore::External, Some(_), Some(_)) => {
                 Err("POLARWAY_STATE_URL: give POLARWAY_STATE_DIR or POLARWAY_STATE_URL, not both".to_string())
@@ -700,9 +707,10 @@ impl Args {
         let Args { server, store, limits, transport, tls, auth, jobs, observability, command } = self;
         let data_dir = match server.data_dir {
             None => None,
-            Some(dir) => Some(dir.canonicalize().map_err(|e| {
-                format!("POLARWAY_DATA_DIR: {} is not an existing directory: {e}", dir.display())
-            })?),
+            Some(dir) => Some(
+                dir.canonicalize()
+                    .map_err(|e| format!("POLARWAY_DATA_DIR: {} is not an existing directory: {e}", dir.display()))?,
+            ),
         };
         let data = DataConfig {
             root: match (&server.data_url, &data_dir) {
@@ -780,10 +788,8 @@ impl Config {
         use clap::{CommandFactory, FromArgMatches};
         let command = Args::command().mut_args(|arg| arg.env(None::<&str>));
         let matches = command.try_get_matches_from(["polarway-grpc"]).expect("defaults parse");
-        let mut config = Args::from_arg_matches(&matches)
-            .expect("defaults parse")
-            .try_into_config()
-            .expect("defaults are valid");
+        let mut config =
+            Args::from_arg_matches(&matches).expect("defaults parse").try_into_config().expect("defaults are valid");
         config.store = store;
         config
     }
@@ -848,7 +854,8 @@ mod tests {
         let bare = config(&["--request-timeout-secs", "90", "--queue-timeout-ms", "250"]);
         assert_eq!(bare.limits.request_timeout, Duration::from_secs(90));
         assert_eq!(bare.limits.queue_timeout, Duration::from_millis(250));
-        let united = config(&["--request-timeout-secs", "1m 30s", "--queue-timeout-ms", "2s", "--result-ttl-secs", "2h"]);
+        let united =
+            config(&["--request-timeout-secs", "1m 30s", "--queue-timeout-ms", "2s", "--result-ttl-secs", "2h"]);
         assert_eq!(united.limits.request_timeout, Duration::from_secs(90));
         assert_eq!(united.limits.queue_timeout, Duration::from_secs(2));
         assert_eq!(united.result_ttl, Duration::from_secs(7200));
@@ -860,14 +867,17 @@ mod tests {
     #[test]
     fn one_store_selector_refuses_settings_that_disagree() {
         let store = |flags: &[&str]| {
-            Args::try_parse_from(std::iter::once("polarway-grpc").chain(flags.iter().copied())).unwrap().try_into_config()
+            Args::try_parse_from(std::iter::once("polarway-grpc").chain(flags.iter().copied()))
+                .unwrap()
+                .try_into_config()
         };
         assert!(matches!(store(&[]).unwrap().store, StoreConfig::Memory));
         let err = store(&["--state-dir", "/tmp/polarway-unused"]).unwrap_err();
         assert!(err.starts_with("POLARWAY_STATE_DIR") && err.contains("POLARWAY_HANDLE_STORE=external"), "{err}");
         let err = store(&["--handle-store", "memory", "--state-url", "s3://b/p"]).unwrap_err();
         assert!(err.starts_with("POLARWAY_STATE_URL"), "{err}");
-        let err = store(&["--handle-store", "external", "--state-dir", "/tmp/x", "--state-url", "s3://b/p"]).unwrap_err();
+        let err =
+            store(&["--handle-store", "external", "--state-dir", "/tmp/x", "--state-url", "s3://b/p"]).unwrap_err();
         assert!(err.contains("not both"), "{err}");
         let err = store(&["--handle-store", "external", "--state-url", "ftp://b/p"]).unwrap_err();
         assert!(err.starts_with("POLARWAY_STATE_URL"), "{err}");

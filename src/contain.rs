@@ -57,7 +57,10 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Runs `f`, which decodes bytes from outside; a panic inside becomes `on_panic(message)`.
-pub fn guard<T>(on_panic: impl FnOnce(String) -> Error, f: impl FnOnce() -> crate::error::Result<T>) -> crate::error::Result<T> {
+pub fn guard<T>(
+    on_panic: impl FnOnce(String) -> Error,
+    f: impl FnOnce() -> crate::error::Result<T>,
+) -> crate::error::Result<T> {
     contained(f).unwrap_or_else(|message| Err(on_panic(message)))
 }
 

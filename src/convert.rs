@@ -8,9 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef as ArrowArrayRef, AsArray, RecordBatch, RecordBatchOptions, make_array,
-};
+use arrow::array::{ArrayRef as ArrowArrayRef, AsArray, RecordBatch, RecordBatchOptions, make_array};
 use arrow::datatypes::DataType as ArrowDataType;
 use arrow::datatypes::{Field as ArrowField, Schema, SchemaRef};
 use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
@@ -73,15 +71,11 @@ pub fn batches_to_frame(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<D
     for (i, field) in schema.fields().iter().enumerate() {
         // Polars panics on Arrow types it lacks and on malformed type metadata; the types
         // come from clients, so that is an answer for them, not a crash.
-        let unsupported = |panic: String| {
-            Error::invalid(format!("column `{}`: not convertible to Polars: {panic}", field.name()))
-        };
+        let unsupported =
+            |panic: String| Error::invalid(format!("column `{}`: not convertible to Polars: {panic}", field.name()));
         let series = crate::contain::guard(unsupported, || {
             let pfield = field_to_polars(field)?;
-            let chunks = batches
-                .iter()
-                .map(|b| array_to_polars(b.column(i), &pfield))
-                .collect::<Result<Vec<_>>>()?;
+            let chunks = batches.iter().map(|b| array_to_polars(b.column(i), &pfield)).collect::<Result<Vec<_>>>()?;
             Ok(if chunks.is_empty() {
                 Series::new_empty(pfield.name.clone(), &DataType::from_arrow_field(&pfield))
             } else {

@@ -87,15 +87,14 @@ impl Engine {
             limits.max_queued_ops,
             limits.queue_timeout,
         )));
-        let quotas = Quotas::new(
-            config.tenant_quota,
-            config.auth.as_ref().map(|a| a.quotas().clone()).unwrap_or_default(),
-        );
+        let quotas =
+            Quotas::new(config.tenant_quota, config.auth.as_ref().map(|a| a.quotas().clone()).unwrap_or_default());
         let duration = |d: std::time::Duration, what: &str| {
             chrono::Duration::from_std(d).map_err(|_| Error::invalid(format!("{what} out of range")))
         };
         let ttl = duration(config.result_ttl, "result TTL")?;
-        let sweep = Sweep::new(duration(config.orphan_grace, "orphan grace")?, duration(config.gc_interval, "sweep interval")?);
+        let sweep =
+            Sweep::new(duration(config.orphan_grace, "orphan grace")?, duration(config.gc_interval, "sweep interval")?);
         let catalog = Catalog::new(store, cache, quotas, limits.clone(), ttl, config.clock.clone(), exec.clone());
         let data = Arc::new(config.data.open(limits)?);
         Ok(Engine { catalog, exec, limits: limits.clone(), data_dir: config.data_dir.clone(), data, sweep })
@@ -153,7 +152,10 @@ impl Engine {
 
     /// Executes a parsed request.
     pub async fn execute(&self, ctx: &RequestContext, request: Request) -> Result<Outcome> {
-        if matches!(request, Request::Transform { .. } | Request::Read { .. } | Request::Write { .. } | Request::Sink { .. }) {
+        if matches!(
+            request,
+            Request::Transform { .. } | Request::Read { .. } | Request::Write { .. } | Request::Sink { .. }
+        ) {
             // Under overload, refuse work that would queue before reading anything for it.
             self.exec.shed()?;
         }
@@ -194,7 +196,11 @@ impl Engine {
     }
 
     /// The stored result a request's key derives, when there is one; else a handle for the new one.
-    async fn derived(&self, ctx: &RequestContext, key: serde_json::Value) -> Result<std::result::Result<ResultMeta, Handle>> {
+    async fn derived(
+        &self,
+        ctx: &RequestContext,
+        key: serde_json::Value,
+    ) -> Result<std::result::Result<ResultMeta, Handle>> {
         let mut key = key;
         key["tenant"] = json!(ctx.tenant());
         let handle = Handle::derive(key.to_string().as_bytes());
@@ -241,7 +247,11 @@ impl Engine {
 
     /// Opens a tree's scan leaves: their plans by [`ops::Source::key`], and the identities of
     /// the files they list, in the tree's order.
-    async fn open_scans(&self, ctx: &RequestContext, pipeline: &Pipeline) -> Result<(HashMap<String, ops::Input>, Vec<String>)> {
+    async fn open_scans(
+        &self,
+        ctx: &RequestContext,
+        pipeline: &Pipeline,
+    ) -> Result<(HashMap<String, ops::Input>, Vec<String>)> {
         let mut scans = HashMap::new();
         let mut files = Vec::new();
         for leaf in pipeline.scans() {
@@ -253,7 +263,12 @@ impl Engine {
     }
 
     /// Streams a pipeline's result into files under the data root (see [`crate::data::sink`]).
-    async fn sink(&self, ctx: &RequestContext, pipeline: Pipeline, sink: SinkSpec) -> Result<crate::data::sink::Written> {
+    async fn sink(
+        &self,
+        ctx: &RequestContext,
+        pipeline: Pipeline,
+        sink: SinkSpec,
+    ) -> Result<crate::data::sink::Written> {
         let target = self.data.sink_target(ctx, &sink)?;
         let (scans, files) = self.open_scans(ctx, &pipeline).await?;
         let key = json!({"op": "sink", "tenant": ctx.tenant(), "pipeline": pipeline, "sink": sink, "files": files});
@@ -286,11 +301,8 @@ impl Engine {
         let path = file_io::resolve(self.data_dir.as_deref(), &spec.path, true)?;
         // The file's size and modification time are part of the key: a changed file is a new result.
         let stat = std::fs::metadata(&path).map_err(|_| Error::NotFound(format!("`{}` does not exist", spec.path)))?;
-        let modified = stat
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
+        let modified =
+            stat.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
         let params = serde_json::to_value(&spec).expect("spec serialises");
         let key = json!({"op": "read", "format": format, "params": params, "size": stat.len(), "modified": modified.to_string()});
         let handle = match self.derived(ctx, key).await? {

@@ -198,9 +198,7 @@ impl From<PolarsError> for Error {
 /// Maps a Polars error by its root cause, keeping the full message (which carries the context).
 fn classify_polars(err: &PolarsError, msg: String) -> Error {
     match err {
-        PolarsError::Context { error, .. } | PolarsError::ExprContext { error, .. } => {
-            classify_polars(error, msg)
-        }
+        PolarsError::Context { error, .. } | PolarsError::ExprContext { error, .. } => classify_polars(error, msg),
         PolarsError::ColumnNotFound(_)
         | PolarsError::ComputeError(_)
         | PolarsError::Duplicate(_)
@@ -217,9 +215,7 @@ fn classify_polars(err: &PolarsError, msg: String) -> Error {
         | PolarsError::AssertionError(_) => Error::InvalidArgument(msg),
         PolarsError::IO { error, .. } => match error.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound("file not found".into()),
-            std::io::ErrorKind::PermissionDenied => {
-                Error::PermissionDenied("file not accessible".into())
-            }
+            std::io::ErrorKind::PermissionDenied => Error::PermissionDenied("file not accessible".into()),
             _ => Error::InvalidArgument(format!("cannot read or write the file: {}", error.kind())),
         },
     }
@@ -309,11 +305,20 @@ mod tests {
     #[test]
     fn kinds_read_back_as_the_same_variant() {
         let all = [
-            Error::NotFound(String::new()), Error::InvalidArgument(String::new()), Error::Unauthenticated(String::new()),
-            Error::PermissionDenied(String::new()), Error::ResourceExhausted(String::new()), Error::Overloaded(String::new()),
-            Error::DeadlineExceeded(String::new()), Error::Unavailable(String::new()), Error::StoreFull(String::new()),
-            Error::Internal(String::new()), Error::Cancelled(String::new()), Error::AlreadyExists(String::new()),
-            Error::Unimplemented(String::new()), Error::DataLoss(String::new()),
+            Error::NotFound(String::new()),
+            Error::InvalidArgument(String::new()),
+            Error::Unauthenticated(String::new()),
+            Error::PermissionDenied(String::new()),
+            Error::ResourceExhausted(String::new()),
+            Error::Overloaded(String::new()),
+            Error::DeadlineExceeded(String::new()),
+            Error::Unavailable(String::new()),
+            Error::StoreFull(String::new()),
+            Error::Internal(String::new()),
+            Error::Cancelled(String::new()),
+            Error::AlreadyExists(String::new()),
+            Error::Unimplemented(String::new()),
+            Error::DataLoss(String::new()),
         ];
         for err in all {
             assert_eq!(Error::from_kind(err.kind(), String::new()).kind(), err.kind());

@@ -74,9 +74,8 @@ fn comma() -> String {
 
 /// Resolves a client path inside `root`, refusing anything that escapes it.
 pub fn resolve(root: Option<&Path>, path: &str, must_exist: bool) -> Result<PathBuf> {
-    let root = root.ok_or_else(|| {
-        Error::PermissionDenied("file operations are disabled (POLARWAY_DATA_DIR is not set)".into())
-    })?;
+    let root = root
+        .ok_or_else(|| Error::PermissionDenied("file operations are disabled (POLARWAY_DATA_DIR is not set)".into()))?;
     let denied = || Error::PermissionDenied(format!("`{path}` is outside the data directory"));
     let rel = Path::new(path);
     if path.is_empty() || rel.is_absolute() {
@@ -91,9 +90,8 @@ pub fn resolve(root: Option<&Path>, path: &str, must_exist: bool) -> Result<Path
         joined.canonicalize().map_err(|_| Error::NotFound(format!("`{path}` does not exist")))?
     } else {
         let parent = joined.parent().ok_or_else(denied)?;
-        let parent = parent
-            .canonicalize()
-            .map_err(|_| Error::NotFound(format!("the directory of `{path}` does not exist")))?;
+        let parent =
+            parent.canonicalize().map_err(|_| Error::NotFound(format!("the directory of `{path}` does not exist")))?;
         let target = parent.join(joined.file_name().ok_or_else(denied)?);
         match target.canonicalize() {
             Ok(existing) => existing,
@@ -125,10 +123,7 @@ pub fn read(format: Format, spec: &ReadSpec, path: &Path) -> Result<DataFrame> {
             .with_columns(spec.columns.clone())
             .with_slice(spec.n_rows.map(|n| (0, n)))
             .finish()?,
-        Format::Ipc => IpcReader::new(file)
-            .with_columns(spec.columns.clone())
-            .with_n_rows(spec.n_rows)
-            .finish()?,
+        Format::Ipc => IpcReader::new(file).with_columns(spec.columns.clone()).with_n_rows(spec.n_rows).finish()?,
     };
     df.rechunk_mut_par();
     Ok(df)
@@ -136,8 +131,8 @@ pub fn read(format: Format, spec: &ReadSpec, path: &Path) -> Result<DataFrame> {
 
 /// Writes a frame to a file, returning the bytes written.
 pub fn write(format: Format, df: &mut DataFrame, path: &Path) -> Result<u64> {
-    let file = File::create(path)
-        .map_err(|e| Error::PermissionDenied(format!("cannot create the file: {}", e.kind())))?;
+    let file =
+        File::create(path).map_err(|e| Error::PermissionDenied(format!("cannot create the file: {}", e.kind())))?;
     match format {
         Format::Csv => CsvWriter::new(&file).finish(df)?,
         Format::Parquet => {

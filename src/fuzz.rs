@@ -49,11 +49,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let mut limits = Config::with_store(StoreConfig::Memory).limits;
         limits.max_put_bytes = 64 << 20;
         limits.max_join_rows = 1 << 20;
@@ -153,7 +150,8 @@ fn planned(op: &str, body: &[u8]) {
         _ => return,
     };
     // Every leaf of the tree, a stored result or a scan, reads the sample frame.
-    let mut leaves = ops::Leaves::of_frames(pipeline.handles().into_iter().map(|h| (h, Input::from(sample_frame()))).collect());
+    let mut leaves =
+        ops::Leaves::of_frames(pipeline.handles().into_iter().map(|h| (h, Input::from(sample_frame()))).collect());
     for scan in pipeline.scans() {
         leaves.scans.insert(scan.key(), Input::from(sample_frame()));
     }
@@ -185,9 +183,7 @@ pub fn flight_data(data: &[u8]) {
     let Some((first, rest)) = messages.split_first() else { return };
     let rest: Vec<_> = rest.iter().cloned().map(Ok).collect();
     let f = fixture();
-    let decoded = f
-        .runtime
-        .block_on(crate::flight::read_table(first.clone(), stream::iter(rest), f.limits.clone()));
+    let decoded = f.runtime.block_on(crate::flight::read_table(first.clone(), stream::iter(rest), f.limits.clone()));
     if let Ok((schema, batches)) = decoded {
         let _ = convert::batches_to_frame(&schema, &batches);
     }
@@ -277,7 +273,8 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let (schema, batches) = sample_batches();
     match target {
         "ticket" => {
-            let query = |q: &str| CommandStatementQuery { query: q.into(), transaction_id: None }.as_any().encode_to_vec();
+            let query =
+                |q: &str| CommandStatementQuery { query: q.into(), transaction_id: None }.as_any().encode_to_vec();
             let mut params = Vec::new();
             {
                 let mut writer = StreamWriter::try_new(&mut params, &schema).expect("writer");
@@ -299,8 +296,11 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 json!({"op": "filter", "input": Handle::derive(b"seed").to_string(), "predicate": "a > 1"})
                     .to_string()
                     .into_bytes(),
-                Any { type_url: "type.googleapis.com/arrow.flight.protocol.sql.CommandGetTables".into(), value: vec![].into() }
-                    .encode_to_vec(),
+                Any {
+                    type_url: "type.googleapis.com/arrow.flight.protocol.sql.CommandGetTables".into(),
+                    value: vec![].into(),
+                }
+                .encode_to_vec(),
             ]
         }
         "action" => action_seeds(),
@@ -312,10 +312,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 let encoder = FlightDataEncoderBuilder::new()
                     .with_options(options)
                     .build(stream::iter(batches.clone().into_iter().map(Ok)));
-                let messages: Vec<FlightData> = fixture()
-                    .runtime
-                    .block_on(encoder.try_collect())
-                    .expect("encoded");
+                let messages: Vec<FlightData> = fixture().runtime.block_on(encoder.try_collect()).expect("encoded");
                 join_messages(&messages)
             })
             .collect(),

@@ -57,8 +57,8 @@ impl Handle {
 
     /// Parses a Flight ticket, whose bytes are the handle's UTF-8 text.
     pub fn from_ticket(ticket: &[u8]) -> Result<Handle> {
-        let text = std::str::from_utf8(ticket)
-            .map_err(|_| Error::invalid("ticket is not a Polarway handle (not UTF-8)"))?;
+        let text =
+            std::str::from_utf8(ticket).map_err(|_| Error::invalid("ticket is not a Polarway handle (not UTF-8)"))?;
         Handle::parse(text)
     }
 

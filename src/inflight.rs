@@ -44,7 +44,12 @@ impl Budget {
         let total = total.max(2 * SMALL_MESSAGE);
         let reserve = (total / 8).clamp(SMALL_MESSAGE, 32 << 20);
         let bulk_total = total - reserve;
-        Budget { bulk: Arc::new(Semaphore::new(bulk_total)), bulk_total, reserve: Arc::new(Semaphore::new(reserve)), total }
+        Budget {
+            bulk: Arc::new(Semaphore::new(bulk_total)),
+            bulk_total,
+            reserve: Arc::new(Semaphore::new(reserve)),
+            total,
+        }
     }
 
     /// The whole budget in bytes.

@@ -210,8 +210,10 @@ fn check_field(field: ipc::Field, depth: usize) -> Result<()> {
                 return Err(bad("unsupported time width and unit"));
             }
         }
-        T::Timestamp => check_time_unit(field.type_as_timestamp().ok_or_else(missing)?.unit()).map_err(|_| bad("unknown timestamp unit"))?,
-        T::Duration => check_time_unit(field.type_as_duration().ok_or_else(missing)?.unit()).map_err(|_| bad("unknown duration unit"))?,
+        T::Timestamp => check_time_unit(field.type_as_timestamp().ok_or_else(missing)?.unit())
+            .map_err(|_| bad("unknown timestamp unit"))?,
+        T::Duration => check_time_unit(field.type_as_duration().ok_or_else(missing)?.unit())
+            .map_err(|_| bad("unknown duration unit"))?,
         T::Interval => {
             let interval = field.type_as_interval().ok_or_else(missing)?;
             use ipc::IntervalUnit as U;
@@ -287,10 +289,18 @@ mod tests {
             Field::new("a", DataType::Int64, true),
             Field::new_list("l", Field::new("item", DataType::Utf8View, true), true),
             Field::new("d", DataType::Decimal128(38, 10), true),
-            Field::new("m", DataType::Map(Arc::new(Field::new_struct("entries", vec![
-                Field::new("k", DataType::Utf8, false),
-                Field::new("v", DataType::Float64, true),
-            ], false)), false), true),
+            Field::new(
+                "m",
+                DataType::Map(
+                    Arc::new(Field::new_struct(
+                        "entries",
+                        vec![Field::new("k", DataType::Utf8, false), Field::new("v", DataType::Float64, true)],
+                        false,
+                    )),
+                    false,
+                ),
+                true,
+            ),
         ]);
         let message = schema_message(&schema);
         assert_eq!(check_message(&message, &[]).unwrap(), 0);
@@ -304,6 +314,8 @@ mod tests {
         message[at] = 7;
         let err = check_message(&message, &[]).unwrap_err();
         assert!(err.to_string().contains("unsupported width"), "{err}");
-        assert!(check_stream(&[&[0xff; 4][..], &(message.len() as i32).to_le_bytes(), &message].concat(), 1 << 20).is_err());
+        assert!(
+            check_stream(&[&[0xff; 4][..], &(message.len() as i32).to_le_bytes(), &message].concat(), 1 << 20).is_err()
+        );
     }
 }

@@ -21,10 +21,10 @@ use serde_json::Value;
 
 use crate::context::RequestContext;
 use crate::engine::Engine;
-use crate::exec::blocking;
-use crate::request::Request;
 use crate::error::{Error, Result};
+use crate::exec::blocking;
 use crate::handle::Handle;
+use crate::request::Request;
 use crate::store::{DocKey, DocSet, DocumentStore};
 
 /// Where a job is.
@@ -102,7 +102,13 @@ fn read_job(store: &dyn DocumentStore, id: &Handle) -> Result<Option<Job>> {
 
 /// Claims the next lease generation of a job if none is held at `now`; `None` when another
 /// worker holds it.
-fn try_claim(store: &dyn DocumentStore, id: &Handle, worker: &str, ttl: chrono::Duration, now: DateTime<Utc>) -> Result<Option<u64>> {
+fn try_claim(
+    store: &dyn DocumentStore,
+    id: &Handle,
+    worker: &str,
+    ttl: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<u64>> {
     let newest = store
         .list_docs(&DocSet::Leases(id.clone()))?
         .iter()
@@ -181,32 +187,31 @@ impl Jobs {
         let store = self.store.clone();
         let now = self.now();
         blocking(move || {
-                let job = Job {
-                    id: id.clone(),
-                    command: value,
-                    state: JobState::Pending,
-                    created_at: now,
-                    updated_at: now,
-                    worker: None,
-                    result: None,
-                    error: None,
-                    tenant,
-                };
-                if !store.put_doc(&DocKey::Job(id.clone()), encode(&job), true)? {
-                    let existing = read_job(store.as_ref(), &id)?.ok_or_else(|| {
-                        Error::Unavailable("job record vanished while being read".into())
-                    })?;
-                    if !matches!(existing.state, JobState::Failed | JobState::Cancelled) {
-                        return Ok(existing);
-                    }
-                    store.put_doc(&DocKey::Job(id.clone()), encode(&job), false)?;
+            let job = Job {
+                id: id.clone(),
+                command: value,
+                state: JobState::Pending,
+                created_at: now,
+                updated_at: now,
+                worker: None,
+                result: None,
+                error: None,
+                tenant,
+            };
+            if !store.put_doc(&DocKey::Job(id.clone()), encode(&job), true)? {
+                let existing = read_job(store.as_ref(), &id)?
+                    .ok_or_else(|| Error::Unavailable("job record vanished while being read".into()))?;
+                if !matches!(existing.state, JobState::Failed | JobState::Cancelled) {
+                    return Ok(existing);
                 }
-                store.put_doc(&DocKey::Queued(id.clone()), Vec::new(), false)?;
-                crate::metrics::metrics().jobs_queued.inc();
-                tracing::info!(job = %id, "job queued");
-                Ok(job)
-            })
-            .await
+                store.put_doc(&DocKey::Job(id.clone()), encode(&job), false)?;
+            }
+            store.put_doc(&DocKey::Queued(id.clone()), Vec::new(), false)?;
+            crate::metrics::metrics().jobs_queued.inc();
+            tracing::info!(job = %id, "job queued");
+            Ok(job)
+        })
+        .await
     }
 
     /// A job's record, or NOT_FOUND (also for another tenant's job).
@@ -236,10 +241,10 @@ impl Jobs {
             let store = self.store.clone();
             let saved = job.clone();
             blocking(move || {
-                    store.put_doc(&DocKey::Job(saved.id.clone()), encode(&saved), false)?;
-                    store.delete_doc(&DocKey::Queued(saved.id.clone()))
-                })
-                .await?;
+                store.put_doc(&DocKey::Job(saved.id.clone()), encode(&saved), false)?;
+                store.delete_doc(&DocKey::Queued(saved.id.clone()))
+            })
+            .await?;
         }
         Ok(job)
     }
@@ -325,7 +330,8 @@ impl Jobs {
         let outcome = match Request::parse_command(&serde_json::to_vec(&job.command).expect("json")) {
             // The job runs as the tenant that queued it, with a request's time from its start.
             Ok(request) => {
-                let ctx = RequestContext::new(job.tenant.clone(), self.engine.limits().request_timeout, format!("job-{id}"));
+                let ctx =
+                    RequestContext::new(job.tenant.clone(), self.engine.limits().request_timeout, format!("job-{id}"));
                 self.engine.produce(&ctx, request).await
             }
             Err(e) => Err(e),
@@ -358,13 +364,13 @@ impl Jobs {
         let store = self.store.clone();
         let id = id.clone();
         blocking(move || {
-                store.delete_doc(&DocKey::Queued(id.clone()))?;
-                for key in store.list_docs(&DocSet::Leases(id.clone()))? {
-                    store.delete_doc(&key)?;
-                }
-                Ok(())
-            })
-            .await
+            store.delete_doc(&DocKey::Queued(id.clone()))?;
+            for key in store.list_docs(&DocSet::Leases(id.clone()))? {
+                store.delete_doc(&key)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 

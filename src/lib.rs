@@ -18,84 +18,84 @@
 
 // Protocol: how clients reach a worker.
 
-/// The Arrow Flight service: decode, call the engine, encode; the only module that knows tonic.
-pub mod flight;
-/// Parsing of DoAction bodies and command descriptors into typed requests.
-pub mod request;
-/// Result handles, which are also Flight tickets.
-pub mod handle;
-/// Header names shared by the server and clients.
-pub mod protocol;
 /// Token authentication: bearer tokens and signed Handshake tokens.
 pub mod auth;
-/// TLS and mTLS on the Flight port, with certificates reloaded from disk.
-pub mod tls;
-/// Running a worker: HTTP/2 connections, sweep and job tasks, shutdown.
-pub mod server;
+/// The Arrow Flight service: decode, call the engine, encode; the only module that knows tonic.
+pub mod flight;
+/// Result handles, which are also Flight tickets.
+pub mod handle;
 /// Response bytes in flight: the worker's and each connection's budget, and each stream's progress.
 pub mod inflight;
+/// Header names shared by the server and clients.
+pub mod protocol;
+/// Parsing of DoAction bodies and command descriptors into typed requests.
+pub mod request;
+/// Running a worker: HTTP/2 connections, sweep and job tasks, shutdown.
+pub mod server;
+/// TLS and mTLS on the Flight port, with certificates reloaded from disk.
+pub mod tls;
 
 // Execution: one request's life.
 
-/// What a request carries through the layers: tenant, deadline, request id.
-pub mod context;
-/// The one way work runs: admitted, within the deadline, on the blocking pool, panics contained.
-pub mod exec;
-/// What a request asks of the worker, done: operations, files, uploads, exchanges; typed outcomes.
-pub mod engine;
 /// Which results a request sees, their lifetime, reads, cache, quota and recovery from lineage.
 pub mod catalog;
+/// What a request carries through the layers: tenant, deadline, request id.
+pub mod context;
+/// What a request asks of the worker, done: operations, files, uploads, exchanges; typed outcomes.
+pub mod engine;
+/// The one way work runs: admitted, within the deadline, on the blocking pool, panics contained.
+pub mod exec;
+/// Expiry: deleting expired results and the leftovers of interrupted writes.
+pub mod gc;
+/// Batch jobs queued in the shared store, claimed with leases.
+pub mod jobs;
 /// SQL over a tenant's named datasets with DataFusion, reading stored IPC files directly.
 pub mod sql;
 /// What SQL text can cost, read from its tokens before a parser sees it: depth and expansion.
 pub mod sqltext;
-/// Batch jobs queued in the shared store, claimed with leases.
-pub mod jobs;
-/// Expiry: deleting expired results and the leftovers of interrupted writes.
-pub mod gc;
 
 // Operations: Polars work, no I/O.
 
-/// Polars operations by family, their typed JSON specs, and the one registry of them.
-pub mod ops;
-/// File sources and sinks under the data root: `read_*` and `write_*`.
-pub mod files;
 /// Zero-copy conversion between Polars frames and arrow-rs batches.
 pub mod convert;
+/// File sources and sinks under the data root: `read_*` and `write_*`.
+pub mod files;
+/// Polars operations by family, their typed JSON specs, and the one registry of them.
+pub mod ops;
 
 // Storage: where results and documents live.
 
-/// Where results live: the store trait, in memory or as Arrow IPC files in an object store.
-pub mod store;
-/// Where users' data lives: the data root, declared datasets, scans as plan leaves, sinks.
-pub mod data;
-/// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.
-pub mod names;
 /// A bytes-bounded LRU of decoded results, per worker.
 pub mod cache;
+/// Where users' data lives: the data root, declared datasets, scans as plan leaves, sinks.
+pub mod data;
 /// Checks on Arrow IPC from clients and the store, before arrow-rs decodes it.
 pub mod ipc;
+/// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.
+pub mod names;
+/// Where results live: the store trait, in memory or as Arrow IPC files in an object store.
+pub mod store;
 
 // Cross-cutting.
 
-/// Command line and environment: the one place configuration is read and validated.
-pub mod config;
-/// The error type, by root cause; its gRPC status is made in `flight::status` alone.
-pub mod error;
-/// Size, row, concurrency and time limits, and the admission queue.
-pub mod limits;
-/// Per-tenant quotas on bytes stored and live results.
-pub mod quota;
 /// The time expiry, leases and sweeps are measured against; injected so tests can move it.
 pub mod clock;
+/// Command line and environment: the one place configuration is read and validated.
+pub mod config;
 /// The one place a panic is caught, and the guard for decoders fed outside input.
 pub mod contain;
-/// Prometheus metrics and the health/readiness endpoint.
-pub mod metrics;
-/// The allocator's settings, freed memory handed back, and thread stacks.
-pub mod memory;
+/// The error type, by root cause; its gRPC status is made in `flight::status` alone.
+pub mod error;
 /// Entry points for the fuzz targets in `fuzz/`, and the replay of the inputs they found.
 pub mod fuzz;
+/// Size, row, concurrency and time limits, and the admission queue.
+pub mod limits;
+/// The allocator's settings, freed memory handed back, and thread stacks.
+pub mod memory;
+/// Prometheus metrics and the health/readiness endpoint.
+pub mod metrics;
+/// Per-tenant quotas on bytes stored and live results.
+pub mod quota;
 
 // Clients.
 

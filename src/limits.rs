@@ -125,7 +125,9 @@ impl Limits {
     /// Refuses a result whose shape exceeds the row or column limit.
     pub fn check_shape(&self, rows: usize, columns: usize) -> Result<()> {
         if rows as u64 > self.max_result_rows {
-            return Err(Limit::ResultRows.exceeded(format!("result has {rows} rows; the limit is {}", self.max_result_rows)));
+            return Err(
+                Limit::ResultRows.exceeded(format!("result has {rows} rows; the limit is {}", self.max_result_rows))
+            );
         }
         if columns as u64 > self.max_result_columns {
             return Err(Limit::ResultColumns
@@ -193,12 +195,7 @@ impl Drop for InQueue<'_> {
 impl Admission {
     /// Creates `slots` slots and a queue of `max_queued` waiters; a request waits at most `wait`.
     pub fn new(slots: usize, max_queued: usize, wait: Duration) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(slots.max(1))),
-            wait,
-            queued: Arc::new(AtomicUsize::new(0)),
-            max_queued,
-        }
+        Self { slots: Arc::new(Semaphore::new(slots.max(1))), wait, queued: Arc::new(AtomicUsize::new(0)), max_queued }
     }
 
     /// Refuses at once when every slot is taken and the queue is full: checked when a computing
@@ -231,9 +228,9 @@ impl Admission {
             Err(_elapsed) => Err({
                 rejected("concurrency");
                 Error::Overloaded(
-                "worker busy: no operation slot became free in time (POLARWAY_MAX_CONCURRENT_OPS); retry after 1 s"
-                    .into(),
-            )
+                    "worker busy: no operation slot became free in time (POLARWAY_MAX_CONCURRENT_OPS); retry after 1 s"
+                        .into(),
+                )
             }),
         }
     }

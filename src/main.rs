@@ -46,20 +46,14 @@ async fn run() -> i32 {
     let listener = match tokio::net::TcpListener::bind(config.bind_address).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!(
-                "polarway-grpc: POLARWAY_BIND_ADDRESS: cannot listen on {}: {e}",
-                config.bind_address
-            );
+            eprintln!("polarway-grpc: POLARWAY_BIND_ADDRESS: cannot listen on {}: {e}", config.bind_address);
             return 2;
         }
     };
     let metrics_listener = match polarway::metrics::bind(config.metrics_address).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!(
-                "polarway-grpc: POLARWAY_METRICS_ADDRESS: cannot listen on {}: {e}",
-                config.metrics_address
-            );
+            eprintln!("polarway-grpc: POLARWAY_METRICS_ADDRESS: cannot listen on {}: {e}", config.metrics_address);
             return 2;
         }
     };
@@ -101,8 +95,8 @@ async fn gc(config: &Config, once: bool) -> i32 {
 
 /// Completes on SIGINT or SIGTERM; the server then stops accepting and drains in-flight calls.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

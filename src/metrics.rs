@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the worker exports.
@@ -207,12 +206,7 @@ pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    metrics().render(),
-                )
-            }),
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics().render()) }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route(

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::handle::Handle;
 use crate::files::{Format, ReadSpec, WriteSpec};
+use crate::handle::Handle;
 use crate::ops::expr::native;
 use crate::ops::{Inputs, Pipeline, registry};
 
@@ -133,8 +133,8 @@ impl Request {
 
     /// Parses a command descriptor: a JSON object whose `op` names the operation.
     pub fn parse_command(cmd: &[u8]) -> Result<Request> {
-        let value: Value = serde_json::from_slice(cmd)
-            .map_err(|e| Error::invalid(format!("command is not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(cmd).map_err(|e| Error::invalid(format!("command is not valid JSON: {e}")))?;
         let Value::Object(mut obj) = value else {
             return Err(Error::invalid("command must be a JSON object"));
         };
@@ -216,7 +216,10 @@ mod tests {
         match Request::parse("filter", body.as_bytes()).unwrap() {
             Request::Transform { pipeline, .. } => {
                 assert_eq!(pipeline.input, h.clone().into());
-                assert_eq!(pipeline.steps, vec![Step::from_json(json!({"op": "filter", "predicate": "a > 1"})).unwrap()]);
+                assert_eq!(
+                    pipeline.steps,
+                    vec![Step::from_json(json!({"op": "filter", "predicate": "a > 1"})).unwrap()]
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -227,5 +230,4 @@ mod tests {
         let err = Request::parse("filter", format!(r#"{{"input": "{h}", "predicat": "a"}}"#).as_bytes()).unwrap_err();
         assert!(err.to_string().contains("predicat"), "{err}");
     }
-
 }

@@ -280,7 +280,10 @@ mod tests {
     fn deep_text_is_refused_and_names_the_parameter() {
         let deep = format!("qty{}", " + qty".repeat(MAX_DEPTH + 1));
         let err = check("predicate", &deep).unwrap_err();
-        assert!(matches!(err, crate::error::Error::LimitExceeded { limit: crate::limits::Limit::ExpressionDepth, .. }), "{err:?}");
+        assert!(
+            matches!(err, crate::error::Error::LimitExceeded { limit: crate::limits::Limit::ExpressionDepth, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("`predicate`"), "{err}");
         check("predicate", &format!("qty{}", " + qty".repeat(MAX_DEPTH))).unwrap();
         check("predicate", "qty >").unwrap();

@@ -64,9 +64,9 @@ impl TlsFiles {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("{} and {} do not make a certificate: {e}", self.cert.display(), self.key.display()))?;
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+            format!("{} and {} do not make a certificate: {e}", self.cert.display(), self.key.display())
+        })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }

@@ -169,7 +169,11 @@ impl<'c> RemoteFrame<'c> {
     /// files) comes back without recomputing.
     pub async fn persist(self) -> Result<Handle, Status> {
         if let (true, Value::String(handle)) = (self.steps.is_empty(), &self.source) {
-            return Ok(Handle { handle: handle.clone(), affinity: self.affinity.clone(), json: json!({ "handle": handle }) });
+            return Ok(Handle {
+                handle: handle.clone(),
+                affinity: self.affinity.clone(),
+                json: json!({ "handle": handle }),
+            });
         }
         self.client.run("pipeline", &self.pipeline(), Some(&self.affinity)).await
     }

@@ -109,10 +109,7 @@ pub struct Handle {
 
 impl Handle {
     fn from_json(json: Value) -> Result<Handle, Status> {
-        let handle = json["handle"]
-            .as_str()
-            .ok_or_else(|| Status::internal("answer without a handle"))?
-            .to_string();
+        let handle = json["handle"].as_str().ok_or_else(|| Status::internal("answer without a handle"))?.to_string();
         let affinity = json["affinity"].as_str().unwrap_or(&handle).to_string();
         Ok(Handle { handle, affinity, json })
     }
@@ -250,16 +247,9 @@ impl Client {
         self.with_retries(affinity, |mut client| {
             let action = Action::new(op, payload.clone());
             async move {
-                let mut results = client
-                    .do_action(Self::request(action, timeout, affinity))
-                    .await?
-                    .into_inner();
-                let first = results
-                    .message()
-                    .await?
-                    .ok_or_else(|| Status::internal("action answered nothing"))?;
-                serde_json::from_slice(&first.body)
-                    .map_err(|e| Status::internal(format!("answer is not JSON: {e}")))
+                let mut results = client.do_action(Self::request(action, timeout, affinity)).await?.into_inner();
+                let first = results.message().await?.ok_or_else(|| Status::internal("action answered nothing"))?;
+                serde_json::from_slice(&first.body).map_err(|e| Status::internal(format!("answer is not JSON: {e}")))
             }
         })
         .await
@@ -292,10 +282,7 @@ impl Client {
                 request.metadata_mut().insert(IDEMPOTENCY_KEY_HEADER, key);
                 async move {
                     let mut results = client.do_put(request).await?.into_inner();
-                    let first = results
-                        .message()
-                        .await?
-                        .ok_or_else(|| Status::internal("upload answered nothing"))?;
+                    let first = results.message().await?.ok_or_else(|| Status::internal("upload answered nothing"))?;
                     serde_json::from_slice(&first.app_metadata)
                         .map_err(|e| Status::internal(format!("answer is not JSON: {e}")))
                 }
@@ -311,13 +298,12 @@ impl Client {
             let ticket = Ticket::new(handle.to_string());
             async move {
                 let stream = client.do_get(Self::request(ticket, timeout, affinity)).await?.into_inner();
-                FlightRecordBatchStream::new_from_flight_data(stream.map_err(Into::into))
-                    .try_collect()
-                    .await
-                    .map_err(|e| match e {
+                FlightRecordBatchStream::new_from_flight_data(stream.map_err(Into::into)).try_collect().await.map_err(
+                    |e| match e {
                         arrow_flight::error::FlightError::Tonic(status) => *status,
                         other => Status::internal(other.to_string()),
-                    })
+                    },
+                )
             }
         })
         .await

@@ -79,7 +79,8 @@ pub struct Datasets(BTreeMap<String, Dataset>);
 impl Datasets {
     /// Reads and checks the datasets file; the error names the file's problem, for the operator.
     pub fn from_file(path: &Path) -> std::result::Result<Datasets, String> {
-        let text = std::fs::read(path).map_err(|e| format!("POLARWAY_DATASETS_FILE: cannot read {}: {e}", path.display()))?;
+        let text =
+            std::fs::read(path).map_err(|e| format!("POLARWAY_DATASETS_FILE: cannot read {}: {e}", path.display()))?;
         Datasets::parse(&text).map_err(|e| format!("POLARWAY_DATASETS_FILE: {e}"))
     }
 
@@ -98,10 +99,7 @@ impl Datasets {
 
     /// The dataset `name`, if the request's tenant may use it; NOT_FOUND otherwise.
     pub fn get(&self, ctx: &RequestContext, name: &str) -> Result<&Dataset> {
-        self.0
-            .get(name)
-            .filter(|d| d.allows(ctx))
-            .ok_or_else(|| Error::NotFound(format!("no dataset named `{name}`")))
+        self.0.get(name).filter(|d| d.allows(ctx)).ok_or_else(|| Error::NotFound(format!("no dataset named `{name}`")))
     }
 
     /// The datasets the request's tenant may use.
@@ -121,7 +119,8 @@ mod tests {
 
     #[test]
     fn the_file_is_checked_and_tenants_see_only_theirs() {
-        let text = br#"{"sales": {"path": "sales", "format": "parquet", "hive_partitioning": true, "tenants": ["acme"]},
+        let text =
+            br#"{"sales": {"path": "sales", "format": "parquet", "hive_partitioning": true, "tenants": ["acme"]},
                         "open": {"path": "o/*.csv", "format": "csv", "csv": {"separator": ";"}}}"#;
         let sets = Datasets::parse(text).unwrap();
         let acme = RequestContext::new(Some("acme".into()), std::time::Duration::from_secs(1), "t");

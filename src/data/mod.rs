@@ -56,7 +56,9 @@ impl Data {
     /// The root, or PERMISSION_DENIED when none is configured.
     pub fn root(&self) -> Result<&Root> {
         self.root.as_ref().ok_or_else(|| {
-            Error::PermissionDenied("scans and sinks are disabled (POLARWAY_DATA_URL or POLARWAY_DATA_DIR is not set)".into())
+            Error::PermissionDenied(
+                "scans and sinks are disabled (POLARWAY_DATA_URL or POLARWAY_DATA_DIR is not set)".into(),
+            )
         })
     }
 
@@ -147,7 +149,9 @@ impl Data {
                     match partitions.get_mut(i) {
                         Some((k, int)) if k == key => *int &= integer,
                         Some(_) => {
-                            return Err(Error::invalid(format!("the dataset `{name}` has files at different partition levels")));
+                            return Err(Error::invalid(format!(
+                                "the dataset `{name}` has files at different partition levels"
+                            )));
                         }
                         None => partitions.push((key.to_string(), integer)),
                     }

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use polars::io::cloud::CloudOptions;
 use serde::Serialize;
 
@@ -74,7 +74,8 @@ fn has_glob(component: &str) -> bool {
 
 /// Checks a client path and splits it at its glob.
 pub fn locate(path: &str) -> Result<Located> {
-    if path.is_empty() || path.starts_with('/') || path.starts_with('\\') || path.contains("://") || path.contains('\0') {
+    if path.is_empty() || path.starts_with('/') || path.starts_with('\\') || path.contains("://") || path.contains('\0')
+    {
         return Err(denied(path));
     }
     let mut parts = Vec::new();
@@ -165,13 +166,20 @@ impl Root {
 
     /// Opens a local directory as the root.
     pub fn open_dir(dir: &std::path::Path, writable: bool) -> Result<Root> {
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| Error::invalid(format!("the data root {} is not an existing directory: {e}", dir.display())))?;
+        let dir = dir.canonicalize().map_err(|e| {
+            Error::invalid(format!("the data root {} is not an existing directory: {e}", dir.display()))
+        })?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| Error::invalid(format!("the data root: {e}")))?;
         let base = format!("{}/", dir.display().to_string().trim_end_matches('/'));
-        Ok(Root { base, local: Some(dir), store: Arc::new(store), prefix: ObjectPath::default(), options: vec![], writable })
+        Ok(Root {
+            base,
+            local: Some(dir),
+            store: Arc::new(store),
+            prefix: ObjectPath::default(),
+            options: vec![],
+            writable,
+        })
     }
 
     /// The location Polars reads `path` (relative, checked) from.
@@ -276,7 +284,8 @@ impl Root {
 }
 
 fn file_id(path: String, meta: &object_store::ObjectMeta) -> FileId {
-    let version = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.timestamp_nanos_opt().unwrap_or(0).to_string());
+    let version =
+        meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.timestamp_nanos_opt().unwrap_or(0).to_string());
     FileId { path, size: meta.size, version }
 }
 

@@ -126,9 +126,10 @@ pub fn lazy(spec: &ScanSpec, location: &str, hive: bool, cloud: Option<CloudOpti
             let parse = CsvParseOptions::default()
                 .with_separator(csv.separator.as_bytes()[0])
                 .with_try_parse_dates(csv.try_parse_dates)
-                .with_null_values((!csv.null_values.is_empty()).then(|| {
-                    NullValues::AllColumns(csv.null_values.iter().map(|v| v.as_str().into()).collect())
-                }));
+                .with_null_values(
+                    (!csv.null_values.is_empty())
+                        .then(|| NullValues::AllColumns(csv.null_values.iter().map(|v| v.as_str().into()).collect())),
+                );
             let overrides = if csv.schema_overrides.is_empty() {
                 None
             } else {

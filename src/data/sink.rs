@@ -205,7 +205,14 @@ impl Data {
     }
 
     /// Runs the sink of `lf` (on the calling thread: an operation's slot) and publishes it.
-    pub fn write(&self, runtime: &tokio::runtime::Handle, lf: LazyFrame, spec: &SinkSpec, target: &Target, id: &str) -> Result<Written> {
+    pub fn write(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        lf: LazyFrame,
+        spec: &SinkSpec,
+        target: &Target,
+        id: &str,
+    ) -> Result<Written> {
         let root = self.root()?;
         let temp = target.temp(id);
         runtime.block_on(remove_all(root, &temp, target))?;
@@ -368,12 +375,15 @@ async fn publish(
             let aside = root.local_path(&target.aside(id)).expect("a local root");
             let replaced = spec.mode == Mode::Overwrite && final_dir.exists();
             if replaced {
-                std::fs::rename(&final_dir, &aside).map_err(|e| Error::store("the data root: cannot replace the output", e))?;
+                std::fs::rename(&final_dir, &aside)
+                    .map_err(|e| Error::store("the data root: cannot replace the output", e))?;
             }
             if let Some(parent) = final_dir.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::store("the data root: cannot create the output's directory", e))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::store("the data root: cannot create the output's directory", e))?;
             }
-            std::fs::rename(&staged_dir, &final_dir).map_err(|e| Error::store("the data root: cannot publish the output", e))?;
+            std::fs::rename(&staged_dir, &final_dir)
+                .map_err(|e| Error::store("the data root: cannot publish the output", e))?;
             if replaced {
                 let _ = std::fs::remove_dir_all(&aside);
             }
@@ -392,7 +402,8 @@ async fn publish(
     let files: Vec<WrittenFile> = moved.into_iter().map(|(_, path, bytes)| WrittenFile { path, bytes }).collect();
     let bytes = files.iter().map(|f| f.bytes).sum();
     let written = Written { target: target.shown.clone(), files, rows, bytes };
-    let marker = serde_json::to_vec(&Marker { id: id.to_string(), written: written.clone() }).expect("marker serialises");
+    let marker =
+        serde_json::to_vec(&Marker { id: id.to_string(), written: written.clone() }).expect("marker serialises");
     let (_, marker_path) = root.object(&target.marker());
     store.put(&marker_path, marker.into()).await.map_err(|e| io_error(target, e))?;
     if let Some(dir) = root.local_path(temp) {

@@ -45,7 +45,9 @@ pub fn outcome_json(outcome: &Outcome) -> Value {
             "num_bytes": written.bytes,
         }),
         Outcome::Schema { handle, schema } => json!({"handle": handle.as_str(), "schema": schema}),
-        Outcome::Shape { handle, rows, columns } => json!({"handle": handle.as_str(), "rows": rows, "columns": columns}),
+        Outcome::Shape { handle, rows, columns } => {
+            json!({"handle": handle.as_str(), "rows": rows, "columns": columns})
+        }
         Outcome::Plan(plan) => json!({"plan": plan}),
         Outcome::Dropped(handle) => json!({"handle": handle.as_str(), "dropped": true}),
     }

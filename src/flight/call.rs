@@ -16,13 +16,7 @@ use crate::protocol::REQUEST_ID_HEADER;
 pub(super) const AUTHORIZATION: &str = "authorization";
 
 fn rpc_span(method: &'static str, request_id: &str) -> tracing::Span {
-    tracing::info_span!(
-        "rpc",
-        method,
-        request_id,
-        action = tracing::field::Empty,
-        handle = tracing::field::Empty
-    )
+    tracing::info_span!("rpc", method, request_id, action = tracing::field::Empty, handle = tracing::field::Empty)
 }
 
 /// What every RPC does around its own work: name it (request id, span), authenticate it, run it
@@ -39,7 +33,12 @@ pub(super) struct Call {
 impl Call {
     /// Names, times and authenticates a call of `method`; its work will have `timeout`, or the
     /// client's deadline (`grpc-timeout`) when that is sooner.
-    pub fn begin<T>(method: &'static str, request: &Request<T>, auth: Option<&Authenticator>, timeout: Duration) -> Call {
+    pub fn begin<T>(
+        method: &'static str,
+        request: &Request<T>,
+        auth: Option<&Authenticator>,
+        timeout: Duration,
+    ) -> Call {
         let id = request_id(request.metadata());
         let timeout = client_timeout(request.metadata()).map_or(timeout, |client| client.min(timeout));
         Call {

@@ -158,7 +158,11 @@ mod tests {
         let upload = Descriptor::Json(br#"{"name": "t", "idempotency_key": "k"}"#.to_vec()).upload().unwrap();
         assert_eq!((upload.name.as_deref(), upload.idempotency_key.as_deref()), (Some("t"), Some("k")));
         assert_eq!(Descriptor::Path(vec!["t".into()]).upload().unwrap().name.as_deref(), Some("t"));
-        for bad in [Descriptor::Path(vec!["a".into(), "b".into()]), Descriptor::Path(vec![String::new()]), Descriptor::Json(b"{\"nam\": 1}".to_vec())] {
+        for bad in [
+            Descriptor::Path(vec!["a".into(), "b".into()]),
+            Descriptor::Path(vec![String::new()]),
+            Descriptor::Json(b"{\"nam\": 1}".to_vec()),
+        ] {
             assert!(matches!(bad.upload(), Err(Error::InvalidArgument(_))));
         }
         assert!(Descriptor::Json(br#"{"steps": []}"#.to_vec()).exchange().unwrap().is_empty());

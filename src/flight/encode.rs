@@ -135,7 +135,11 @@ fn split_messages(buffers: Vec<Buffer>) -> Result<Vec<OutgoingData>> {
         let body_len = usize::try_from(message.bodyLength())
             .map_err(|_| Error::Internal("the IPC encoder wrote a negative body length".into()))?;
         let body = coalesce(stream.take_parts(body_len)?);
-        messages.push(OutgoingData { data: FlightData { data_header: header, ..Default::default() }, body, grant: None });
+        messages.push(OutgoingData {
+            data: FlightData { data_header: header, ..Default::default() },
+            body,
+            grant: None,
+        });
     }
     Ok(messages)
 }
@@ -249,15 +253,24 @@ mod tests {
             (0..n).map(|i| (i % 7 != 0).then(|| format!("value number {i} of the sample"))).collect();
         let list = ListArray::from_iter_primitive::<Int32Type, _, _>((0..n).map(|i| Some(vec![Some(i), None])));
         let point = StructArray::from(vec![
-            (Arc::new(Field::new("x", DataType::Float64, true)), Arc::new(Float64Array::from_iter((0..n).map(|i| Some(f64::from(i))))) as ArrayRef),
-            (Arc::new(Field::new("ok", DataType::Boolean, true)), Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 3 == 0)))) as ArrayRef),
+            (
+                Arc::new(Field::new("x", DataType::Float64, true)),
+                Arc::new(Float64Array::from_iter((0..n).map(|i| Some(f64::from(i))))) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("ok", DataType::Boolean, true)),
+                Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 3 == 0)))) as ArrayRef,
+            ),
         ]);
         RecordBatch::try_from_iter([
             ("id", Arc::new(Int64Array::from_iter_values(0..i64::from(n))) as ArrayRef),
             ("q", Arc::new(Int32Array::from_iter((0..n).map(|i| (i % 5 != 0).then_some(i)))) as ArrayRef),
             ("s", Arc::new(StringArray::from_iter(strings.iter().map(|s| s.as_deref()))) as ArrayRef),
             ("v", Arc::new(StringViewArray::from_iter(strings.iter().map(|s| s.as_deref()))) as ArrayRef),
-            ("flag", Arc::new(BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)))) as ArrayRef),
+            (
+                "flag",
+                Arc::new(BooleanArray::from_iter((0..n).map(|i| (i % 11 != 0).then_some(i % 2 == 0)))) as ArrayRef,
+            ),
             ("l", Arc::new(list) as ArrayRef),
             ("p", Arc::new(point) as ArrayRef),
         ])
@@ -269,7 +282,8 @@ mod tests {
         let batch = sample();
         let schema = batch.schema();
         // Slices at odd offsets: validity and boolean bitmaps that do not start on a byte.
-        let batches = vec![batch.clone(), batch.slice(3, 4_000), batch.slice(4_003, 1), batch.slice(9_999, 1), batch.slice(0, 0)];
+        let batches =
+            vec![batch.clone(), batch.slice(3, 4_000), batch.slice(4_003, 1), batch.slice(9_999, 1), batch.slice(0, 0)];
         let mut encoder = BatchEncoder::try_new(&schema).unwrap();
         let mut messages = vec![BatchEncoder::schema_message(&schema)];
         for b in &batches {

@@ -17,17 +17,17 @@ mod stream;
 pub mod ticket;
 pub(crate) mod wire;
 
-pub use wire::FlightRoutes;
 pub(crate) use stream::read_table;
+pub use wire::FlightRoutes;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria,
-    Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo,
-    PutResult, RenewFlightEndpointRequest, SchemaAsIpc, SchemaResult, Ticket,
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria, Empty, FlightData,
+    FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult, RenewFlightEndpointRequest,
+    SchemaAsIpc, SchemaResult, Ticket,
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt, stream as futures_stream};
@@ -112,7 +112,11 @@ impl PolarwayFlight {
 
     /// The routes serving this service, with message limits from the engine's configuration and
     /// request limits from `transport`.
-    pub fn into_routes(self, framing: crate::config::WireFraming, transport: &crate::config::Transport) -> FlightRoutes {
+    pub fn into_routes(
+        self,
+        framing: crate::config::WireFraming,
+        transport: &crate::config::Transport,
+    ) -> FlightRoutes {
         FlightRoutes::new(self, framing, transport)
     }
 
@@ -170,10 +174,7 @@ impl PolarwayFlight {
 
     /// DoGet with each message's body in parts, for `wire` to send as they are; tonic's codec gets
     /// them joined ([`FlightService::do_get`]).
-    async fn get(
-        &self,
-        request: Request<Ticket>,
-    ) -> std::result::Result<Response<BoxStream<OutgoingData>>, Status> {
+    async fn get(&self, request: Request<Ticket>) -> std::result::Result<Response<BoxStream<OutgoingData>>, Status> {
         let call = self.begin("DoGet", &request);
         call.run(|ctx| async move {
             let views = self.views(&request)?;
@@ -211,11 +212,8 @@ impl PolarwayFlight {
     ) -> std::result::Result<Response<BoxStream<PutResult>>, Status> {
         let call = self.begin("DoPut", &request);
         call.run(|ctx| async move {
-            let header_key = request
-                .metadata()
-                .get(IDEMPOTENCY_KEY_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let header_key =
+                request.metadata().get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
             let mut incoming = request.into_inner();
             let first = incoming
                 .next()
@@ -407,10 +405,7 @@ impl FlightService for PolarwayFlight {
         .await
     }
 
-    async fn do_get(
-        &self,
-        request: Request<Ticket>,
-    ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(&self, request: Request<Ticket>) -> std::result::Result<Response<Self::DoGetStream>, Status> {
         let messages = self.get(request).await?;
         Ok(messages.map(|m| Box::pin(m.map_ok(OutgoingData::into_flight_data)) as BoxStream<FlightData>))
     }
@@ -431,10 +426,8 @@ impl FlightService for PolarwayFlight {
             let views = self.views(&request)?;
             let producer = self.producer(&request);
             let mut incoming = request.into_inner();
-            let first = incoming
-                .message()
-                .await?
-                .ok_or_else(|| Status::from(Error::invalid("empty exchange stream")))?;
+            let first =
+                incoming.message().await?.ok_or_else(|| Status::from(Error::invalid("empty exchange stream")))?;
             let steps = Descriptor::parse_optional(first.flight_descriptor.as_ref())?.exchange()?;
             let (schema, batches) = stream::read_table(first, incoming, self.engine.limits().clone()).await?;
             // A streamed request's time starts once its input has arrived.
@@ -447,10 +440,7 @@ impl FlightService for PolarwayFlight {
         .await
     }
 
-    async fn do_action(
-        &self,
-        request: Request<Action>,
-    ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(&self, request: Request<Action>) -> std::result::Result<Response<Self::DoActionStream>, Status> {
         let call = self.begin("DoAction", &request);
         let action = request.into_inner();
         call.span.record("action", action.r#type.as_str());
@@ -467,9 +457,9 @@ impl FlightService for PolarwayFlight {
                     let endpoint_in = req.endpoint.unwrap_or_default();
                     let ticket = endpoint_in.ticket.clone().unwrap_or_default();
                     let handle = Handle::from_ticket(&ticket.ticket)?;
-                    let until = endpoint_in.expiration_time.and_then(|t| {
-                        DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-                    });
+                    let until = endpoint_in
+                        .expiration_time
+                        .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32));
                     let meta = self.engine.catalog().renew(&ctx, &handle, until).await?;
                     answer::endpoint(&meta).encode_to_vec().into()
                 }
@@ -484,9 +474,7 @@ impl FlightService for PolarwayFlight {
                         let ticket = ep.ticket.clone().unwrap_or_default();
                         self.engine.catalog().drop_handle(&ctx, &Handle::from_ticket(&ticket.ticket)?).await?;
                     }
-                    CancelFlightInfoResult { status: CancelStatus::Cancelled as i32 }
-                        .encode_to_vec()
-                        .into()
+                    CancelFlightInfoResult { status: CancelStatus::Cancelled as i32 }.encode_to_vec().into()
                 }
                 op => answer::outcome_json(&self.engine.action(&ctx, op, &action.body).await?).to_string().into(),
             };

@@ -16,10 +16,9 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, Command, CommandGetTables,
-    CommandPreparedStatementQuery, CommandStatementIngest, DoPutPreparedStatementResult,
-    DoPutUpdateResult, ProstMessageExt, SqlInfo, SqlSupportedCaseSensitivity,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    Any, Command, CommandGetTables, CommandPreparedStatementQuery, CommandStatementIngest,
+    DoPutPreparedStatementResult, DoPutUpdateResult, ProstMessageExt, SqlInfo, SqlSupportedCaseSensitivity,
     SqlSupportedTransaction, TableExistsOption, TableNotExistOption,
 };
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket};
@@ -39,8 +38,14 @@ const TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 pub const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
 /// Closing a prepared statement: nothing to free, statements live in their handles.
 pub const CLOSE_PREPARED_STATEMENT: &str = "ClosePreparedStatement";
-const TRANSACTION_ACTIONS: &[&str] =
-    &["BeginTransaction", "EndTransaction", "BeginSavepoint", "EndSavepoint", "CancelQuery", "CreatePreparedSubstraitPlan"];
+const TRANSACTION_ACTIONS: &[&str] = &[
+    "BeginTransaction",
+    "EndTransaction",
+    "BeginSavepoint",
+    "EndSavepoint",
+    "CancelQuery",
+    "CreatePreparedSubstraitPlan",
+];
 
 /// The Flight SQL message in `bytes`, if it is one.
 pub fn decode(bytes: &[u8]) -> Option<Command> {
@@ -135,7 +140,10 @@ fn sql_info() -> &'static SqlInfoData {
         b.append(SqlInfo::SqlDdlTable, false);
         b.append(SqlInfo::SqlIdentifierCase, SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32);
         b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-        b.append(SqlInfo::SqlQuotedIdentifierCase, SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32);
+        b.append(
+            SqlInfo::SqlQuotedIdentifierCase,
+            SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
+        );
         b.append(SqlInfo::SqlAllTablesAreSelectable, true);
         b.append(SqlInfo::SqlTransactionsSupported, false);
         b.build().expect("valid SQL info")
@@ -158,7 +166,10 @@ fn ingest_mode(cmd: &CommandStatementIngest) -> Result<(IfExists, bool)> {
 
 fn check_scope(catalog: Option<&str>, schema: Option<&str>) -> Result<()> {
     if catalog.is_some_and(|c| !c.is_empty() && c != CATALOG) {
-        return Err(Error::NotFound(format!("catalog `{}`: the only catalog is `{CATALOG}`", catalog.unwrap_or_default())));
+        return Err(Error::NotFound(format!(
+            "catalog `{}`: the only catalog is `{CATALOG}`",
+            catalog.unwrap_or_default()
+        )));
     }
     if schema.is_some_and(|s| !s.is_empty() && s != SCHEMA) {
         return Err(Error::NotFound(format!("schema `{}`: the only schema is `{SCHEMA}`", schema.unwrap_or_default())));
@@ -285,7 +296,13 @@ impl FlightSql {
 
     /// A `DoPut` with a Flight SQL command: ingest, or parameters for a prepared statement.
     /// Returns the `PutResult` metadata.
-    pub async fn put(&self, ctx: &RequestContext, cmd: Command, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Bytes> {
+    pub async fn put(
+        &self,
+        ctx: &RequestContext,
+        cmd: Command,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Bytes> {
         match cmd {
             Command::CommandStatementIngest(c) => {
                 if c.transaction_id.is_some() {
@@ -345,7 +362,9 @@ impl FlightSql {
                 Prepared::parse(&request.prepared_statement_handle)?;
                 Ok(None)
             }
-            other => Err(Error::invalid(format!("{other}: transactions, savepoints and cancellation are not supported"))),
+            other => {
+                Err(Error::invalid(format!("{other}: transactions, savepoints and cancellation are not supported")))
+            }
         }
     }
 }

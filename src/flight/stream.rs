@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow_flight::FlightData;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::FlightData;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use tokio::sync::Semaphore;
 use tonic::Status;
@@ -64,7 +64,8 @@ pub(crate) async fn read_table(
         let body = if data.data_header.is_empty() {
             data.data_body.len() as u64
         } else {
-            ipc::check_message(&data.data_header, &data.data_body).map_err(|e| FlightError::Tonic(Box::new(e.into())))?
+            ipc::check_message(&data.data_header, &data.data_body)
+                .map_err(|e| FlightError::Tonic(Box::new(e.into())))?
         };
         let size = (data.data_header.len() as u64).saturating_add(body);
         let total = received.fetch_add(size, Ordering::Relaxed).saturating_add(size);
@@ -166,7 +167,9 @@ pub(super) fn stream_batches(
     let schema_message = BatchEncoder::schema_message(&schema_out);
     let encoder = match BatchEncoder::try_new(&schema_out) {
         Ok(encoder) => encoder,
-        Err(e) => return Box::pin(schema_first(schema_message, &producer).chain(stream::once(async { Err(e.into()) }))),
+        Err(e) => {
+            return Box::pin(schema_first(schema_message, &producer).chain(stream::once(async { Err(e.into()) })));
+        }
     };
     let schema_message = schema_first(schema_message, &producer);
     let encoding = Encoding { batches, encoder, schema_out, views };
@@ -285,7 +288,8 @@ pub(super) fn stream_messages(stored: IpcStream, producer: Producer) -> BoxStrea
         };
         match next? {
             Ok(m) => {
-                let message = OutgoingData::from(FlightData { data_header: m.header, data_body: m.body, ..Default::default() });
+                let message =
+                    OutgoingData::from(FlightData { data_header: m.header, data_body: m.body, ..Default::default() });
                 Some((Ok(granted(message, &grant)), Some((messages, producer))))
             }
             Err(e) => Some((Err(e.into()), None)),

@@ -32,7 +32,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn as df;
-use datafusion::logical_expr::{cast, lit, when, Expr as DfExpr};
+use datafusion::logical_expr::{Expr as DfExpr, cast, lit, when};
 use polars::prelude::*;
 
 use super::expr::Aggregations;
@@ -107,9 +107,15 @@ fn reduction(expr: &Expr, schema: &Schema, sql_sums: &[PlSmallStr]) -> Option<(R
             AggExpr::Count { input, include_nulls: false } => {
                 column(input, schema, counted).and_then(|c| named(Reduction::Count(c.clone()), c))
             }
-            AggExpr::Count { input, include_nulls: true } => column(input, schema, counted).and_then(|c| named(Reduction::Len, c)),
-            AggExpr::Min { input, .. } => column(input, schema, DataType::is_integer).and_then(|c| named(Reduction::Min(c.clone()), c)),
-            AggExpr::Max { input, .. } => column(input, schema, DataType::is_integer).and_then(|c| named(Reduction::Max(c.clone()), c)),
+            AggExpr::Count { input, include_nulls: true } => {
+                column(input, schema, counted).and_then(|c| named(Reduction::Len, c))
+            }
+            AggExpr::Min { input, .. } => {
+                column(input, schema, DataType::is_integer).and_then(|c| named(Reduction::Min(c.clone()), c))
+            }
+            AggExpr::Max { input, .. } => {
+                column(input, schema, DataType::is_integer).and_then(|c| named(Reduction::Max(c.clone()), c))
+            }
             _ => None,
         },
         _ => None,
@@ -242,7 +248,8 @@ mod tests {
     fn frame() -> DataFrame {
         let k: Vec<Option<i64>> = (0..ROWS).map(|i| (i % 101 != 0).then_some(i % 1000)).collect();
         let s: Vec<Option<String>> = (0..ROWS).map(|i| (i % 13 != 0).then(|| format!("s{}", i % 7))).collect();
-        let v: Vec<Option<f64>> = (0..ROWS).map(|i| (i % 17 != 0 && i % 1000 != 999).then_some((i % 97) as f64 * 0.5)).collect();
+        let v: Vec<Option<f64>> =
+            (0..ROWS).map(|i| (i % 17 != 0 && i % 1000 != 999).then_some((i % 97) as f64 * 0.5)).collect();
         let w: Vec<Option<i64>> = (0..ROWS).map(|i| (i % 11 != 0).then_some(i % 89 - 40)).collect();
         let u: Vec<u32> = (0..ROWS).map(|i| (i % 5) as u32).collect();
         df!("k" => k, "s" => s, "v" => v, "w" => w, "u" => u).unwrap()
@@ -270,7 +277,8 @@ mod tests {
 
     /// Polars' own answer, on the engine the step would run on without DataFusion.
     fn by_polars(df: &DataFrame, step: &Step) -> DataFrame {
-        let plan = ops::build(df.clone().into(), std::slice::from_ref(step), &ops::Leaves::default(), &limits()).unwrap();
+        let plan =
+            ops::build(df.clone().into(), std::slice::from_ref(step), &ops::Leaves::default(), &limits()).unwrap();
         plan.collect_with_engine(Engine::Streaming).unwrap().unwrap_single()
     }
 
@@ -321,8 +329,11 @@ mod tests {
     #[test]
     fn what_datafusion_would_answer_otherwise_stays_with_polars() {
         let df = frame();
-        let doubled = native(json!({"Alias": [{"Agg": {"Sum": {"BinaryExpr": {"left": {"Column": "w"}, "op": "Multiply", "right": {"Column": "w"}}}}}, "sq"]}));
-        let float_min = native(json!({"Alias": [{"Agg": {"Min": {"input": {"Column": "v"}, "propagate_nans": false}}}, "lo"]}));
+        let doubled = native(
+            json!({"Alias": [{"Agg": {"Sum": {"BinaryExpr": {"left": {"Column": "w"}, "op": "Multiply", "right": {"Column": "w"}}}}}, "sq"]}),
+        );
+        let float_min =
+            native(json!({"Alias": [{"Agg": {"Min": {"input": {"Column": "v"}, "propagate_nans": false}}}, "lo"]}));
         let refused = [
             // Float keys, float extremes, 32-bit sums, expressions inside an aggregation.
             group_by(json!(["v"]), json!([agg("Sum", "w", "t")])),
@@ -331,14 +342,23 @@ mod tests {
             group_by(json!(["k"]), json!([doubled])),
             group_by(json!(["k"]), json!(["first(w) AS f"])),
             // Two outputs named `v`.
-            group_by(json!(["k"]), json!([native(json!({"Agg": {"Sum": {"Column": "v"}}})), native(json!({"Agg": {"Mean": {"Column": "v"}}}))])),
+            group_by(
+                json!(["k"]),
+                json!([
+                    native(json!({"Agg": {"Sum": {"Column": "v"}}})),
+                    native(json!({"Agg": {"Mean": {"Column": "v"}}}))
+                ]),
+            ),
             // An unknown column, which Polars reports.
             group_by(json!(["nope"]), json!([agg("Sum", "w", "t")])),
         ];
         for step in &refused {
             assert_eq!(planned(&df, step), None, "{step:?}");
         }
-        let ordered: Step = serde_json::from_value(json!({"op": "group_by", "by": ["k"], "aggs": ["sum(w) AS t"], "maintain_order": true})).unwrap();
+        let ordered: Step = serde_json::from_value(
+            json!({"op": "group_by", "by": ["k"], "aggs": ["sum(w) AS t"], "maintain_order": true}),
+        )
+        .unwrap();
         assert_eq!(planned(&df, &ordered), None);
         // The unknown column is still Polars' error.
         let err = ops::run_over(df.into(), &refused[6..], &ops::Leaves::default(), &limits(), true).unwrap_err();
@@ -352,7 +372,8 @@ mod tests {
         let plan = ops::explain_over(df.clone().into(), &[routed.clone()], &ops::Leaves::default(), &limits()).unwrap();
         assert!(plan.starts_with("DataFusion hash aggregation") && plan.contains("sum"), "{plan}");
         // Below the size where DataFusion pays, and for what it would answer otherwise: Polars.
-        let small = ops::explain_over(df.head(Some(1000)).into(), &[routed], &ops::Leaves::default(), &limits()).unwrap();
+        let small =
+            ops::explain_over(df.head(Some(1000)).into(), &[routed], &ops::Leaves::default(), &limits()).unwrap();
         let refused = group_by(json!(["v"]), json!([agg("Sum", "w", "t")]));
         let other = ops::explain_over(df.into(), &[refused], &ops::Leaves::default(), &limits()).unwrap();
         for plan in [small, other] {

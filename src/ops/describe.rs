@@ -21,10 +21,8 @@ pub fn describe(mut lf: LazyFrame, percentiles: &[f64]) -> Result<DataFrame> {
         let c = col(name.clone());
         let numeric = dtype.is_primitive_numeric() || dtype.is_bool();
         let x = c.clone().cast(DataType::Float64);
-        let mut column: Vec<Expr> = vec![
-            c.clone().count().cast(DataType::Float64),
-            c.clone().null_count().cast(DataType::Float64),
-        ];
+        let mut column: Vec<Expr> =
+            vec![c.clone().count().cast(DataType::Float64), c.clone().null_count().cast(DataType::Float64)];
         if numeric {
             column.push(x.clone().mean());
             column.push(x.clone().std(1));

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::expr::{self, Expression, Key};
 use super::{Context, Inputs, Operation, Spec, yes};
-use crate::error::{Error, Result};
 use super::{Source, UNKNOWN_ROWS};
+use crate::error::{Error, Result};
 
 /// How rows of the two sides pair up.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,7 +130,11 @@ impl Operation for Join {
             // A side of at most one row (a scalar subquery) cannot multiply the other: neither
             // is counted.
             How::Cross if rows <= 1 || right.rows <= 1 => {
-                if rows <= 1 { right.rows } else { rows }
+                if rows <= 1 {
+                    right.rows
+                } else {
+                    rows
+                }
             }
             How::Cross => {
                 let (rows, right) = (counted(rows, lf)?, counted(right.rows, &right.lf)?);
@@ -261,8 +265,7 @@ impl Operation for AsofJoin {
             allow_eq: self.allow_exact_matches,
             check_sortedness: true,
         };
-        let args = JoinArgs::new(JoinType::AsOf(Box::new(options)))
-            .with_suffix(self.suffix.as_deref().map(Into::into));
+        let args = JoinArgs::new(JoinType::AsOf(Box::new(options))).with_suffix(self.suffix.as_deref().map(Into::into));
         Ok(lf.join(cx.source(&self.right)?.lf, [expr::column(&l)], [expr::column(&r)], args))
     }
     fn sources(&self) -> Vec<&Source> {
@@ -403,7 +406,8 @@ fn largest_key_count(side: &LazyFrame, keys: &[Expr]) -> Result<u64> {
 fn matched_pairs(left: &LazyFrame, l: Vec<Expr>, right: &LazyFrame, r: Vec<Expr>) -> Result<u64> {
     const LEFT: &str = "__polarway_left_rows";
     const RIGHT: &str = "__polarway_right_rows";
-    let counts = |lf: &LazyFrame, keys: &[Expr], name: &str| lf.clone().group_by(keys.to_vec()).agg([len().alias(name)]);
+    let counts =
+        |lf: &LazyFrame, keys: &[Expr], name: &str| lf.clone().group_by(keys.to_vec()).agg([len().alias(name)]);
     // Keys given as expressions are named by their output; the counts join on those names.
     let names = |keys: &[Expr], side: &str| -> Vec<Expr> {
         (0..keys.len()).map(|i| col(format!("__polarway_{side}_key_{i}"))).collect()

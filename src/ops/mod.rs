@@ -35,10 +35,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use self::aggregate::HashAggregate;
+pub use self::source::Source;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::limits::Limits;
-pub use self::source::Source;
 
 /// How a DoAction body names an operation's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -78,7 +78,11 @@ pub struct FillNull {
 }
 
 impl Operation for FillNull {
-    const SPEC: Spec = Spec::one("fill_null", r#"{"input": h, "value": 0 | "strategy": "forward|backward|mean|min|max|zero|one", "limit": 2, "columns": ["qty"]}"#, false);
+    const SPEC: Spec = Spec::one(
+        "fill_null",
+        r#"{"input": h, "value": 0 | "strategy": "forward|backward|mean|min|max|zero|one", "limit": 2, "columns": ["qty"]}"#,
+        false,
+    );
     fn apply(&self, mut lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let fill: Box<dyn Fn(Expr) -> Expr> = match (&self.value, self.strategy) {
             (Some(v), None) => {
@@ -158,7 +162,8 @@ fn linear() -> Interpolation {
 }
 
 impl Operation for Interpolate {
-    const SPEC: Spec = Spec::one("interpolate", r#"{"input": h, "method": "linear|nearest", "columns": ["price"]}"#, false);
+    const SPEC: Spec =
+        Spec::one("interpolate", r#"{"input": h, "method": "linear|nearest", "columns": ["price"]}"#, false);
     fn apply(&self, mut lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let method = match self.method {
             Interpolation::Linear => InterpolationMethod::Linear,

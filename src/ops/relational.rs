@@ -4,8 +4,8 @@ use indexmap::IndexMap;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::expr::{self, Expression, Key};
 use super::aggregate::HashAggregate;
+use super::expr::{self, Expression, Key};
 use super::{Context, Flags, Operation, Spec, idx, yes};
 use crate::error::{Error, Result};
 
@@ -18,7 +18,11 @@ pub struct Filter {
 }
 
 impl Operation for Filter {
-    const SPEC: Spec = Spec::one("filter", r#"{"input": h, "predicate": "qty > 10 AND sym = 'MSFT'" | {"expr": <Polars JSON>}}"#, true);
+    const SPEC: Spec = Spec::one(
+        "filter",
+        r#"{"input": h, "predicate": "qty > 10 AND sym = 'MSFT'" | {"expr": <Polars JSON>}}"#,
+        true,
+    );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.filter(self.predicate.to_expr("predicate")?))
     }
@@ -64,7 +68,8 @@ pub struct WithColumns {
 }
 
 impl Operation for WithColumns {
-    const SPEC: Spec = Spec::one("with_columns", r#"{"input": h, "columns": {"notional": "qty * price"} | [{"expr": ...}]}"#, true);
+    const SPEC: Spec =
+        Spec::one("with_columns", r#"{"input": h, "columns": {"notional": "qty * price"} | [{"expr": ...}]}"#, true);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let exprs = match &self.columns {
             NewColumns::Named(map) => map
@@ -104,7 +109,11 @@ impl Sort {
 }
 
 impl Operation for Sort {
-    const SPEC: Spec = Spec::one("sort", r#"{"input": h, "by": ["price"], "descending": [true], "nulls_last": false, "maintain_order": false}"#, true);
+    const SPEC: Spec = Spec::one(
+        "sort",
+        r#"{"input": h, "by": ["price"], "descending": [true], "nulls_last": false, "maintain_order": false}"#,
+        true,
+    );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         Ok(lf.sort_by_exprs(expr::key_exprs("by", &self.by)?, self.options()?))
     }
@@ -124,7 +133,11 @@ pub struct GroupBy {
 }
 
 impl Operation for GroupBy {
-    const SPEC: Spec = Spec::one("group_by", r#"{"input": h, "by": ["sym"], "aggs": ["sum(qty) AS total", {"expr": ...}], "maintain_order": false}"#, true);
+    const SPEC: Spec = Spec::one(
+        "group_by",
+        r#"{"input": h, "by": ["sym"], "aggs": ["sum(qty) AS total", {"expr": ...}], "maintain_order": false}"#,
+        true,
+    );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let keys = expr::to_exprs("by", &self.by)?;
         let parsed = expr::parse_aggs("aggs", &self.aggs)?;
@@ -264,7 +277,11 @@ pub struct Cast {
 }
 
 impl Operation for Cast {
-    const SPEC: Spec = Spec::one("cast", r#"{"input": h, "dtypes": {"qty": "f64", "ts": "datetime[ms, UTC]"}, "strict": true}"#, false);
+    const SPEC: Spec = Spec::one(
+        "cast",
+        r#"{"input": h, "dtypes": {"qty": "f64", "ts": "datetime[ms, UTC]"}, "strict": true}"#,
+        false,
+    );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let exprs = self
             .dtypes
@@ -313,7 +330,11 @@ fn any() -> Keep {
 }
 
 impl Operation for Unique {
-    const SPEC: Spec = Spec::one("unique", r#"{"input": h, "subset": ["sym"], "keep": "first|last|any|none", "maintain_order": true}"#, false);
+    const SPEC: Spec = Spec::one(
+        "unique",
+        r#"{"input": h, "subset": ["sym"], "keep": "first|last|any|none", "maintain_order": true}"#,
+        false,
+    );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let keep = match self.keep {
             Keep::First => UniqueKeepStrategy::First,
@@ -341,7 +362,8 @@ pub struct Explode {
 }
 
 impl Operation for Explode {
-    const SPEC: Spec = Spec::one("explode", r#"{"input": h, "columns": ["tags"], "empty_as_null": false, "keep_nulls": true}"#, false);
+    const SPEC: Spec =
+        Spec::one("explode", r#"{"input": h, "columns": ["tags"], "empty_as_null": false, "keep_nulls": true}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let options = ExplodeOptions { empty_as_null: self.empty_as_null, keep_nulls: self.keep_nulls };
         Ok(lf.explode(expr::selector(&self.columns), options))

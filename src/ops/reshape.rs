@@ -84,12 +84,8 @@ impl Operation for Pivot {
         let on = &self.on;
         // The output columns depend on the data: find the distinct `on` values first.
         let df = lf.collect()?;
-        let on_columns = df
-            .clone()
-            .lazy()
-            .select(expr::columns(on))
-            .unique_stable(None, UniqueKeepStrategy::First)
-            .collect()?;
+        let on_columns =
+            df.clone().lazy().select(expr::columns(on)).unique_stable(None, UniqueKeepStrategy::First).collect()?;
         let mut index = self.index.clone();
         let mut values = self.values.clone();
         let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();

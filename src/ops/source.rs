@@ -147,7 +147,12 @@ mod tests {
             let again: Source = serde_json::from_str(&serde_json::to_string(&source).unwrap()).unwrap();
             assert_eq!(source, again, "{text}");
         }
-        for bad in [r#"{"scan":{"format":"parquet"}}"#, r#"{"dataset":1}"#, r#"{"what":1}"#, r#"{"scan":{"format":"xls","path":"a"}}"#] {
+        for bad in [
+            r#"{"scan":{"format":"parquet"}}"#,
+            r#"{"dataset":1}"#,
+            r#"{"what":1}"#,
+            r#"{"scan":{"format":"xls","path":"a"}}"#,
+        ] {
             let err = serde_json::from_str::<Source>(bad).unwrap_err().to_string();
             assert!(!err.is_empty(), "{bad}");
         }

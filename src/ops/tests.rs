@@ -58,7 +58,8 @@ fn cross_join_guard_refuses_before_running() {
 fn keyed_joins_are_refused_by_their_matched_pairs_not_their_sides() {
     // 1,000 rows on each side: a product of 1,000,000, past the limit of 10,000.
     let keyed = |keys: Vec<i64>| df!("k" => keys, "v" => (0..1000i64).collect::<Vec<_>>()).unwrap();
-    let join = |right: &Handle, how: &str| step(serde_json::json!({"op": "join", "right": right, "on": ["k"], "how": how}));
+    let join =
+        |right: &Handle, how: &str| step(serde_json::json!({"op": "join", "right": right, "on": ["k"], "how": how}));
     let mut limits = limits();
     limits.max_join_rows = 10_000;
     let unique = Handle::random();
@@ -95,7 +96,9 @@ fn expanding_expressions_are_tried_on_one_row_first() {
     let df = df!("s" => vec!["ab"; 1000]).unwrap();
     let mut limits = limits();
     limits.max_result_bytes = 1 << 20;
-    let padded = |width: u64| vec![step(serde_json::json!({"op": "with_columns", "columns": {"p": format!("lpad(s, {width}, 'x')")}}))];
+    let padded = |width: u64| {
+        vec![step(serde_json::json!({"op": "with_columns", "columns": {"p": format!("lpad(s, {width}, 'x')")}}))]
+    };
     assert!(padded(10).iter().any(Step::expands));
     // 1,000 rows of 10 bytes fit; 1,000 rows of 10,000 bytes (10 MB) do not, and are refused
     // before they are made.
@@ -112,7 +115,8 @@ fn column_parameters_are_names_not_patterns() {
     // Polars' `col` reads `*` and `^...$` as patterns; a `*` resample index panicked inside it.
     let df = df!("a" => [1i64, 2]).unwrap();
     for index in ["*", "^a$"] {
-        let steps = vec![step(serde_json::json!({"op": "resample", "index": index, "every": "1h", "aggs": ["sum(a)"]}))];
+        let steps =
+            vec![step(serde_json::json!({"op": "resample", "index": index, "every": "1h", "aggs": ["sum(a)"]}))];
         let err = run(df.clone().into(), &steps, &HashMap::new(), &limits()).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{index}: {err:?}");
     }
@@ -162,7 +166,9 @@ fn with_columns_keep_the_order_they_were_sent_in() {
     let df = df!("a" => [1i64]).unwrap();
     let body = br#"{"input": "HANDLE", "columns": {"zeta": "a", "alpha": "a + 1", "mid": "a + 2"}}"#;
     let body = String::from_utf8_lossy(body).replace("HANDLE", &Handle::random().to_string());
-    let crate::request::Request::Transform { pipeline, .. } = crate::request::Request::parse("with_columns", body.as_bytes()).unwrap() else {
+    let crate::request::Request::Transform { pipeline, .. } =
+        crate::request::Request::parse("with_columns", body.as_bytes()).unwrap()
+    else {
         panic!("a transform")
     };
     let out = run(df.into(), &pipeline.steps, &HashMap::new(), &limits()).unwrap();
@@ -178,7 +184,9 @@ fn native_and_sql_expressions_mix_in_one_pipeline() {
     let total = serde_json::json!({"Alias": [{"Agg": {"Sum": {"Column": "qty"}}}, "total"]});
     let steps = vec![
         step(serde_json::json!({"op": "filter", "predicate": {"expr": gt}})),
-        step(serde_json::json!({"op": "group_by", "by": ["sym"], "aggs": [{"expr": total}, "count(qty) AS n"], "maintain_order": true})),
+        step(
+            serde_json::json!({"op": "group_by", "by": ["sym"], "aggs": [{"expr": total}, "count(qty) AS n"], "maintain_order": true}),
+        ),
         step(serde_json::json!({"op": "sort", "by": [{"expr": {"Column": "total"}}], "descending": true})),
     ];
     let got = run(df.clone().into(), &steps, &HashMap::new(), &limits()).unwrap();
@@ -192,7 +200,8 @@ fn native_and_sql_expressions_mix_in_one_pipeline() {
         .unwrap();
     assert!(got.equals_missing(&want), "{got}\n{want}");
     // A refused node fails the step, naming the parameter and the node.
-    let udf = serde_json::json!({"AnonymousFunction": {"input": [{"Column": "qty"}], "function": [80, 76], "options": {}}});
+    let udf =
+        serde_json::json!({"AnonymousFunction": {"input": [{"Column": "qty"}], "function": [80, 76], "options": {}}});
     let steps = vec![step(serde_json::json!({"op": "filter", "predicate": {"expr": udf}}))];
     let err = build(df!("qty" => [1i64]).unwrap().into(), &steps, &HashMap::new(), &limits()).err().unwrap();
     assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("`predicate`"), "{err}");
@@ -208,11 +217,23 @@ fn new_operations_match_polars() {
     };
     let lf = || df.clone().lazy();
     check(serde_json::json!({"op": "reverse"}), lf().reverse());
-    check(serde_json::json!({"op": "top_k", "k": 2, "by": ["k"]}), lf().sort(["k"], SortMultipleOptions::default().with_order_descending(true)).limit(2));
-    check(serde_json::json!({"op": "bottom_k", "k": 2, "by": ["k"]}), lf().sort(["k"], SortMultipleOptions::default()).limit(2));
-    check(serde_json::json!({"op": "gather_every", "n": 2, "offset": 1}), concat([lf().slice(1, 1), lf().slice(3, 1)], UnionArgs::default()).unwrap());
+    check(
+        serde_json::json!({"op": "top_k", "k": 2, "by": ["k"]}),
+        lf().sort(["k"], SortMultipleOptions::default().with_order_descending(true)).limit(2),
+    );
+    check(
+        serde_json::json!({"op": "bottom_k", "k": 2, "by": ["k"]}),
+        lf().sort(["k"], SortMultipleOptions::default()).limit(2),
+    );
+    check(
+        serde_json::json!({"op": "gather_every", "n": 2, "offset": 1}),
+        concat([lf().slice(1, 1), lf().slice(3, 1)], UnionArgs::default()).unwrap(),
+    );
     check(serde_json::json!({"op": "with_row_index", "name": "i", "offset": 10}), lf().with_row_index("i", Some(10)));
-    check(serde_json::json!({"op": "explode", "columns": ["tags"]}), lf().explode(cols(["tags"]), ExplodeOptions { empty_as_null: false, keep_nulls: true }));
+    check(
+        serde_json::json!({"op": "explode", "columns": ["tags"]}),
+        lf().explode(cols(["tags"]), ExplodeOptions { empty_as_null: false, keep_nulls: true }),
+    );
 }
 
 #[test]
@@ -220,7 +241,9 @@ fn a_cross_join_of_plans_counts_the_rows_they_make() {
     // One aggregate row over a join: its count is 1, however many rows the join makes.
     let facts = df!("k" => (0..1000i64).map(|i| i % 10).collect::<Vec<_>>(), "v" => vec![1.0f64; 1000]).unwrap();
     let keys = df!("k" => (0..10i64).collect::<Vec<_>>()).unwrap();
-    let plan = |steps: serde_json::Value| -> Source { serde_json::from_value(serde_json::json!({"input": {"dataset": "facts"}, "steps": steps})).unwrap() };
+    let plan = |steps: serde_json::Value| -> Source {
+        serde_json::from_value(serde_json::json!({"input": {"dataset": "facts"}, "steps": steps})).unwrap()
+    };
     let total = plan(serde_json::json!([
         {"op": "join", "right": {"dataset": "keys"}, "on": ["k"]},
         {"op": "select", "columns": ["sum(v) AS total"]}

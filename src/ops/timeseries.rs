@@ -185,7 +185,11 @@ pub struct Upsample {
 }
 
 impl Operation for Upsample {
-    const SPEC: Spec = Spec::one("upsample", r#"{"input": h, "time_column": "ts", "every": "1h", "by": ["sym"], "maintain_order": false}"#, false);
+    const SPEC: Spec = Spec::one(
+        "upsample",
+        r#"{"input": h, "time_column": "ts", "every": "1h", "by": ["sym"], "maintain_order": false}"#,
+        false,
+    );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         use polars::time::PolarsUpsample;
         let every = expr::positive_duration("every", &self.every)?;
@@ -203,10 +207,7 @@ impl Operation for Upsample {
         let every = expr::positive_duration("every", &self.every)?;
         let step = every.duration_ns().max(1) as f64;
         let t = expr::column(&self.time_column).to_physical();
-        let span = lf
-            .clone()
-            .select([(t.clone().max() - t.min()).cast(DataType::Float64).alias("span")])
-            .collect()?;
+        let span = lf.clone().select([(t.clone().max() - t.min()).cast(DataType::Float64).alias("span")]).collect()?;
         let span = span.columns()[0].f64()?.get(0).unwrap_or(0.0);
         let unit = match lf.clone().collect_schema()?.get(self.time_column.as_str()) {
             Some(DataType::Datetime(TimeUnit::Milliseconds, _)) => 1e6,
@@ -309,15 +310,18 @@ impl Operation for Rolling {
                     .iter()
                     .map(|c| {
                         let e = expr::column(c);
-                        out(c, match agg {
-                            RollingAgg::Mean => e.rolling_mean(o.clone()),
-                            RollingAgg::Sum => e.rolling_sum(o.clone()),
-                            RollingAgg::Min => e.rolling_min(o.clone()),
-                            RollingAgg::Max => e.rolling_max(o.clone()),
-                            RollingAgg::Median => e.rolling_median(o.clone()),
-                            RollingAgg::Std => e.rolling_std(o.clone()),
-                            RollingAgg::Var => e.rolling_var(o.clone()),
-                        })
+                        out(
+                            c,
+                            match agg {
+                                RollingAgg::Mean => e.rolling_mean(o.clone()),
+                                RollingAgg::Sum => e.rolling_sum(o.clone()),
+                                RollingAgg::Min => e.rolling_min(o.clone()),
+                                RollingAgg::Max => e.rolling_max(o.clone()),
+                                RollingAgg::Median => e.rolling_median(o.clone()),
+                                RollingAgg::Std => e.rolling_std(o.clone()),
+                                RollingAgg::Var => e.rolling_var(o.clone()),
+                            },
+                        )
                     })
                     .collect()
             }
@@ -332,15 +336,18 @@ impl Operation for Rolling {
                     .iter()
                     .map(|c| {
                         let (e, b) = (expr::column(c), expr::column(by));
-                        out(c, match agg {
-                            RollingAgg::Mean => e.rolling_mean_by(b, o.clone()),
-                            RollingAgg::Sum => e.rolling_sum_by(b, o.clone()),
-                            RollingAgg::Min => e.rolling_min_by(b, o.clone()),
-                            RollingAgg::Max => e.rolling_max_by(b, o.clone()),
-                            RollingAgg::Median => e.rolling_median_by(b, o.clone()),
-                            RollingAgg::Std => e.rolling_std_by(b, o.clone()),
-                            RollingAgg::Var => e.rolling_var_by(b, o.clone()),
-                        })
+                        out(
+                            c,
+                            match agg {
+                                RollingAgg::Mean => e.rolling_mean_by(b, o.clone()),
+                                RollingAgg::Sum => e.rolling_sum_by(b, o.clone()),
+                                RollingAgg::Min => e.rolling_min_by(b, o.clone()),
+                                RollingAgg::Max => e.rolling_max_by(b, o.clone()),
+                                RollingAgg::Median => e.rolling_median_by(b, o.clone()),
+                                RollingAgg::Std => e.rolling_std_by(b, o.clone()),
+                                RollingAgg::Var => e.rolling_var_by(b, o.clone()),
+                            },
+                        )
                     })
                     .collect()
             }
@@ -381,7 +388,12 @@ impl PerColumn {
 }
 
 /// Applies `f` to each chosen column, in place or as new `<name><suffix>` columns.
-fn per_column(mut lf: LazyFrame, columns: &Option<Vec<String>>, suffix: &Option<String>, f: impl Fn(Expr) -> Expr) -> Result<LazyFrame> {
+fn per_column(
+    mut lf: LazyFrame,
+    columns: &Option<Vec<String>>,
+    suffix: &Option<String>,
+    f: impl Fn(Expr) -> Expr,
+) -> Result<LazyFrame> {
     let names = columns_or_all(&mut lf, columns)?;
     let exprs: Vec<Expr> = names
         .iter()
@@ -426,7 +438,8 @@ impl Operation for Diff {
 pub struct PctChange(pub PerColumn);
 
 impl Operation for PctChange {
-    const SPEC: Spec = Spec::one("pct_change", r#"{"input": h, "n": 1, "columns": ["price"], "suffix": "_pct"}"#, false);
+    const SPEC: Spec =
+        Spec::one("pct_change", r#"{"input": h, "n": 1, "columns": ["price"], "suffix": "_pct"}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         self.0.apply(lf, |e, n| e.pct_change(lit(n)))
     }
@@ -448,7 +461,8 @@ pub struct CumSum {
 }
 
 impl Operation for CumSum {
-    const SPEC: Spec = Spec::one("cum_sum", r#"{"input": h, "columns": ["qty"], "reverse": false, "suffix": "_cum"}"#, false);
+    const SPEC: Spec =
+        Spec::one("cum_sum", r#"{"input": h, "columns": ["qty"], "reverse": false, "suffix": "_cum"}"#, false);
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let reverse = self.reverse;
         per_column(lf, &self.columns, &self.suffix, |e| e.cum_sum(reverse))
@@ -489,7 +503,11 @@ pub struct Cumulative {
 }
 
 impl Operation for Cumulative {
-    const SPEC: Spec = Spec::one("cumulative", r#"{"input": h, "kind": "sum|prod|min|max|count", "columns": ["qty"], "reverse": false, "suffix": "_cum"}"#, false);
+    const SPEC: Spec = Spec::one(
+        "cumulative",
+        r#"{"input": h, "kind": "sum|prod|min|max|count", "columns": ["qty"], "reverse": false, "suffix": "_cum"}"#,
+        false,
+    );
     fn apply(&self, lf: LazyFrame, _: &Context) -> Result<LazyFrame> {
         let (kind, r) = (self.kind, self.reverse);
         per_column(lf, &self.columns, &self.suffix, |e| match kind {

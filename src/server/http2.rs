@@ -391,10 +391,7 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
 async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO) {
     let _ = io.shutdown().await;
     let mut sink = [0u8; 8192];
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(1..) = io.read(&mut sink).await {}
-    })
-    .await;
+    let _ = tokio::time::timeout(LINGER, async { while let Ok(1..) = io.read(&mut sink).await {} }).await;
 }
 
 /// A connection's socket that goes back to its connection task when hyper drops it, to be closed
@@ -441,7 +438,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Returned<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.io().poll_write(cx, buf)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         self.io().poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -34,14 +34,12 @@ pub async fn serve_engine(
     // TLS files that do not load stop the worker before any of its tasks start.
     let tls = match &config.tls {
         None => None,
-        Some(files) => Some(Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?),
+        Some(files) => {
+            Some(Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?)
+        }
     };
     let sweeper = tokio::spawn(crate::gc::run_every(engine.clone(), config.gc_interval));
-    let worker = format!(
-        "{}@{}",
-        std::process::id(),
-        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
-    );
+    let worker = format!("{}@{}", std::process::id(), listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
     let jobs = Jobs::new(engine.clone(), worker, config.job_lease, config.job_slots);
     let puller = tokio::spawn(jobs.clone().run(config.job_poll));
     let budget = Arc::new(crate::inflight::Budget::new(config.transport.response_budget_bytes));

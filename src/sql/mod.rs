@@ -18,8 +18,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use futures::StreamExt;
 use serde_json::json;
@@ -190,8 +190,7 @@ fn number_placeholders(query: &str) -> Result<String> {
         .tokenize_with_location()
         .map_err(|e| Error::invalid(format!("query: {e}")))?;
     // Byte offset of each line start, to turn (line, column in chars) into a byte position.
-    let line_starts: Vec<usize> =
-        std::iter::once(0).chain(query.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    let line_starts: Vec<usize> = std::iter::once(0).chain(query.match_indices('\n').map(|(i, _)| i + 1)).collect();
     let offset = |line: u64, column: u64| -> Option<usize> {
         let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
         let column = usize::try_from(column).ok()?.checked_sub(1)?;
@@ -227,9 +226,10 @@ fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
         }
     }
     a.fields().len() == b.fields().len()
-        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
-            x.name() == y.name() && family(x.data_type()) == family(y.data_type())
-        })
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && family(x.data_type()) == family(y.data_type()))
 }
 
 impl SqlEngine {
@@ -256,8 +256,7 @@ impl SqlEngine {
         let session = SessionContext::new_with_config_rt(config, runtime);
         let schema = tables::TenantSchema::new(self.engine.clone(), ctx.clone(), resolved);
         let catalog = datafusion::catalog::MemoryCatalogProvider::new();
-        datafusion::catalog::CatalogProvider::register_schema(&catalog, SCHEMA, Arc::new(schema))
-            .map_err(sql_error)?;
+        datafusion::catalog::CatalogProvider::register_schema(&catalog, SCHEMA, Arc::new(schema)).map_err(sql_error)?;
         session.register_catalog(CATALOG, Arc::new(catalog));
         if let Some(store) = self.engine.store().object_store() {
             let url = url::Url::parse(STORE_URL).expect("valid URL");
@@ -278,7 +277,8 @@ impl SqlEngine {
         // Only queries: refused by the statement's kind before planning, and again by DataFusion's
         // own checks while it plans.
         let state = session.state();
-        let statement = state.sql_to_statement(query, &state.config().options().sql_parser.dialect).map_err(sql_error)?;
+        let statement =
+            state.sql_to_statement(query, &state.config().options().sql_parser.dialect).map_err(sql_error)?;
         if !is_query(&statement) {
             return Err(Error::invalid("query: only queries run here (no DDL, DML or statements)"));
         }
@@ -470,7 +470,8 @@ mod tests {
         };
         // A store that cannot be reached, directly or wrapped, is UNAVAILABLE.
         assert!(matches!(sql_error(DataFusionError::ObjectStore(Box::new(unreachable()))), Error::Store { .. }));
-        let wrapped = DataFusionError::Context("scan".into(), Box::new(DataFusionError::External(Box::new(unreachable()))));
+        let wrapped =
+            DataFusionError::Context("scan".into(), Box::new(DataFusionError::External(Box::new(unreachable()))));
         assert!(matches!(sql_error(wrapped), Error::Store { .. }));
         let missing = object_store::Error::NotFound { path: "results/x.arrow".into(), source: "gone".into() };
         assert!(matches!(sql_error(DataFusionError::ObjectStore(Box::new(missing))), Error::NotFound(_)));
@@ -488,7 +489,10 @@ mod tests {
 
     #[test]
     fn question_marks_become_numbered_parameters() {
-        assert_eq!(number_placeholders("SELECT a FROM t WHERE a > ? AND b = ?").unwrap(), "SELECT a FROM t WHERE a > $1 AND b = $2");
+        assert_eq!(
+            number_placeholders("SELECT a FROM t WHERE a > ? AND b = ?").unwrap(),
+            "SELECT a FROM t WHERE a > $1 AND b = $2"
+        );
         assert_eq!(
             number_placeholders("SELECT '?', 'it''s ?' AS \"q?\"\nFROM t -- why?\nWHERE x = ?").unwrap(),
             "SELECT '?', 'it''s ?' AS \"q?\"\nFROM t -- why?\nWHERE x = $1"

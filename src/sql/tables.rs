@@ -63,7 +63,8 @@ impl TenantSchema {
             crate::files::Format::Ipc => (Arc::new(ArrowFormat), ""),
             crate::files::Format::Csv => {
                 let csv = dataset.csv.clone().unwrap_or_default();
-                let format = CsvFormat::default().with_has_header(csv.has_header).with_delimiter(csv.separator.as_bytes()[0]);
+                let format =
+                    CsvFormat::default().with_has_header(csv.has_header).with_delimiter(csv.separator.as_bytes()[0]);
                 (Arc::new(format), ".csv")
             }
         };
@@ -73,7 +74,8 @@ impl TenantSchema {
             .map(|(k, integer)| (k.clone(), if *integer { DataType::Int64 } else { DataType::Utf8 }))
             .collect();
         let options = ListingOptions::new(format).with_file_extension(extension);
-        let location = |url: &str| ListingTableUrl::parse(url).map_err(|e| Error::Internal(format!("dataset location: {e}")));
+        let location =
+            |url: &str| ListingTableUrl::parse(url).map_err(|e| Error::Internal(format!("dataset location: {e}")));
         // The columns come from the first file's footer alone (as in Polars), with a session that
         // reaches the data root: reading every footer to plan would read every partition.
         let session = datafusion::prelude::SessionContext::new();
@@ -109,7 +111,8 @@ impl TenantSchema {
             None => {
                 let stored = catalog.open(&self.ctx, &meta.handle).await?;
                 let batches = crate::exec::blocking(move || stored.batches.collect::<Result<Vec<_>>>()).await?;
-                let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Internal(format!("table: {e}")))?;
+                let table =
+                    MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Internal(format!("table: {e}")))?;
                 Ok(Arc::new(table))
             }
         }

@@ -113,4 +113,3 @@ impl DocumentStore for MemoryStore {
 
 /// Frames in memory are not files: every capability answers as the defaults do.
 impl FileCapabilities for MemoryStore {}
-

@@ -278,11 +278,7 @@ pub fn open(
 
 /// Column names and Polars types of a frame.
 pub fn describe_schema(frame: &DataFrame) -> Vec<ColumnInfo> {
-    frame
-        .schema()
-        .iter()
-        .map(|(name, dtype)| ColumnInfo { name: name.to_string(), dtype: dtype.to_string() })
-        .collect()
+    frame.schema().iter().map(|(name, dtype)| ColumnInfo { name: name.to_string(), dtype: dtype.to_string() }).collect()
 }
 
 #[cfg(test)]

@@ -119,10 +119,7 @@ impl Worker {
         stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).await.unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     }
 
     fn assert_alive(&mut self) {
@@ -156,7 +153,9 @@ async fn upload(addr: SocketAddr, name: &str, rows: usize) -> String {
         .step_by(100_000)
         .map(|start| {
             let n = (rows - start).min(100_000) as i64;
-            let column = |k: i64| -> arrow::array::ArrayRef { Arc::new(Int64Array::from_iter_values((0..n).map(|i| i * k + start as i64))) };
+            let column = |k: i64| -> arrow::array::ArrayRef {
+                Arc::new(Int64Array::from_iter_values((0..n).map(|i| i * k + start as i64)))
+            };
             Ok(RecordBatch::try_new(schema.clone(), vec![column(1), column(3), column(7)]).unwrap())
         })
         .collect();
@@ -420,7 +419,10 @@ async fn continuation_frames_parked_mid_header_block_are_refused() {
     assert_withstood(&mut worker, "CONTINUATION floods", rss, 32 << 20, latencies);
     // The worker closed each of them (after its GOAWAY) rather than holding the frames.
     for mut tcp in parked {
-        assert!(closed_within(&mut tcp, Duration::from_secs(5)).await, "the worker closes a connection sending oversized frames");
+        assert!(
+            closed_within(&mut tcp, Duration::from_secs(5)).await,
+            "the worker closes a connection sending oversized frames"
+        );
     }
 }
 

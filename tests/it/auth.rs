@@ -130,9 +130,18 @@ async fn a_tenant_cannot_reach_another_tenants_results() {
             assert_eq!(status.code(), Code::NotFound, "{mode:?} {what}: {status}");
         };
         not_found(b.get(&h).await.unwrap_err(), "DoGet");
-        not_found(to_status(b.inner.get_flight_info(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()), "GetFlightInfo");
-        not_found(to_status(b.inner.get_schema(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()), "GetSchema");
-        not_found(to_status(b.inner.poll_flight_info(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()), "PollFlightInfo");
+        not_found(
+            to_status(b.inner.get_flight_info(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()),
+            "GetFlightInfo",
+        );
+        not_found(
+            to_status(b.inner.get_schema(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()),
+            "GetSchema",
+        );
+        not_found(
+            to_status(b.inner.poll_flight_info(FlightDescriptor::new_path(vec![h.clone()])).await.unwrap_err()),
+            "PollFlightInfo",
+        );
         not_found(to_status(b.inner.poll_flight_info(job_descriptor.clone()).await.unwrap_err()), "poll A's job");
         for (op, body) in [
             ("filter", json!({"input": h, "predicate": "x > 1"})),
@@ -149,9 +158,17 @@ async fn a_tenant_cannot_reach_another_tenants_results() {
             not_found(b.action(op, body).await.unwrap_err(), op);
         }
         let renew = RenewFlightEndpointRequest { endpoint: Some(info.endpoint[0].clone()) };
-        not_found(to_status(b.inner.do_action(Action::new("RenewFlightEndpoint", renew.encode_to_vec())).await.err().unwrap()), "RenewFlightEndpoint");
+        not_found(
+            to_status(
+                b.inner.do_action(Action::new("RenewFlightEndpoint", renew.encode_to_vec())).await.err().unwrap(),
+            ),
+            "RenewFlightEndpoint",
+        );
         let cancel = CancelFlightInfoRequest { info: Some(info.clone()) };
-        not_found(to_status(b.inner.do_action(Action::new("CancelFlightInfo", cancel.encode_to_vec())).await.err().unwrap()), "CancelFlightInfo");
+        not_found(
+            to_status(b.inner.do_action(Action::new("CancelFlightInfo", cancel.encode_to_vec())).await.err().unwrap()),
+            "CancelFlightInfo",
+        );
         let listed: Vec<_> = b.inner.list_flights(vec![]).await.unwrap().try_collect().await.unwrap();
         assert_eq!(listed.len(), 1, "{mode:?}: B lists only its own result");
 
@@ -211,10 +228,7 @@ async fn tenant_quotas_refuse_creations_past_them() {
             b.upload(&format!("small{i}"), &df).await;
         }
         let big = df!("x" => (0..400_000i64).collect::<Vec<_>>()).unwrap();
-        let refused = b
-            .try_upload(FlightDescriptor::new_path(vec!["big".into()]), &big)
-            .await
-            .unwrap_err();
+        let refused = b.try_upload(FlightDescriptor::new_path(vec!["big".into()]), &big).await.unwrap_err();
         assert_eq!(refused.code(), Code::ResourceExhausted, "{mode:?}: {refused}");
         assert!(refused.message().contains("bytes"), "{}", refused.message());
         server.stop().await;

@@ -1,8 +1,8 @@
 //! The Rust client: a chain continues when the worker it was routed to stops mid-chain, and
 //! errors that are not transient are not retried.
 
-use polarway::client::{Client, ClientConfig, RetryPolicy};
 use polars::prelude::*;
+use polarway::client::{Client, ClientConfig, RetryPolicy};
 use serde_json::json;
 use tonic::Code;
 
@@ -23,10 +23,8 @@ async fn a_chain_moves_to_a_live_worker_when_its_worker_stops() {
     let df = df!("sym" => ["a", "b", "a"], "qty" => [1i64, 2, 3]).unwrap();
     let (schema, batches) = polarway::convert::frame_to_batches(&df).unwrap();
     let up = client.upload("t", schema, batches, None).await.unwrap();
-    let f = client
-        .run("filter", &json!({"input": up.handle, "predicate": "qty > 1"}), Some(&up.affinity))
-        .await
-        .unwrap();
+    let f =
+        client.run("filter", &json!({"input": up.handle, "predicate": "qty > 1"}), Some(&up.affinity)).await.unwrap();
     // Stop the worker this chain prefers; the next calls go to the other.
     let preferred = client.order(Some(&f.affinity))[0];
     let (stopped, alive) = if preferred == 0 { (a, b) } else { (b, a) };
@@ -62,7 +60,8 @@ async fn polars_expressions_chain_into_one_pipeline() {
     let server = TestServer::start(Mode::Memory).await;
     let endpoint = format!("http://{}", server.addr);
     let client = Client::new(&[&endpoint], ClientConfig::default()).unwrap();
-    let df = df!("sym" => [Some("a"), Some("b"), None, Some("a")], "qty" => [Some(5i64), Some(20), Some(30), None]).unwrap();
+    let df =
+        df!("sym" => [Some("a"), Some("b"), None, Some("a")], "qty" => [Some(5i64), Some(20), Some(30), None]).unwrap();
     let (schema, batches) = polarway::convert::frame_to_batches(&df).unwrap();
     let up = client.upload("t", schema, batches, None).await.unwrap();
     let chain = || {
@@ -95,8 +94,12 @@ async fn scans_datasets_joins_of_plans_and_sinks_from_the_rust_client() {
     let orders = df!("o_orderkey" => [1i64, 2, 3, 4], "status" => ["F", "O", "F", "P"]).unwrap();
     let lines = df!("l_orderkey" => [1i64, 1, 3, 4], "qty" => [50i64, 2, 47, 1]).unwrap();
     std::fs::create_dir_all(root.join("t")).unwrap();
-    ParquetWriter::new(std::fs::File::create(root.join("t/orders.parquet")).unwrap()).finish(&mut orders.clone()).unwrap();
-    ParquetWriter::new(std::fs::File::create(root.join("t/lines.parquet")).unwrap()).finish(&mut lines.clone()).unwrap();
+    ParquetWriter::new(std::fs::File::create(root.join("t/orders.parquet")).unwrap())
+        .finish(&mut orders.clone())
+        .unwrap();
+    ParquetWriter::new(std::fs::File::create(root.join("t/lines.parquet")).unwrap())
+        .finish(&mut lines.clone())
+        .unwrap();
     let datasets = br#"{"orders": {"path": "t/orders.parquet", "format": "parquet"}}"#;
     let server = TestServer::start_with(Mode::Memory, |cfg| {
         cfg.data = polarway::config::DataConfig {
@@ -116,7 +119,15 @@ async fn scans_datasets_joins_of_plans_and_sinks_from_the_rust_client() {
         .await
         .unwrap();
     assert_eq!(got.column("o_orderkey").unwrap().i64().unwrap().to_vec(), [Some(1), Some(3)]);
-    assert!(client.scan_parquet("t/lines.parquet", false).filter(col("qty").gt(lit(45))).explain().await.unwrap().contains("qty"));
+    assert!(
+        client
+            .scan_parquet("t/lines.parquet", false)
+            .filter(col("qty").gt(lit(45)))
+            .explain()
+            .await
+            .unwrap()
+            .contains("qty")
+    );
     let written = client
         .dataset("orders")
         .sink(json!({"format": "parquet", "path": "out/orders", "partition_by": ["status"]}))

@@ -26,12 +26,22 @@ async fn each_error_class_has_its_status() {
             ("filter", json!({"input": h, "predicate": "nope > 1"}), Code::InvalidArgument, "nope"),
             ("filter", json!({"input": h, "predicate": "qty >>> 1"}), Code::InvalidArgument, "predicate"),
             ("filter", json!({"input": h}), Code::InvalidArgument, "predicate"),
-            ("filter", json!({"input": "../../etc/passwd", "predicate": "x"}), Code::InvalidArgument, "not a Polarway handle"),
+            (
+                "filter",
+                json!({"input": "../../etc/passwd", "predicate": "x"}),
+                Code::InvalidArgument,
+                "not a Polarway handle",
+            ),
             ("no_such_op", json!({"input": h}), Code::InvalidArgument, "unknown operation"),
             ("select", json!({"input": h, "columns": ["missing_col"]}), Code::InvalidArgument, "missing_col"),
             ("cast", json!({"input": h, "dtypes": {"sym": "i64"}}), Code::InvalidArgument, "sym"),
             ("cast", json!({"input": h, "dtypes": {"qty": "wibble"}}), Code::InvalidArgument, "wibble"),
-            ("sort", json!({"input": h, "by": ["qty"], "descending": [true, false]}), Code::InvalidArgument, "descending"),
+            (
+                "sort",
+                json!({"input": h, "by": ["qty"], "descending": [true, false]}),
+                Code::InvalidArgument,
+                "descending",
+            ),
             ("join", json!({"left": h, "right": h, "how": "sideways", "on": ["sym"]}), Code::InvalidArgument, "how"),
             ("head", json!({"input": h, "n": -1}), Code::InvalidArgument, "head"),
             ("read_csv", json!({"path": "../secret.csv"}), Code::PermissionDenied, "outside"),
@@ -169,16 +179,18 @@ async fn limits_answer_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_timeout_answers_deadline_exceeded() {
-    let server =
-        TestServer::start_with(Mode::Memory, |c| c.limits.request_timeout = Duration::from_millis(1)).await;
+    let server = TestServer::start_with(Mode::Memory, |c| c.limits.request_timeout = Duration::from_millis(1)).await;
     let mut c = server.client().await;
     let df = df!("x" => (0..3000i64).collect::<Vec<_>>()).unwrap();
     let h = handle_of(&c.upload("x", &df).await);
     let err = c
-        .action("pipeline", json!({"input": h, "steps": [
-            {"op": "join", "right": h, "how": "cross"},
-            {"op": "group_by", "by": ["x"], "aggs": ["sum(x_right) AS s"]}
-        ]}))
+        .action(
+            "pipeline",
+            json!({"input": h, "steps": [
+                {"op": "join", "right": h, "how": "cross"},
+                {"op": "group_by", "by": ["x"], "aggs": ["sum(x_right) AS s"]}
+            ]}),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
@@ -195,7 +207,12 @@ async fn odd_input_leaves_the_worker_serving() {
         .unwrap();
     let mut timed = frame();
     timed.with_column(ts.into_column()).unwrap();
-    timed.with_column(Column::new("l".into(), [Series::new("".into(), [1i64]), Series::new("".into(), [2i64]), Series::new("".into(), [3i64])])).unwrap();
+    timed
+        .with_column(Column::new(
+            "l".into(),
+            [Series::new("".into(), [1i64]), Series::new("".into(), [2i64]), Series::new("".into(), [3i64])],
+        ))
+        .unwrap();
     let t = handle_of(&c.upload("timed", &timed).await);
 
     // Inputs on which Polars 0.55 itself panics: the worker answers INTERNAL and keeps serving.
@@ -212,7 +229,10 @@ async fn odd_input_leaves_the_worker_serving() {
     let refused = [
         ("resample", json!({"input": t, "index": "ts", "every": "0h", "aggs": ["sum(qty) AS s"]})),
         ("resample", json!({"input": t, "index": "ts", "every": "1h", "period": "-2h", "aggs": ["sum(qty) AS s"]})),
-        ("resample", json!({"input": t, "index": "ts", "every": "1h", "offset": "-99999999d", "aggs": ["sum(qty) AS s"]})),
+        (
+            "resample",
+            json!({"input": t, "index": "ts", "every": "1h", "offset": "-99999999d", "aggs": ["sum(qty) AS s"]}),
+        ),
         ("rolling", json!({"input": t, "columns": ["qty"], "window": "-1h", "by": "ts"})),
         ("cast", json!({"input": t, "dtypes": {"qty": "decimal(40, 50)"}})),
     ];
@@ -275,10 +295,13 @@ async fn a_full_worker_sheds_load_quickly() {
         let mut c2 = server.client().await;
         let h = h.clone();
         tokio::spawn(async move {
-            c2.action("pipeline", json!({"input": h, "steps": [
-                {"op": "join", "right": h, "how": "cross"},
-                {"op": "group_by", "by": ["x"], "aggs": ["sum(x_right) AS s"]}
-            ]}))
+            c2.action(
+                "pipeline",
+                json!({"input": h, "steps": [
+                    {"op": "join", "right": h, "how": "cross"},
+                    {"op": "group_by", "by": ["x"], "aggs": ["sum(x_right) AS s"]}
+                ]}),
+            )
             .await
         })
     };
@@ -332,7 +355,8 @@ async fn sweeps_on_every_worker_at_once_delete_each_result_once() {
         deleted += sweep.await.unwrap().expect("no sweep fails on a result another deleted").0;
     }
     assert!(deleted <= 60, "each result deleted at most once: {deleted}");
-    let left: Vec<_> = std::fs::read_dir(state.path().join("results")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(state.path().join("results")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 2, "only the pinned result's files remain: {left:?}");
     assert_same(&c.get(&pinned).await.unwrap(), &frame(), "pinned is intact");
     for w in workers {
@@ -342,8 +366,8 @@ async fn sweeps_on_every_worker_at_once_delete_each_result_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_bodies_count_at_their_declared_size() {
-    use arrow::ipc::writer::IpcWriteOptions;
     use arrow::ipc::CompressionType;
+    use arrow::ipc::writer::IpcWriteOptions;
     use arrow_flight::encode::FlightDataEncoderBuilder;
     use futures::TryStreamExt;
 
@@ -361,7 +385,14 @@ async fn compressed_bodies_count_at_their_declared_size() {
         .await
         .unwrap();
     // Honest: 160 kB of values compress to almost nothing and fit the 1 MiB limit.
-    let ok: Vec<_> = c.inner.do_put(futures::stream::iter(encoded.clone().into_iter().map(Ok))).await.unwrap().try_collect().await.unwrap();
+    let ok: Vec<_> = c
+        .inner
+        .do_put(futures::stream::iter(encoded.clone().into_iter().map(Ok)))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let meta: serde_json::Value = serde_json::from_slice(&ok[0].app_metadata).unwrap();
     assert_same(&c.get(meta["handle"].as_str().unwrap()).await.unwrap(), &df, "compressed upload");
 
@@ -431,7 +462,8 @@ async fn inputs_found_by_fuzzing_get_client_errors() {
             let err = c.inner.get_flight_info(descriptor).await.err().map(to_status).expect(&name);
             assert!(client_error(err.code()), "{name} as a command: {err}");
             // As the parameters of a prepared statement, the way the fuzz target also reads it.
-            let handle = json!({"query": "SELECT 1", "params": base64::engine::general_purpose::STANDARD.encode(&data)});
+            let handle =
+                json!({"query": "SELECT 1", "params": base64::engine::general_purpose::STANDARD.encode(&data)});
             let cmd = CommandPreparedStatementQuery { prepared_statement_handle: handle.to_string().into() };
             let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
             let err = c.inner.get_flight_info(descriptor).await.err().map(to_status).expect(&name);

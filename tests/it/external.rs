@@ -73,17 +73,11 @@ async fn any_worker_serves_any_handle_and_results_survive_restarts() {
     let mut cb = Client::connect(b.addr).await;
     let h = handle_of(&ca.upload("t", &df).await);
     assert_same(&cb.get(&h).await.unwrap(), &df, "served by the other worker");
-    let agg = cb
-        .action("group_by", json!({"input": h, "by": ["sym"], "aggs": ["sum(qty) AS total"]}))
-        .await
-        .unwrap();
+    let agg = cb.action("group_by", json!({"input": h, "by": ["sym"], "aggs": ["sum(qty) AS total"]})).await.unwrap();
     let want = df!("sym" => ["a", "b"], "total" => [4i64, 2]).unwrap();
     assert_same_rows(&ca.get(&handle_of(&agg)).await.unwrap(), &want, "input on the other worker");
     // The same request on either worker names the same result.
-    let again = ca
-        .action("group_by", json!({"input": h, "by": ["sym"], "aggs": ["sum(qty) AS total"]}))
-        .await
-        .unwrap();
+    let again = ca.action("group_by", json!({"input": h, "by": ["sym"], "aggs": ["sum(qty) AS total"]})).await.unwrap();
     assert_eq!(handle_of(&again), handle_of(&agg));
 
     a.stop();
@@ -122,11 +116,7 @@ async fn a_job_whose_worker_is_killed_is_finished_by_another() {
         {"op": "group_by", "by": ["x"], "aggs": ["sum(x_right) AS s"]},
         {"op": "sort", "by": ["x"]}
     ]});
-    let first = ca
-        .inner
-        .poll_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.to_string()))
-        .await
-        .unwrap();
+    let first = ca.inner.poll_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.to_string())).await.unwrap();
     let job = first.flight_descriptor.expect("queued");
     let leases = state.path().join("leases");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -150,7 +140,12 @@ async fn a_job_whose_worker_is_killed_is_finished_by_another() {
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
     assert_eq!(record["state"], "done");
     assert!(record["worker"].as_str().unwrap().ends_with(&b.addr.to_string()), "{record}");
-    let got = cb.get(&handle_of(&json!({"handle": String::from_utf8(info.endpoint[0].ticket.clone().unwrap().ticket.to_vec()).unwrap()}))).await.unwrap();
+    let got = cb
+        .get(&handle_of(
+            &json!({"handle": String::from_utf8(info.endpoint[0].ticket.clone().unwrap().ticket.to_vec()).unwrap()}),
+        ))
+        .await
+        .unwrap();
     let n: i64 = 4000;
     let want = df!("x" => (0..n).collect::<Vec<_>>(), "s" => vec![n * (n - 1) / 2; n as usize]).unwrap();
     assert_same(&got, &want, "finished by the other worker");

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
+use polars::prelude::*;
 use polarway::config::{Config, StoreConfig};
 use polarway::convert;
 use polarway::engine::Engine;
-use polars::prelude::*;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -58,19 +58,17 @@ impl TestServer {
         Self::serve(engine, config, tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()).await
     }
 
-    async fn serve(engine: Arc<Engine>, config: Config, state_dir: tempfile::TempDir, data_dir: tempfile::TempDir) -> TestServer {
+    async fn serve(
+        engine: Arc<Engine>,
+        config: Config,
+        state_dir: tempfile::TempDir,
+        data_dir: tempfile::TempDir,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(polarway_serve(engine.clone(), config, listener, rx));
-        TestServer {
-            addr,
-            engine,
-            data_dir,
-            shutdown: Some(tx),
-            task: Some(task),
-            state_dir,
-        }
+        TestServer { addr, engine, data_dir, shutdown: Some(tx), task: Some(task), state_dir }
     }
 
     pub async fn client(&self) -> Client {
@@ -112,11 +110,8 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         Client { inner: FlightClient::new(channel) }
     }
 
@@ -131,14 +126,8 @@ impl Client {
             .with_schema(schema)
             .with_flight_descriptor(Some(descriptor))
             .build(futures::stream::iter(batches.into_iter().map(Ok)));
-        let results: Vec<_> = self
-            .inner
-            .do_put(stream)
-            .await
-            .map_err(to_status)?
-            .try_collect()
-            .await
-            .map_err(to_status)?;
+        let results: Vec<_> =
+            self.inner.do_put(stream).await.map_err(to_status)?.try_collect().await.map_err(to_status)?;
         assert_eq!(results.len(), 1);
         Ok(serde_json::from_slice(&results[0].app_metadata).unwrap())
     }
@@ -199,10 +188,7 @@ pub fn assert_same(got: &DataFrame, want: &DataFrame, context: &str) {
 }
 
 /// Polls a descriptor (a command, then the job it became) until the job is done.
-pub async fn poll_until_done(
-    c: &mut Client,
-    descriptor: arrow_flight::FlightDescriptor,
-) -> arrow_flight::PollInfo {
+pub async fn poll_until_done(c: &mut Client, descriptor: arrow_flight::FlightDescriptor) -> arrow_flight::PollInfo {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut descriptor = descriptor;
     loop {

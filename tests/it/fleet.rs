@@ -41,9 +41,7 @@ async fn lost_results_are_recomputed_from_their_lineage() {
     let h = handle_of(&c.upload("t", &frame()).await);
     let f = handle_of(&c.action("filter", json!({"input": h, "predicate": "qty > 1"})).await.unwrap());
     let g = handle_of(
-        &c.action("group_by", json!({"input": f, "by": ["sym"], "aggs": ["sum(qty) AS total"]}))
-            .await
-            .unwrap(),
+        &c.action("group_by", json!({"input": f, "by": ["sym"], "aggs": ["sum(qty) AS total"]})).await.unwrap(),
     );
     let want = c.get(&g).await.unwrap();
     // Lose both derived artifacts by hand (and the cache with a new worker on the same store).
@@ -118,7 +116,8 @@ async fn a_read_in_flight_completes_across_a_sweep_that_deletes_its_result() {
     .await;
     let mut c = server.client().await;
     let n = 500_000i64;
-    let big = df!("i" => (0..n).collect::<Vec<_>>(), "s" => (0..n).map(|i| format!("row {i}")).collect::<Vec<_>>()).unwrap();
+    let big =
+        df!("i" => (0..n).collect::<Vec<_>>(), "s" => (0..n).map(|i| format!("row {i}")).collect::<Vec<_>>()).unwrap();
     let h = handle_of(&c.upload("big", &big).await);
     let mut stream = c.inner.do_get(arrow_flight::Ticket::new(h.clone())).await.unwrap();
     use futures::StreamExt;

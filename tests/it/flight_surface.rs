@@ -3,8 +3,8 @@
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{
-    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria,
-    FlightDescriptor, FlightEndpoint, RenewFlightEndpointRequest,
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria, FlightDescriptor, FlightEndpoint,
+    RenewFlightEndpointRequest,
 };
 use futures::{StreamExt, TryStreamExt};
 use polars::prelude::*;
@@ -25,12 +25,49 @@ async fn list_actions_names_every_operation() {
     let actions: Vec<_> = c.inner.list_actions().await.unwrap().try_collect().await.unwrap();
     let names: Vec<&str> = actions.iter().map(|a| a.r#type.as_str()).collect();
     for op in [
-        "filter", "select", "with_columns", "sort", "group_by", "join", "head", "tail", "slice",
-        "pipeline", "read_csv", "read_parquet", "read_ipc", "write_csv", "write_parquet", "drop",
-        "rename", "cast", "unique", "limit", "drop_nulls", "fill_null", "fill_nan", "interpolate",
-        "concat", "pivot", "unpivot", "describe", "asof_join", "resample", "rolling", "shift",
-        "diff", "pct_change", "cum_sum", "schema", "shape", "explain", "drop_handle", "pin",
-        "unpin", "RenewFlightEndpoint", "CancelFlightInfo",
+        "filter",
+        "select",
+        "with_columns",
+        "sort",
+        "group_by",
+        "join",
+        "head",
+        "tail",
+        "slice",
+        "pipeline",
+        "read_csv",
+        "read_parquet",
+        "read_ipc",
+        "write_csv",
+        "write_parquet",
+        "drop",
+        "rename",
+        "cast",
+        "unique",
+        "limit",
+        "drop_nulls",
+        "fill_null",
+        "fill_nan",
+        "interpolate",
+        "concat",
+        "pivot",
+        "unpivot",
+        "describe",
+        "asof_join",
+        "resample",
+        "rolling",
+        "shift",
+        "diff",
+        "pct_change",
+        "cum_sum",
+        "schema",
+        "shape",
+        "explain",
+        "drop_handle",
+        "pin",
+        "unpin",
+        "RenewFlightEndpoint",
+        "CancelFlightInfo",
     ] {
         assert!(names.contains(&op), "ListActions lacks {op}");
     }
@@ -60,16 +97,8 @@ async fn flight_info_list_schema_and_poll() {
         let info = c.inner.get_flight_info(FlightDescriptor::new_cmd(cmd.clone())).await.unwrap();
         assert_eq!(info.total_records, 2);
         let ticket = info.endpoint[0].ticket.clone().unwrap();
-        let rows: usize = c
-            .inner
-            .do_get(ticket)
-            .await
-            .unwrap()
-            .map(|b| b.unwrap().num_rows())
-            .collect::<Vec<_>>()
-            .await
-            .iter()
-            .sum();
+        let rows: usize =
+            c.inner.do_get(ticket).await.unwrap().map(|b| b.unwrap().num_rows()).collect::<Vec<_>>().await.iter().sum();
         assert_eq!(rows, 2);
 
         let poll = poll_until_done(&mut c, FlightDescriptor::new_cmd(cmd)).await;
@@ -82,10 +111,7 @@ async fn flight_info_list_schema_and_poll() {
         let listed: Vec<_> =
             c.inner.list_flights(Criteria::default().expression).await.unwrap().try_collect().await.unwrap();
         assert_eq!(listed.len(), 2, "{mode:?}: the upload and the filter result");
-        let named = listed
-            .iter()
-            .find(|i| i.endpoint[0].ticket.as_ref().unwrap().ticket == h.as_bytes())
-            .unwrap();
+        let named = listed.iter().find(|i| i.endpoint[0].ticket.as_ref().unwrap().ticket == h.as_bytes()).unwrap();
         let meta: serde_json::Value = serde_json::from_slice(&named.app_metadata).unwrap();
         assert_eq!(meta["name"], "trades");
 
@@ -105,10 +131,8 @@ async fn metadata_actions() {
     let shape = c.action("shape", json!({"input": h})).await.unwrap();
     assert_eq!(shape["rows"], 3);
     assert_eq!(shape["columns"], 2);
-    let plan = c
-        .action("explain", json!({"input": h, "steps": [{"op": "filter", "predicate": "qty > 1"}]}))
-        .await
-        .unwrap();
+    let plan =
+        c.action("explain", json!({"input": h, "steps": [{"op": "filter", "predicate": "qty > 1"}]})).await.unwrap();
     assert!(plan["plan"].as_str().unwrap().contains("qty"), "{plan}");
     let pinned = c.action("pin", json!({"handle": h})).await.unwrap();
     assert_eq!(pinned["pinned"], true);
@@ -165,12 +189,12 @@ async fn exchange_runs_a_pipeline_without_persisting() {
     let mut c = server.client().await;
     let df = frame();
     let (schema, batches) = polarway::convert::frame_to_batches(&df).unwrap();
-    let cmd = json!({"steps": [{"op": "filter", "predicate": "qty > 1"}, {"op": "select", "columns": ["qty * 10 AS q"]}]});
+    let cmd =
+        json!({"steps": [{"op": "filter", "predicate": "qty > 1"}, {"op": "select", "columns": ["qty * 10 AS q"]}]});
     let input = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd.to_string())))
-        .build(futures::stream::iter(batches.into_iter().map(Ok)))
-;
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
     let out = c.inner.do_exchange(input).await.unwrap();
     let batches: Vec<_> = out.try_collect().await.unwrap();
     let schema = batches[0].schema();
@@ -189,18 +213,13 @@ async fn the_grpc_port_answers_grpc_health() {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
     let server = TestServer::start(Mode::Memory).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
     let overall = health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
     assert_eq!(overall.into_inner().status, 1, "SERVING");
-    let flight = health
-        .check(HealthCheckRequest { service: "arrow.flight.protocol.FlightService".into() })
-        .await
-        .unwrap();
+    let flight =
+        health.check(HealthCheckRequest { service: "arrow.flight.protocol.FlightService".into() }).await.unwrap();
     assert_eq!(flight.into_inner().status, 1, "SERVING");
     server.stop().await;
 }
@@ -209,11 +228,8 @@ async fn the_grpc_port_answers_grpc_health() {
 async fn the_request_id_comes_back_on_answers_and_errors() {
     use arrow_flight::flight_service_client::FlightServiceClient;
     let server = TestServer::start(Mode::Memory).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
     let mut raw = FlightServiceClient::new(channel);
     let mut request = tonic::Request::new(Action::new("shape", r#"{"input": "nope"}"#));
     request.metadata_mut().insert("x-request-id", "trace-42".parse().unwrap());

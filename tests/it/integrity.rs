@@ -88,7 +88,9 @@ async fn damaged_artifacts_are_never_served() {
         // next read recomputes it.
         let got = match c.get(&derived).await {
             Ok(got) => got,
-            Err(e) if e.code() == Code::DataLoss => c.get(&derived).await.unwrap_or_else(|e| panic!("round {round}, derived retry, {what}: {e}")),
+            Err(e) if e.code() == Code::DataLoss => {
+                c.get(&derived).await.unwrap_or_else(|e| panic!("round {round}, derived retry, {what}: {e}"))
+            }
             Err(e) => panic!("round {round}, derived, {what}: {e}"),
         };
         assert_same(&got, &expected_derived, &format!("round {round}, derived, {what}"));

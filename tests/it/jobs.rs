@@ -30,7 +30,8 @@ async fn a_job_answers_at_once_and_completes_in_the_background() {
         let info = done.info.unwrap();
         assert_eq!(info.total_records, 10, "{mode:?}");
         let ticket = info.endpoint[0].ticket.clone().unwrap();
-        let rows: usize = c.inner.do_get(ticket).await.unwrap().map(|b| b.unwrap().num_rows()).collect::<Vec<_>>().await.iter().sum();
+        let rows: usize =
+            c.inner.do_get(ticket).await.unwrap().map(|b| b.unwrap().num_rows()).collect::<Vec<_>>().await.iter().sum();
         assert_eq!(rows, 10);
         // The same command names the same, finished job.
         let again = c.inner.poll_flight_info(FlightDescriptor::new_cmd(cmd)).await.unwrap();
@@ -67,7 +68,14 @@ async fn a_failed_job_reports_its_status_and_a_cancelled_one_cancelled() {
     let cmd = json!({"op": "head", "input": h, "n": 1}).to_string();
     let first = c.inner.poll_flight_info(FlightDescriptor::new_cmd(cmd)).await.unwrap();
     let req = CancelFlightInfoRequest { info: first.info.clone() };
-    let _: Vec<_> = c.inner.do_action(Action::new("CancelFlightInfo", req.encode_to_vec())).await.unwrap().try_collect().await.unwrap();
+    let _: Vec<_> = c
+        .inner
+        .do_action(Action::new("CancelFlightInfo", req.encode_to_vec()))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let err = c.inner.poll_flight_info(first.flight_descriptor.unwrap()).await.unwrap_err();
     assert_eq!(to_status(err).code(), Code::Cancelled);
     server.stop().await;

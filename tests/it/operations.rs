@@ -57,9 +57,7 @@ fn bind(body: &Value, handles: &[(&str, String)]) -> Value {
             Value::String(h.1.clone())
         }
         Value::Array(items) => Value::Array(items.iter().map(|v| bind(v, handles)).collect()),
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), bind(v, handles))).collect())
-        }
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), bind(v, handles))).collect()),
         other => other.clone(),
     }
 }
@@ -69,14 +67,10 @@ fn cases() -> Vec<Case> {
     let s = sectors();
     let s4 = series4();
     let ts_col = |vals: Vec<i64>| {
-        Series::new("ts".into(), vals)
-            .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
-            .unwrap()
-            .into_column()
+        Series::new("ts".into(), vals).cast(&DataType::Datetime(TimeUnit::Milliseconds, None)).unwrap().into_column()
     };
-    let join = |how: JoinType| {
-        lazy(&t).join(lazy(&s), [col("sym")], [col("sym")], JoinArgs::new(how)).collect().unwrap()
-    };
+    let join =
+        |how: JoinType| lazy(&t).join(lazy(&s), [col("sym")], [col("sym")], JoinArgs::new(how)).collect().unwrap();
     vec![
         case(
             "filter",
@@ -256,13 +250,24 @@ fn cases() -> Vec<Case> {
         case(
             "resample",
             json!({"input": "$s4", "index": "ts", "every": "2h", "aggs": ["sum(qty) AS qty"]}),
-            df!("qty" => [3i64, 7]).unwrap().hstack(&[ts_col(vec![0, 7_200_000])]).unwrap().select(["ts", "qty"]).unwrap(),
+            df!("qty" => [3i64, 7])
+                .unwrap()
+                .hstack(&[ts_col(vec![0, 7_200_000])])
+                .unwrap()
+                .select(["ts", "qty"])
+                .unwrap(),
             true,
         ),
         case(
             "rolling",
             json!({"input": "$s4", "columns": ["qty"], "agg": "mean", "window_size": 2}),
-            lazy(&s4).with_columns([Column::new("qty_rolling_mean".into(), [None, Some(1.5f64), Some(2.5), Some(3.5)]).as_materialized_series().clone().lit()]).collect().unwrap(),
+            lazy(&s4)
+                .with_columns([Column::new("qty_rolling_mean".into(), [None, Some(1.5f64), Some(2.5), Some(3.5)])
+                    .as_materialized_series()
+                    .clone()
+                    .lit()])
+                .collect()
+                .unwrap(),
             true,
         ),
         case(
@@ -274,25 +279,37 @@ fn cases() -> Vec<Case> {
         case(
             "shift",
             json!({"input": "$s4", "n": 1, "columns": ["qty"]}),
-            lazy(&s4).with_columns([Series::new("qty".into(), [None, Some(1i64), Some(2), Some(3)]).lit()]).collect().unwrap(),
+            lazy(&s4)
+                .with_columns([Series::new("qty".into(), [None, Some(1i64), Some(2), Some(3)]).lit()])
+                .collect()
+                .unwrap(),
             true,
         ),
         case(
             "shift",
             json!({"input": "$s4", "n": -1, "columns": ["qty"], "suffix": "_lead"}),
-            lazy(&s4).with_columns([Series::new("qty_lead".into(), [Some(2i64), Some(3), Some(4), None]).lit()]).collect().unwrap(),
+            lazy(&s4)
+                .with_columns([Series::new("qty_lead".into(), [Some(2i64), Some(3), Some(4), None]).lit()])
+                .collect()
+                .unwrap(),
             true,
         ),
         case(
             "diff",
             json!({"input": "$s4", "columns": ["qty"]}),
-            lazy(&s4).with_columns([Series::new("qty".into(), [None, Some(1i64), Some(1), Some(1)]).lit()]).collect().unwrap(),
+            lazy(&s4)
+                .with_columns([Series::new("qty".into(), [None, Some(1i64), Some(1), Some(1)]).lit()])
+                .collect()
+                .unwrap(),
             true,
         ),
         case(
             "pct_change",
             json!({"input": "$s4", "columns": ["qty"]}),
-            lazy(&s4).with_columns([Series::new("qty".into(), [None, Some(1.0f64), Some(0.5), Some(1.0 / 3.0)]).lit()]).collect().unwrap(),
+            lazy(&s4)
+                .with_columns([Series::new("qty".into(), [None, Some(1.0f64), Some(0.5), Some(1.0 / 3.0)]).lit()])
+                .collect()
+                .unwrap(),
             true,
         ),
         case(
@@ -413,18 +430,13 @@ async fn asof_join_matches_polars() {
         ("forward", [Some(20), Some(90), None]),
         ("nearest", [Some(20), Some(40), Some(90)]),
     ] {
-        let got = client
-            .run("asof_join", json!({"left": l, "right": r, "on": "t", "strategy": strategy}))
-            .await
-            .unwrap();
+        let got =
+            client.run("asof_join", json!({"left": l, "right": r, "on": "t", "strategy": strategy})).await.unwrap();
         let mut expected = left.clone();
         expected.with_column(Column::new("v".into(), want)).unwrap();
         assert_same(&got, &expected, strategy);
     }
-    let got = client
-        .run("asof_join", json!({"left": l, "right": r, "on": "t", "tolerance": 1}))
-        .await
-        .unwrap();
+    let got = client.run("asof_join", json!({"left": l, "right": r, "on": "t", "tolerance": 1})).await.unwrap();
     let mut expected = left.clone();
     expected.with_column(Column::new("v".into(), [None, Some(40i64), Some(90)])).unwrap();
     assert_same(&got, &expected, "tolerance");
@@ -456,10 +468,9 @@ async fn files_read_and_write_inside_the_data_dir() {
         assert_same(&got, &want, "read_csv");
 
         let h = handle_of(&client.upload("t", &trades()).await);
-        for (write, read, file) in [
-            ("write_parquet", "read_parquet", "t.parquet"),
-            ("write_ipc", "read_ipc", "t.arrow"),
-        ] {
+        for (write, read, file) in
+            [("write_parquet", "read_parquet", "t.parquet"), ("write_ipc", "read_ipc", "t.arrow")]
+        {
             let out = client.action(write, json!({"input": h, "path": file})).await.unwrap();
             assert_eq!(out["num_rows"], 8);
             let back = client.run(read, json!({"path": file})).await.unwrap();

@@ -13,11 +13,7 @@ fn all_types() -> DataFrame {
     let dt = |s: Series, t: DataType| s.cast(&t).unwrap().into_column();
     let list = Series::new(
         "list".into(),
-        [
-            Some(Series::new("".into(), [1i64, 2])),
-            None,
-            Some(Series::new("".into(), Vec::<i64>::new())),
-        ],
+        [Some(Series::new("".into(), [1i64, 2])), None, Some(Series::new("".into(), Vec::<i64>::new()))],
     );
     let a = Series::new("a".into(), [Some(1i32), None, Some(3)]);
     let b = Series::new("b".into(), [Some("x"), Some("y"), None]);
@@ -45,7 +41,10 @@ fn all_types() -> DataFrame {
             Series::new("datetime_ns".into(), [Some(1i64), None, Some(2)]),
             DataType::Datetime(TimeUnit::Nanoseconds, None),
         ),
-        dt(Series::new("duration".into(), [Some(1_000i64), None, Some(-5)]), DataType::Duration(TimeUnit::Milliseconds)),
+        dt(
+            Series::new("duration".into(), [Some(1_000i64), None, Some(-5)]),
+            DataType::Duration(TimeUnit::Milliseconds),
+        ),
         dt(Series::new("time".into(), [Some(0i64), None, Some(3_600_000_000_000)]), DataType::Time),
         dt(Series::new("decimal".into(), [Some(1.25f64), None, Some(-3.5)]), DataType::Decimal(10, 2)),
         list.into_column(),
@@ -83,8 +82,9 @@ async fn shutdown_refuses_new_connections_and_lets_a_stream_in_flight_finish() {
     let mut server = TestServer::start(Mode::Memory).await;
     let mut client = server.client().await;
     let n = 400_000i64;
-    let df = df!("i" => (0..n).collect::<Vec<_>>(), "s" => (0..n).map(|i| format!("value number {i}")).collect::<Vec<_>>())
-        .unwrap();
+    let df =
+        df!("i" => (0..n).collect::<Vec<_>>(), "s" => (0..n).map(|i| format!("value number {i}")).collect::<Vec<_>>())
+            .unwrap();
     let h = handle_of(&client.upload("big", &df).await);
     let mut stream = client.inner.do_get(arrow_flight::Ticket::new(h)).await.unwrap();
     let mut rows = stream.next().await.unwrap().unwrap().num_rows();

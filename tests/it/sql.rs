@@ -4,7 +4,9 @@
 
 use arrow::util::pretty::pretty_format_batches;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetTables, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
+use arrow_flight::sql::{
+    CommandGetTables, CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption,
+};
 use futures::TryStreamExt;
 use polars::prelude::*;
 use tonic::Code;
@@ -13,11 +15,8 @@ use tonic::transport::Channel;
 use crate::fixture::*;
 
 async fn sql_client(server: &TestServer) -> FlightSqlServiceClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
     FlightSqlServiceClient::new(channel)
 }
 
@@ -25,7 +24,8 @@ async fn run(client: &mut FlightSqlServiceClient<Channel>, query: &str) -> Resul
     let info = client.execute(query.to_string(), None).await.map_err(to_status)?;
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let batches: Vec<_> = client.do_get(ticket).await.map_err(to_status)?.try_collect().await.map_err(to_status)?;
-    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| std::sync::Arc::new(info.try_decode_schema().unwrap()));
+    let schema =
+        batches.first().map(|b| b.schema()).unwrap_or_else(|| std::sync::Arc::new(info.try_decode_schema().unwrap()));
     Ok(polarway::convert::batches_to_frame(&schema, &batches).unwrap())
 }
 
@@ -46,24 +46,35 @@ async fn sql_over_named_datasets() {
 
         // Metadata lists both tables with schemas.
         let info = sql.get_tables(CommandGetTables { include_schema: true, ..Default::default() }).await.unwrap();
-        let batches: Vec<_> = sql.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap().try_collect().await.unwrap();
+        let batches: Vec<_> =
+            sql.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap().try_collect().await.unwrap();
         let text = pretty_format_batches(&batches).unwrap().to_string();
         assert!(text.contains("trades") && text.contains("names"), "{text}");
 
         // Ingest creates, then appends.
         let (schema, batches) = polarway::convert::frame_to_batches(&df!("k" => [1i64, 2]).unwrap()).unwrap();
         let options = |not_exist: TableNotExistOption, exists: TableExistsOption| CommandStatementIngest {
-            table_definition_options: Some(TableDefinitionOptions { if_not_exist: not_exist as i32, if_exists: exists as i32 }),
+            table_definition_options: Some(TableDefinitionOptions {
+                if_not_exist: not_exist as i32,
+                if_exists: exists as i32,
+            }),
             table: "ingested".into(),
             ..Default::default()
         };
         let _ = schema;
         let stream = |batches: Vec<arrow::array::RecordBatch>| futures::stream::iter(batches.into_iter().map(Ok));
-        let n = sql.execute_ingest(options(TableNotExistOption::Create, TableExistsOption::Fail), stream(batches.clone())).await.unwrap();
+        let n = sql
+            .execute_ingest(options(TableNotExistOption::Create, TableExistsOption::Fail), stream(batches.clone()))
+            .await
+            .unwrap();
         assert_eq!(n, 2);
-        let again = sql.execute_ingest(options(TableNotExistOption::Create, TableExistsOption::Fail), stream(batches.clone())).await;
+        let again = sql
+            .execute_ingest(options(TableNotExistOption::Create, TableExistsOption::Fail), stream(batches.clone()))
+            .await;
         assert!(again.is_err(), "{mode:?}: a second create fails");
-        sql.execute_ingest(options(TableNotExistOption::Fail, TableExistsOption::Append), stream(batches)).await.unwrap();
+        sql.execute_ingest(options(TableNotExistOption::Fail, TableExistsOption::Append), stream(batches))
+            .await
+            .unwrap();
         let count = run(&mut sql, "SELECT COUNT(*) AS n FROM ingested").await.unwrap();
         assert_eq!(count.column("n").unwrap().i64().unwrap().get(0), Some(4));
 
@@ -106,7 +117,16 @@ async fn a_cross_join_is_stopped_at_the_result_limit() {
     assert!(err.message().contains("POLARWAY_MAX_RESULT_ROWS"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "stopped early: {:?}", started.elapsed());
     let got = run(&mut sql, "SELECT count(*) AS n FROM wide").await.unwrap();
-    assert_eq!(got.column("n").unwrap().u64().map(|c| c.get(0)).ok().flatten().or_else(|| got.column("n").unwrap().i64().ok().and_then(|c| c.get(0)).map(|v| v as u64)), Some(5_000));
+    assert_eq!(
+        got.column("n").unwrap().u64().map(|c| c.get(0)).ok().flatten().or_else(|| got
+            .column("n")
+            .unwrap()
+            .i64()
+            .ok()
+            .and_then(|c| c.get(0))
+            .map(|v| v as u64)),
+        Some(5_000)
+    );
     server.stop().await;
 }
 
@@ -200,7 +220,8 @@ async fn a_store_unreachable_from_a_query_is_unavailable_and_loses_nothing() {
         url: "s3://polarway/results".into(),
         options: Default::default(),
     });
-    let engine = std::sync::Arc::new(polarway::engine::Engine::try_with_store(&config, std::sync::Arc::new(store)).unwrap());
+    let engine =
+        std::sync::Arc::new(polarway::engine::Engine::try_with_store(&config, std::sync::Arc::new(store)).unwrap());
     let server = TestServer::start_on(engine, config).await;
     let mut flight = server.client().await;
     let trades = df!("sym" => ["a", "b"], "qty" => [1i64, 2]).unwrap();

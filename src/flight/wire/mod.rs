@@ -35,7 +35,7 @@ use prost::Message;
 use crate::config::{Transport, WireFraming};
 use crate::error::Error;
 use crate::limits::Limit;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::metadata::GRPC_CONTENT_TYPE;
@@ -65,11 +65,8 @@ const UNARY: [(&str, &str); 7] = [
     ("/arrow.flight.protocol.FlightService/ListActions", "ListActions"),
 ];
 /// The methods whose request is a stream: each ends when it idles ([`Stalling`]).
-const STREAMED: [&str; 3] = [
-    DO_PUT,
-    "/arrow.flight.protocol.FlightService/DoExchange",
-    "/arrow.flight.protocol.FlightService/Handshake",
-];
+const STREAMED: [&str; 3] =
+    [DO_PUT, "/arrow.flight.protocol.FlightService/DoExchange", "/arrow.flight.protocol.FlightService/Handshake"];
 /// Where an upload's bodies start, as a multiple of bytes.
 pub(super) const BODY_ALIGNMENT: usize = 64;
 /// gRPC's message header: a compression flag and a big-endian length.
@@ -129,7 +126,9 @@ impl FlightRoutes {
         if method == "DoGet" && self.framing == WireFraming::Direct {
             let ticket = match Ticket::decode(message) {
                 Ok(ticket) => ticket,
-                Err(e) => return Status::invalid_argument(format!("the request message is malformed: {e}")).into_http(),
+                Err(e) => {
+                    return Status::invalid_argument(format!("the request message is malformed: {e}")).into_http();
+                }
             };
             let request = Request::from_http(http::Request::from_parts(parts, ticket));
             return respond(self.flight.get(request).await, self.max_message);
@@ -466,7 +465,10 @@ mod tests {
         let stream = grpc_stream(&messages);
         let code = |result: Result<Vec<FlightData>, Status>| result.unwrap_err().code();
         // Cut in the middle of a message, or of a gRPC header.
-        assert_eq!(code(Assembler::assemble(&stream[..stream.len() - 10], 4096, 4 << 20)), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(Assembler::assemble(&stream[..stream.len() - 10], 4096, 4 << 20)),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(code(Assembler::assemble(&stream[..3], 4096, 4 << 20)), tonic::Code::InvalidArgument);
         // Over the message limit, said before the message is read.
         assert_eq!(code(Assembler::assemble(&stream, 4096, 500_000)), tonic::Code::ResourceExhausted);

@@ -1,10 +1,10 @@
 //! DoPut's side: request frames assembled into messages, each copied once into a buffer of its
 //! own where its body starts aligned, so Arrow decodes the body where it lies.
 
+use arrow_flight::FlightData;
 use bytes::{Buf, Bytes};
 use futures::Stream;
 use http_body_util::BodyExt;
-use arrow_flight::FlightData;
 use prost::Message;
 use tonic::Status;
 
@@ -12,7 +12,10 @@ use super::*;
 
 /// The FlightData messages of a streamed request body, as [`Assembler`] puts them together.
 /// Messages completed before a failure are delivered, then the failure.
-pub(crate) fn read_flight_data<B>(body: B, max: usize) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static
+pub(crate) fn read_flight_data<B>(
+    body: B,
+    max: usize,
+) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static
 where
     B: http_body::Body<Data = Bytes, Error = Status> + Send + Unpin + 'static,
 {
@@ -23,7 +26,8 @@ where
         failure: Option<Status>,
         ended: bool,
     }
-    let reading = Reading { body, assembler: Assembler::new(max), ready: Default::default(), failure: None, ended: false };
+    let reading =
+        Reading { body, assembler: Assembler::new(max), ready: Default::default(), failure: None, ended: false };
     futures::stream::unfold(reading, |mut r| async move {
         loop {
             if let Some(message) = r.ready.pop_front() {
@@ -133,11 +137,7 @@ impl Assembler {
                     }
                     // Look at the message's start without copying the chunk where possible.
                     let take = (len - self.pending.len()).min(chunk.len());
-                    let seen = if self.pending.is_empty() {
-                        body_offset(&chunk[..take])
-                    } else {
-                        BodyAt::Unknown
-                    };
+                    let seen = if self.pending.is_empty() { body_offset(&chunk[..take]) } else { BodyAt::Unknown };
                     match seen {
                         BodyAt::Offset(at) => {
                             let (buf, start) = aligned_buffer(len, at);

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use arrow_flight::{FlightData, PutResult};
+use bytes::{BufMut, Bytes, BytesMut};
 use tonic::Status;
 
 use super::super::encode::OutgoingData;

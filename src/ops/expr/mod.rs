@@ -40,7 +40,10 @@ pub enum Key {
 }
 
 /// Reads a string or `{"expr": ...}`; `what` names the string's meaning in the error.
-fn text_or_native<'de, D: Deserializer<'de>>(d: D, what: &str) -> std::result::Result<std::result::Result<String, Value>, D::Error> {
+fn text_or_native<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &str,
+) -> std::result::Result<std::result::Result<String, Value>, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => Ok(Ok(s)),
         Value::Object(mut fields) if fields.len() == 1 && fields.contains_key(NATIVE_FIELD) => {
@@ -240,12 +243,7 @@ pub fn parse_aggs(param: &str, items: &[Expression]) -> Result<Aggregations> {
                 let count: PlSmallStr = format!("__polarway_count_{i}").into();
                 out.aggs.push(col(column).sum().alias(name));
                 out.aggs.push(col(column).count().alias(count.clone()));
-                out.after.push(
-                    when(col(count.clone()).eq(lit(0)))
-                        .then(lit(NULL))
-                        .otherwise(col(name))
-                        .alias(name),
-                );
+                out.after.push(when(col(count.clone()).eq(lit(0))).then(lit(NULL)).otherwise(col(name)).alias(name));
                 out.hidden.push(count);
                 out.sql_sums.push(name.into());
             }
@@ -308,9 +306,10 @@ pub fn dtype(param: &str, text: &str) -> Result<DataType> {
                 let original = text.trim();
                 let start = original.find(',').map(|i| i + 1).unwrap_or(original.len());
                 let name = original[start..].trim().trim_end_matches(']').trim();
-                Some(TimeZone::opt_try_new(Some(name))?.ok_or_else(|| {
-                    Error::invalid(format!("`{param}`: empty time zone in `{text}`"))
-                })?)
+                Some(
+                    TimeZone::opt_try_new(Some(name))?
+                        .ok_or_else(|| Error::invalid(format!("`{param}`: empty time zone in `{text}`")))?,
+                )
             }
         };
         return Ok(DataType::Datetime(unit, tz));
@@ -320,9 +319,9 @@ pub fn dtype(param: &str, text: &str) -> Result<DataType> {
     }
     // Anything else is read as a SQL type name through Polars' SQL parser.
     let dt = match parse(param, &format!("CAST(NULL AS {text})"))? {
-        Expr::Cast { dtype, .. } => dtype.into_datatype(&Schema::default()).map_err(|_| {
-            Error::invalid(format!("`{param}`: unknown data type `{text}`"))
-        })?,
+        Expr::Cast { dtype, .. } => dtype
+            .into_datatype(&Schema::default())
+            .map_err(|_| Error::invalid(format!("`{param}`: unknown data type `{text}`")))?,
         _ => return Err(Error::invalid(format!("`{param}`: unknown data type `{text}`"))),
     };
     // Polars asserts (panics) on decimal precision outside 1..=38.
@@ -347,8 +346,7 @@ fn time_unit(param: &str, text: &str) -> Result<TimeUnit> {
 
 /// Parses a Polars duration string such as `1h`, `15m`, `2d12h`, `3i` (index count).
 pub fn duration(param: &str, text: &str) -> Result<Duration> {
-    Duration::try_parse(text)
-        .map_err(|e| Error::invalid(format!("`{param}`: `{text}` is not a duration: {e}")))
+    Duration::try_parse(text).map_err(|e| Error::invalid(format!("`{param}`: `{text}` is not a duration: {e}")))
 }
 
 /// Parses a duration that must be greater than zero (window sizes and strides; Polars panics on
@@ -411,10 +409,7 @@ mod tests {
         assert_eq!(dtype("t", "DOUBLE").unwrap(), DataType::Float64);
         assert_eq!(
             dtype("t", "datetime[ms, Europe/Paris]").unwrap(),
-            DataType::Datetime(
-                TimeUnit::Milliseconds,
-                TimeZone::opt_try_new(Some("Europe/Paris")).unwrap()
-            )
+            DataType::Datetime(TimeUnit::Milliseconds, TimeZone::opt_try_new(Some("Europe/Paris")).unwrap())
         );
         assert!(dtype("t", "nonsense)").is_err());
         assert!(dtype("t", "decimal(40, 2)").is_err());

@@ -72,9 +72,7 @@ pub fn check_json(param: &str, json: &Value) -> Result<()> {
                     if let Some((_, what)) = FORBIDDEN.iter().find(|(k, _)| k == key) {
                         return Err(refused(param, key, what));
                     }
-                    if key == "RenameAlias"
-                        && child.get("function").is_some_and(|f| f.get("Map").is_some())
-                    {
+                    if key == "RenameAlias" && child.get("function").is_some_and(|f| f.get("Map").is_some()) {
                         return Err(refused(param, "RenameAlias.Map", PYTHON_PAYLOAD));
                     }
                     stack.push((child, depth + 1));
@@ -171,8 +169,18 @@ pub fn json_depth(body: &[u8]) -> usize {
 /// Whether a native expression calls a function that can make values much larger than its
 /// arguments, or holds a long string literal (see [`crate::sqltext::expands`]).
 pub fn expands(json: &Value) -> bool {
-    const EXPANDING: &[&str] =
-        &["PadStart", "PadEnd", "ZFill", "Replace", "ReplaceMany", "Repeat", "RepeatBy", "ConcatHorizontal", "ConcatVertical", "ExtendConstant"];
+    const EXPANDING: &[&str] = &[
+        "PadStart",
+        "PadEnd",
+        "ZFill",
+        "Replace",
+        "ReplaceMany",
+        "Repeat",
+        "RepeatBy",
+        "ConcatHorizontal",
+        "ConcatVertical",
+        "ExtendConstant",
+    ];
     let mut stack = vec![json];
     while let Some(value) = stack.pop() {
         match value {
@@ -207,9 +215,17 @@ mod tests {
     #[test]
     fn python_polars_json_decodes_to_the_same_expression() {
         // Written by Python Polars 2.1.0 (and 1.43.2, byte for byte).
-        let e = decode("predicate", &json(r#"{"BinaryExpr":{"left":{"Column":"qty"},"op":"Gt","right":{"Literal":{"Dyn":{"Int":10}}}}}"#)).unwrap();
+        let e = decode(
+            "predicate",
+            &json(r#"{"BinaryExpr":{"left":{"Column":"qty"},"op":"Gt","right":{"Literal":{"Dyn":{"Int":10}}}}}"#),
+        )
+        .unwrap();
         assert_eq!(e, col("qty").gt(lit(10)));
-        let e = decode("columns", &json(r#"{"Alias":[{"Function":{"input":[{"Column":"s"}],"function":{"StringExpr":"Uppercase"}}},"u"]}"#)).unwrap();
+        let e = decode(
+            "columns",
+            &json(r#"{"Alias":[{"Function":{"input":[{"Column":"s"}],"function":{"StringExpr":"Uppercase"}}},"u"]}"#),
+        )
+        .unwrap();
         assert_eq!(e, col("s").str().to_uppercase().alias("u"));
         let e = decode("aggs", &json(r#"{"Over":{"function":{"Agg":{"Sum":{"Column":"a"}}},"partition_by":[{"Column":"g"}],"order_by":null,"mapping":"GroupsToRows"}}"#)).unwrap();
         assert_eq!(e, col("a").sum().over([col("g")]).unwrap());
@@ -218,8 +234,14 @@ mod tests {
     #[test]
     fn forbidden_nodes_are_refused_by_name() {
         let cases = [
-            (r#"{"AnonymousFunction":{"input":[{"Column":"a"}],"function":[80,76,80,89,70,78],"options":{}}}"#, "map_elements"),
-            (r#"{"Function":{"input":[{"Column":"a"}],"function":{"FfiPlugin":{"lib":"/tmp/x.so","symbol":"f","kwargs":[]}}}}"#, "plugin"),
+            (
+                r#"{"AnonymousFunction":{"input":[{"Column":"a"}],"function":[80,76,80,89,70,78],"options":{}}}"#,
+                "map_elements",
+            ),
+            (
+                r#"{"Function":{"input":[{"Column":"a"}],"function":{"FfiPlugin":{"lib":"/tmp/x.so","symbol":"f","kwargs":[]}}}}"#,
+                "plugin",
+            ),
             (r#"{"SubPlan":[{"Scan":{"sources":{"Paths":["s3://b/x.parquet"]}}},[]]}"#, "sub-plan"),
             (r#"{"RenameAlias":{"function":{"Map":[1,2,3]},"expr":{"Column":"a"}}}"#, "name.map"),
         ];
@@ -234,7 +256,9 @@ mod tests {
     fn a_scan_of_an_object_store_is_refused_with_the_cloud_features_compiled_in() {
         // This crate's Polars can read s3:// (the data root's scans): a plan that reaches a store
         // is never run from an expression, by its JSON's node names or by the decoded node.
-        let scan = LazyFrame::scan_parquet(polars::prelude::PlRefPath::new("s3://bucket/x.parquet"), Default::default()).unwrap();
+        let scan =
+            LazyFrame::scan_parquet(polars::prelude::PlRefPath::new("s3://bucket/x.parquet"), Default::default())
+                .unwrap();
         let expr = Expr::SubPlan(SpecialEq::new(std::sync::Arc::new(scan.logical_plan)), vec![]);
         let written = serde_json::to_value(&expr).expect("Polars writes a sub-plan's scan");
         assert!(written.to_string().contains("s3://bucket/x.parquet"), "{written}");

@@ -72,16 +72,12 @@ impl<'a> ObjectWriter<'a> {
         let upload = match &mut self.upload {
             Some(upload) => upload,
             None => {
-                let started = self
-                    .owner
-                    .block_on(self.owner.store.put_multipart(&self.path))
-                    .map_err(io::Error::other)?;
+                let started =
+                    self.owner.block_on(self.owner.store.put_multipart(&self.path)).map_err(io::Error::other)?;
                 self.upload.insert(WriteMultipart::new_with_chunk_size(started, PART_BYTES))
             }
         };
-        self.owner
-            .block_on(upload.wait_for_capacity(UPLOAD_CONCURRENCY))
-            .map_err(io::Error::other)?;
+        self.owner.block_on(upload.wait_for_capacity(UPLOAD_CONCURRENCY)).map_err(io::Error::other)?;
         upload.put(Bytes::from(std::mem::take(&mut self.buffer)));
         Ok(())
     }
@@ -153,10 +149,9 @@ impl Source {
 
     fn size(&self) -> Result<u64> {
         match self {
-            Source::File(file, _) => file
-                .metadata()
-                .map(|m| m.len())
-                .map_err(|e| Error::store("state store: cannot read a result", e)),
+            Source::File(file, _) => {
+                file.metadata().map(|m| m.len()).map_err(|e| Error::store("state store: cannot read a result", e))
+            }
             Source::Object { size, .. } => Ok(*size),
         }
     }
@@ -191,9 +186,7 @@ fn read_exact_at(file: &std::fs::File, range: Range<u64>) -> io::Result<Vec<u8>>
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: the destination is the unfilled part of `buf`'s allocation, `len - filled`
         // bytes from `filled`; the kernel writes at most that many bytes there.
-        let read = unsafe {
-            libc::pread(file.as_raw_fd(), buf.as_mut_ptr().add(filled).cast(), len - filled, offset)
-        };
+        let read = unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().add(filled).cast(), len - filled, offset) };
         match read {
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             n if n < 0 => {
@@ -226,10 +219,7 @@ impl VerifiedFile {
             && c.size() != size
         {
             source.quarantine();
-            return Err(Error::DataLoss(format!(
-                "stored result {handle} is {size} bytes; {} were written",
-                c.size()
-            )));
+            return Err(Error::DataLoss(format!("stored result {handle} is {size} bytes; {} were written", c.size())));
         }
         Ok(VerifiedFile { source, checksums, handle: handle.clone(), size })
     }
@@ -292,7 +282,8 @@ impl VerifiedFile {
     fn block(&self, block: &Block) -> Result<Bytes> {
         let range = block_range(block).ok_or_else(|| self.corrupt("a block with impossible bounds"))?;
         let bytes = self.read(range)?;
-        crate::ipc::check_block(&bytes, block.metaDataLength(), MAX_BLOCK_DECODED_BYTES).map_err(|e| self.corrupt(&e.to_string()))?;
+        crate::ipc::check_block(&bytes, block.metaDataLength(), MAX_BLOCK_DECODED_BYTES)
+            .map_err(|e| self.corrupt(&e.to_string()))?;
         Ok(bytes)
     }
 
@@ -301,9 +292,10 @@ impl VerifiedFile {
         let mut decoder = FileDecoder::new(schema.clone(), version);
         for block in &dictionaries {
             let bytes = self.block(block)?;
-            crate::contain::guard(|panic| self.corrupt(&panic), || {
-                decoder.read_dictionary(block, &Buffer::from(bytes)).map_err(|e| self.corrupt(&e.to_string()))
-            })?;
+            crate::contain::guard(
+                |panic| self.corrupt(&panic),
+                || decoder.read_dictionary(block, &Buffer::from(bytes)).map_err(|e| self.corrupt(&e.to_string())),
+            )?;
         }
         Ok(BatchStream { schema, batches: Box::new(BlockReader { file: self, decoder, blocks: blocks.into_iter() }) })
     }
@@ -367,9 +359,14 @@ impl Iterator for BlockReader {
             Ok(bytes) => bytes,
             Err(e) => return Some(Err(e)),
         };
-        let decoded = crate::contain::guard(|panic| self.file.corrupt(&panic), || {
-            self.decoder.read_record_batch(&block, &Buffer::from(bytes)).map_err(|e| self.file.corrupt(&e.to_string()))
-        });
+        let decoded = crate::contain::guard(
+            |panic| self.file.corrupt(&panic),
+            || {
+                self.decoder
+                    .read_record_batch(&block, &Buffer::from(bytes))
+                    .map_err(|e| self.file.corrupt(&e.to_string()))
+            },
+        );
         match decoded {
             Ok(Some(batch)) => Some(Ok(batch)),
             Ok(None) => self.next(),
@@ -391,4 +388,3 @@ fn block_range(block: &Block) -> Option<Range<u64>> {
     let body = u64::try_from(block.bodyLength()).ok()?;
     Some(start..start.checked_add(meta)?.checked_add(body)?)
 }
-

@@ -27,9 +27,7 @@ use arrow::ipc::writer::FileWriter;
 use chrono::Utc;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use polars::prelude::DataFrame;
 use tokio::runtime::Handle as Runtime;
 
@@ -37,11 +35,13 @@ mod file;
 mod orphans;
 mod scratch;
 
-use super::{BatchStream, DocKey, DocSet, DocumentStore, FileCapabilities, IpcStream, ResultMeta, ResultStore, TableFile};
-use file::{ObjectWriter, Source, VerifiedFile};
+use super::{
+    BatchStream, DocKey, DocSet, DocumentStore, FileCapabilities, IpcStream, ResultMeta, ResultStore, TableFile,
+};
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
+use file::{ObjectWriter, Source, VerifiedFile};
 
 /// Results in an object store.
 pub struct ObjectStateStore {
@@ -73,7 +73,10 @@ pub(crate) fn store_failure(what: &str, err: &object_store::Error) -> Option<Err
             tracing::error!(error = %err, what, "the state store refused the worker's credentials");
             Error::Internal(format!("state store refused the worker's credentials: cannot {what}"))
         }
-        E::InvalidPath { .. } | E::NotSupported { .. } | E::NotImplemented { .. } | E::UnknownConfigurationKey { .. } => {
+        E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. } => {
             tracing::error!(error = %err, what, "the state store does not support this call");
             Error::Internal(format!("state store does not support this: cannot {what}"))
         }
@@ -91,12 +94,7 @@ pub(crate) fn store_failure(what: &str, err: &object_store::Error) -> Option<Err
 
 impl ObjectStateStore {
     /// A store over `store` under `root`; `local_dir` names the directory of a local backend.
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        root: ObjectPath,
-        local_dir: Option<PathBuf>,
-        runtime: Runtime,
-    ) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, root: ObjectPath, local_dir: Option<PathBuf>, runtime: Runtime) -> Self {
         Self { store, root, local_dir, scratch: None, runtime }
     }
 
@@ -108,12 +106,9 @@ impl ObjectStateStore {
 
     /// Opens a local directory (created if missing) as a store.
     pub fn open_dir(dir: &std::path::Path, runtime: Runtime) -> Result<Self> {
-        std::fs::create_dir_all(dir.join("results")).map_err(|e| {
-            Error::store("state store: cannot create the directory", e)
-        })?;
-        let dir = dir.canonicalize().map_err(|e| {
-            Error::store("state store: cannot open the directory", e)
-        })?;
+        std::fs::create_dir_all(dir.join("results"))
+            .map_err(|e| Error::store("state store: cannot create the directory", e))?;
+        let dir = dir.canonicalize().map_err(|e| Error::store("state store: cannot open the directory", e))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| store_error("open the directory", e))?;
         Ok(Self::new(Arc::new(store), ObjectPath::default(), Some(dir), runtime))
@@ -231,9 +226,7 @@ impl ResultStore for ObjectStateStore {
     }
 
     fn meta(&self, handle: &Handle) -> Result<Option<ResultMeta>> {
-        let bytes = match self.block_on(async {
-            self.store.get(&self.path(handle, "json")).await?.bytes().await
-        }) {
+        let bytes = match self.block_on(async { self.store.get(&self.path(handle, "json")).await?.bytes().await }) {
             Ok(bytes) => bytes,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(store_error("read metadata", e)),
@@ -290,7 +283,6 @@ impl ResultStore for ObjectStateStore {
         }
         Ok(metas)
     }
-
 }
 
 impl DocumentStore for ObjectStateStore {

@@ -22,8 +22,7 @@ impl ObjectStateStore {
         if dest.exists() {
             return Ok(Some(dest));
         }
-        let scratch_error =
-            |e: io::Error| Error::store("scratch directory: cannot copy a result", e);
+        let scratch_error = |e: io::Error| Error::store("scratch directory: cannot copy a result", e);
         std::fs::create_dir_all(scratch).map_err(scratch_error)?;
         let part = scratch.join(format!("{handle}.{}.part", uuid::Uuid::new_v4().simple()));
         let copied = self.block_on(async {
@@ -53,7 +52,6 @@ impl ObjectStateStore {
         }
     }
 
-
     /// A lazy Polars scan of a result's file: the local backend's own file, or a remote
     /// result's scratch copy; every byte is checked first.
     pub(super) fn lazy_scan(&self, handle: &Handle) -> Result<Option<polars::prelude::LazyFrame>> {
@@ -70,11 +68,14 @@ impl ObjectStateStore {
         // Polars reads the file itself: check every byte first. A file without checksums (from
         // before they existed) is read through arrow-rs instead, which refuses what it cannot
         // decode where Polars' reader may panic.
-        let Some(checksums) = crate::store::ResultStore::meta(self, handle)?.and_then(|m| m.checksums) else { return Ok(None) };
+        let Some(checksums) = crate::store::ResultStore::meta(self, handle)?.and_then(|m| m.checksums) else {
+            return Ok(None);
+        };
         let checksums = Some(checksums);
-        let file = std::fs::File::open(&path)
-            .map_err(|e| Error::store("state store: cannot open a result", e))?;
-        if let Err(e) = VerifiedFile::open(Source::File(file, path.clone()), handle, checksums).and_then(|f| f.verify_all()) {
+        let file = std::fs::File::open(&path).map_err(|e| Error::store("state store: cannot open a result", e))?;
+        if let Err(e) =
+            VerifiedFile::open(Source::File(file, path.clone()), handle, checksums).and_then(|f| f.verify_all())
+        {
             if self.local_dir.is_none() {
                 // A bad scratch copy is fetched again next time; the stored object is checked then.
                 let _ = std::fs::remove_file(damaged_file(&path));
