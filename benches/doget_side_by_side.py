@@ -16,10 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "benches"))
 
-import pyarrow.flight as flight  # noqa: E402
-
 import conftest_worker  # noqa: E402
 import e2e  # noqa: E402
+import pyarrow.flight as flight  # noqa: E402
 from harness import cpu_seconds, drain, put, timed  # noqa: E402
 
 

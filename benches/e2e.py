@@ -21,17 +21,16 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pyarrow.flight as flight
-
 import polarway
+import pyarrow.flight as flight
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "benches"))
+import versus  # noqa: E402
 from conftest_worker import Worker  # noqa: E402
 from fleet import Nginx  # noqa: E402
 from harness import act, drain, median, ms, put, rss_kib, timed  # noqa: E402
-import versus  # noqa: E402
 from workload import ten_steps, trades  # noqa: E402
 
 MiB = 1 << 20
@@ -191,7 +190,8 @@ def main():
             gets.append(t)
         sampling[0] = False
         sampler.join()
-        gbps = lambda s: f"{nbytes / s / 1e9:.2f} GB/s"
+        def gbps(s):
+            return f"{nbytes / s / 1e9:.2f} GB/s"
         record(f"DoGet {nbytes // MiB} MiB (external) / loopback copy", gbps(median(gets)), gbps(median(loop)),
                f"{median(loop) / median(gets):.2f}", ">= 0.8", median(loop) / median(gets) >= 0.8)
         record(f"DoPut {nbytes // MiB} MiB (memory) / loopback copy", gbps(median(puts)), gbps(median(loop)),
@@ -217,7 +217,7 @@ def main():
         record("DoGet throughput: Polarway / pyarrow peer (C++ Flight)", gbps(median(ours)), gbps(median(theirs)),
                f"{median(theirs) / median(ours):.2f}", ">= 1.0", median(theirs) / median(ours) >= 1.0)
         act(mem_c, "drop_handle", {"handle": mem_handle})
-        del table
+        table = None  # frees it before the measurements that follow
 
         # 3. group_by on many rows (memory store) vs the same query in local Polars.
         frame = trades(group_rows)

@@ -17,9 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "benches"))
 
-import polarway  # noqa: E402
-
 import conftest_worker  # noqa: E402
+import polarway  # noqa: E402
 from harness import cpu_seconds, put, timed  # noqa: E402
 from versus import agree, group_by, kvs  # noqa: E402
 

@@ -24,7 +24,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "python"))
 
 import polars as pl  # noqa: E402
-
 import polarway  # noqa: E402
 import tpch  # noqa: E402
 from conftest_worker import Worker  # noqa: E402

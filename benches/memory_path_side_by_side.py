@@ -18,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "benches"))
 
-import polars as pl  # noqa: E402
-
 import conftest_worker  # noqa: E402
+import polars as pl  # noqa: E402
 import polarway  # noqa: E402
 from harness import put, timed  # noqa: E402
 from workload import ten_steps, trades  # noqa: E402
@@ -52,7 +51,7 @@ def main():
                     seconds, _ = timed(lambda: case(r, i))
                     r["t"].setdefault(name, []).append(seconds)
         old, new = runs
-        print(f"| case | old (ms) | new (ms) | new / old |\n| --- | --- | --- | --- |")
+        print("| case | old (ms) | new (ms) | new / old |\n| --- | --- | --- | --- |")
         for name in cases:
             o, n = statistics.median(old["t"][name]) * 1e3, statistics.median(new["t"][name]) * 1e3
             print(f"| {name} | {o:.1f} | {n:.1f} | {n / o:.2f} |")

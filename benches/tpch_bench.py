@@ -31,7 +31,6 @@ sys.path.insert(0, str(HERE.parent / "tests" / "python"))
 import adbc_driver_flightsql.dbapi as flight_sql  # noqa: E402
 import duckdb  # noqa: E402
 import polars as pl  # noqa: E402
-
 import polarway  # noqa: E402
 import tpch  # noqa: E402
 from conftest_worker import Worker  # noqa: E402

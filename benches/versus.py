@@ -12,12 +12,9 @@ import sys
 from pathlib import Path
 
 import polars as pl
-from polars.testing import assert_frame_equal
-
 import polarway
 from harness import PeakRss, cpu_seconds, median, ms, put, timed
-
-
+from polars.testing import assert_frame_equal
 
 # -- the work, in Polars: what Polarway runs, and the reference every answer is compared with ----
 
@@ -248,11 +245,13 @@ def contest(record, ours, peer, tmp, *, rows, big, small, reps, small_reps, targ
 
         # group_by over the uploaded rows.
         local = facts.lazy()
-        want_group = lambda i: group_by(local, i).collect()
+        def want_group(i):
+            return group_by(local, i).collect()
         g_ours, g_theirs = alternate(reps, lambda i: ours.group_by(our_kvs, i), lambda i: peer.group_by(their_kvs, i),
                                      check=against(want_group, "group_by", ["k"]))
         versus(f"group_by k over {rows:,} rows", g_ours, g_theirs, lambda xs: ms(median(xs)), 1.0 if name == "roapi" else target)
-        per_call = lambda c: cpu[c] / reps
+        def per_call(c):
+            return cpu[c] / reps
         record(f"server CPU per group_by: {name} / Polarway", ms(per_call(ours)), ms(per_call(peer)),
                f"{per_call(peer) / max(per_call(ours), 1e-9):.2f}", "-", None)
 
@@ -266,7 +265,8 @@ def contest(record, ours, peer, tmp, *, rows, big, small, reps, small_reps, targ
         # Five steps with a join against 10k rows.
         dim = dimension()
         our_dim, their_dim = loaded(ours, "dim", dim, 0), loaded(peer, "dim", dim, 0)
-        want_steps = lambda i: five_steps(local, dim.lazy(), i).collect()
+        def want_steps(i):
+            return five_steps(local, dim.lazy(), i).collect()
         p_ours, p_theirs = alternate(reps, lambda i: ours.five_steps(our_kvs, our_dim, i),
                                      lambda i: peer.five_steps(their_kvs, their_dim, i),
                                      check=against(want_steps, "five steps", ["grp"]))
@@ -278,7 +278,8 @@ def contest(record, ours, peer, tmp, *, rows, big, small, reps, small_reps, targ
         # Small filters: p50 and p99 of the time to the answer in the client.
         local_small = small.lazy()
         our_small, their_small = loaded(ours, "small", small, 0), loaded(peer, "small", small, 0)
-        want_small = lambda i: small_filter(local_small, i).collect()
+        def want_small(i):
+            return small_filter(local_small, i).collect()
         f_ours, f_theirs = alternate(small_reps, lambda i: ours.small_filter(our_small, i), lambda i: peer.small_filter(their_small, i), warm_up=3)
         for i in (0, small_reps // 2):
             agree(ours.small_filter(our_small, i), want_small(i), "Polarway's filter")
@@ -301,13 +302,15 @@ def contest(record, ours, peer, tmp, *, rows, big, small, reps, small_reps, targ
         for contender, ref in ((ours, our_big), (peer, their_big)):
             agree(contender.fetch(ref), local_big, f"{contender.name}'s fetch", ["id"])
         b_ours, b_theirs = alternate(reps, lambda i: ours.fetch(our_big), lambda i: peer.fetch(their_big), warm_up=0)
-        gbps = lambda xs: f"{big.nbytes / median(xs) / 1e9:.2f} GB/s"
+        def gbps(xs):
+            return f"{big.nbytes / median(xs) / 1e9:.2f} GB/s"
         versus(f"fetch {big.nbytes >> 20} MiB", b_ours, b_theirs, gbps, target)
         ours.drop(our_big)
         peer.drop(their_big)
     finally:
         peak = sampler.stop()
-    gib = lambda kib: f"{kib / (1 << 20):.2f} GiB"
+    def gib(kib):
+        return f"{kib / (1 << 20):.2f} GiB"
     [our_pid], [their_pid] = ours.pids(), peer.pids()
     record(f"peak server RSS: {name} / Polarway", gib(peak[our_pid]), gib(peak[their_pid]),
            f"{peak[their_pid] / max(1, peak[our_pid]):.2f}", "-", None)

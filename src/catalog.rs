@@ -46,7 +46,7 @@ pub struct Catalog {
 /// How a lost result can be made again, as its lineage records it.
 enum Recipe {
     /// The steps that made it, over inputs that are results themselves.
-    Pipeline(Pipeline),
+    Pipeline(Box<Pipeline>),
     /// It came from outside (an upload, a file, a query, an ingest): it cannot be made again here.
     Source,
 }
@@ -59,7 +59,7 @@ impl Recipe {
         }
         let pipeline: Pipeline = serde_json::from_value(lineage.params.clone()).ok()?;
         // What a scan read may have changed since: its result is not made again from the files.
-        if pipeline.scans().is_empty() { Some(Recipe::Pipeline(pipeline)) } else { Some(Recipe::Source) }
+        if pipeline.scans().is_empty() { Some(Recipe::Pipeline(Box::new(pipeline))) } else { Some(Recipe::Source) }
     }
 }
 
@@ -357,7 +357,7 @@ impl Catalog {
                 ))
             };
             let pipeline = match Recipe::of(&meta.lineage) {
-                Some(Recipe::Pipeline(pipeline)) => pipeline,
+                Some(Recipe::Pipeline(pipeline)) => *pipeline,
                 Some(Recipe::Source) => {
                     let handle = meta.handle.clone();
                     if self.on_store(move |store| Ok(store.damaged(&handle))).await? {

@@ -49,20 +49,28 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "polarway-grpc", version, about)]
 pub struct Args {
+    /// Where the worker listens and what it serves.
     #[command(flatten)]
     pub server: ServerArgs,
+    /// Where results live.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Size, row, concurrency and time limits.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// HTTP/2 connection settings.
     #[command(flatten)]
     pub transport: TransportArgs,
+    /// TLS and mTLS on the Flight port.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Token authentication.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// The batch job queue.
     #[command(flatten)]
     pub jobs: JobArgs,
+    /// Logs and metrics.
     #[command(flatten)]
     pub observability: ObservabilityArgs,
 

@@ -52,15 +52,39 @@ pub enum Outcome {
     /// A result, new or found already stored.
     Result(ResultMeta),
     /// A result that now answers to `name`.
-    Named { meta: ResultMeta, name: String },
+    Named {
+        /// The result.
+        meta: ResultMeta,
+        /// The name it answers to.
+        name: String,
+    },
     /// A result written to a file under the data root.
-    Written { path: String, rows: usize, bytes: u64 },
+    Written {
+        /// The file, relative to the data root.
+        path: String,
+        /// Rows written.
+        rows: usize,
+        /// Bytes written.
+        bytes: u64,
+    },
     /// A pipeline streamed into files under the data root.
     Sunk(crate::data::sink::Written),
     /// A result's columns.
-    Schema { handle: Handle, schema: Vec<ColumnInfo> },
+    Schema {
+        /// The result.
+        handle: Handle,
+        /// Its columns, in order.
+        schema: Vec<ColumnInfo>,
+    },
     /// A result's rows and columns.
-    Shape { handle: Handle, rows: u64, columns: usize },
+    Shape {
+        /// The result.
+        handle: Handle,
+        /// Its rows.
+        rows: u64,
+        /// Its columns.
+        columns: usize,
+    },
     /// A pipeline's optimised plan.
     Plan(String),
     /// A result deleted.

@@ -259,10 +259,10 @@ pub fn out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
                 return true;
             }
             // `io::Error::source` skips the error it wraps; look at that one too.
-            if let Some(inner) = io.get_ref() {
-                if out_of_space(inner) {
-                    return true;
-                }
+            if let Some(inner) = io.get_ref()
+                && out_of_space(inner)
+            {
+                return true;
             }
         }
         next = e.source();

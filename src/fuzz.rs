@@ -447,15 +447,12 @@ mod tests {
         }
         let (schema, batches) = sample_batches();
         for seed in seeds("flight_data") {
-            let messages = flight_messages(&seed);
+            let mut body = flight_messages(&seed);
+            let head = body.remove(0);
             let f = fixture();
             let (got_schema, got) = f
                 .runtime
-                .block_on(crate::flight::read_table(
-                    messages[0].clone(),
-                    stream::iter(messages[1..].to_vec().into_iter().map(Ok)),
-                    f.limits.clone(),
-                ))
+                .block_on(crate::flight::read_table(head, stream::iter(body.into_iter().map(Ok)), f.limits.clone()))
                 .unwrap();
             assert_eq!(got_schema, schema);
             assert_eq!(got, batches);

@@ -183,10 +183,10 @@ impl Flow {
             None => None,
         };
         let worker = self.budget.acquire(bytes).await;
-        if let Some(p) = &self.progress {
-            if p.in_flight.fetch_add(bytes, Ordering::Relaxed) == 0 {
-                p.touch();
-            }
+        if let Some(p) = &self.progress
+            && p.in_flight.fetch_add(bytes, Ordering::Relaxed) == 0
+        {
+            p.touch();
         }
         crate::metrics::metrics().response_bytes_in_flight.add(bytes as i64);
         Grant(Arc::new(Granted { bytes, _permits: (worker, connection), progress: self.progress.clone() }))

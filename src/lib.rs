@@ -16,6 +16,8 @@
 //! | add a source a plan can read (a scan format, a table format) | [`data`] (listing, its lazy Polars scan), a `Source` variant in `ops::source` |
 //! | change how sinks write or publish | `data::sink` |
 
+#![warn(missing_docs)]
+
 // Protocol: how clients reach a worker.
 
 /// Token authentication: bearer tokens and signed Handshake tokens.

@@ -39,6 +39,7 @@ pub fn check(name: &str) -> Result<()> {
     }
 }
 
+/// Binds `tenant`'s dataset `name` to `handle`, replacing any earlier binding.
 pub fn bind(store: &dyn DocumentStore, tenant: Option<&str>, name: &str, handle: &Handle) -> Result<()> {
     check(name)?;
     let doc = serde_json::to_vec(&Binding { handle: handle.clone() }).map_err(|e| Error::Internal(e.to_string()))?;

@@ -49,25 +49,67 @@ pub mod actions {
 #[derive(Debug, Clone)]
 pub enum Request {
     /// Steps over an input, persisted as a new result.
-    Transform { op: String, pipeline: Pipeline },
+    Transform {
+        /// The action's name (the pipeline's last step, or `pipeline`).
+        op: String,
+        /// The input and its steps.
+        pipeline: Pipeline,
+    },
     /// A file read into a new result.
-    Read { format: Format, spec: ReadSpec },
+    Read {
+        /// The file's format.
+        format: Format,
+        /// Which file, and how to read it.
+        spec: ReadSpec,
+    },
     /// A result written to a file.
-    Write { format: Format, spec: WriteSpec },
+    Write {
+        /// The file's format.
+        format: Format,
+        /// Which result, and where.
+        spec: WriteSpec,
+    },
     /// A pipeline streamed into files under the data root.
-    Sink { pipeline: Pipeline, sink: crate::data::sink::SinkSpec },
+    Sink {
+        /// The plan whose rows are written.
+        pipeline: Pipeline,
+        /// Where and how.
+        sink: crate::data::sink::SinkSpec,
+    },
     /// Column names and types.
-    Schema { input: Handle },
+    Schema {
+        /// The result.
+        input: Handle,
+    },
     /// Rows and columns.
-    Shape { input: Handle },
+    Shape {
+        /// The result.
+        input: Handle,
+    },
     /// The optimised plan.
-    Explain { pipeline: Pipeline },
+    Explain {
+        /// The plan to explain.
+        pipeline: Pipeline,
+    },
     /// Pin or unpin.
-    Pin { handle: Handle, pinned: bool },
+    Pin {
+        /// The result.
+        handle: Handle,
+        /// Pinned (kept past its TTL) or not.
+        pinned: bool,
+    },
     /// Delete.
-    DropHandle { handle: Handle },
+    DropHandle {
+        /// The result.
+        handle: Handle,
+    },
     /// Bind a dataset name to a result.
-    Name { handle: Handle, name: String },
+    Name {
+        /// The result.
+        handle: Handle,
+        /// The dataset name.
+        name: String,
+    },
 }
 
 #[derive(Deserialize)]

@@ -14,7 +14,6 @@ import time
 import urllib.request
 
 import adbc_driver_flightsql.dbapi as flight_sql
-
 from fleet import free_port  # tests/python, on the path benches/e2e.py sets
 
 

@@ -31,15 +31,16 @@ import json
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from .frame import GroupBy, RemoteFrame, affinity_of
-from .wire import SUPPORTED_POLARS, UnshippableExpression
+from .wire import SUPPORTED_POLARS, Json, UnshippableExpression
 
 __all__ = ["connect", "concat", "Client", "RemoteFrame", "GroupBy", "RetryPolicy", "UnshippableExpression",
            "SUPPORTED_POLARS", "AFFINITY_HEADER", "IDEMPOTENCY_HEADER"]
@@ -103,11 +104,11 @@ class Client:
         *,
         action_timeout: float = 30.0,
         stream_timeout: float = 120.0,
-        retry: Optional[RetryPolicy] = None,
-        tls_root_certs: Optional[bytes] = None,
-        cert_chain: Optional[bytes] = None,
-        private_key: Optional[bytes] = None,
-        token: Optional[str] = None,
+        retry: RetryPolicy | None = None,
+        tls_root_certs: bytes | None = None,
+        cert_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        token: str | None = None,
     ):
         if not locations:
             raise ValueError("at least one location")
@@ -116,27 +117,28 @@ class Client:
         self.stream_timeout = stream_timeout
         self.retry = retry or RetryPolicy()
         self._auth = [(b"authorization", f"Bearer {token}".encode())] if token else []
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if tls_root_certs:
             kwargs["tls_root_certs"] = tls_root_certs
         if cert_chain:
             kwargs["cert_chain"] = cert_chain
             kwargs["private_key"] = private_key
         self._clients = {loc: flight.FlightClient(loc, **kwargs) for loc in self.locations}
-        self._operations: Optional[dict] = None
+        self._operations: dict[str, str] | None = None
 
     # -- routing -------------------------------------------------------------------------
 
-    def _order(self, affinity: Optional[str]) -> list:
+    def _order(self, affinity: str | None) -> list[str]:
         """Endpoints to try, best first: rendezvous hashing on the affinity key."""
         if len(self.locations) == 1 or not affinity:
             start = random.randrange(len(self.locations))
             return self.locations[start:] + self.locations[:start]
-        score = lambda loc: hashlib.sha256(f"{affinity}|{loc}".encode()).digest()
+        def score(loc: str) -> bytes:
+            return hashlib.sha256(f"{affinity}|{loc}".encode()).digest()
         return sorted(self.locations, key=score, reverse=True)
 
-    def _call(self, affinity: Optional[str], timeout: float, fn: Callable[[flight.FlightClient, flight.FlightCallOptions], T],
-              extra_headers: Sequence[tuple] = ()) -> T:
+    def _call(self, affinity: str | None, timeout: float, fn: Callable[[flight.FlightClient, flight.FlightCallOptions], T],
+              extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> T:
         headers = list(extra_headers) + self._auth
         if affinity:
             headers.append((AFFINITY_HEADER, affinity.encode()))
@@ -159,24 +161,25 @@ class Client:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def action(self, op: str, body: dict, affinity: Optional[str] = None) -> dict:
+    def action(self, op: str, body: Json, affinity: str | None = None) -> Json:
         """Runs one operation; safe to retry because results are keyed by their request."""
         payload = json.dumps(body).encode()
 
-        def call(client, options):
+        def call(client: flight.FlightClient, options: flight.FlightCallOptions) -> Json:
             results = list(client.do_action(flight.Action(op, payload), options=options))
-            return json.loads(results[0].body.to_pybytes())
+            answer: Json = json.loads(results[0].body.to_pybytes())
+            return answer
 
         return self._call(affinity, self.action_timeout, call)
 
-    def upload(self, frame: Union[pl.DataFrame, pa.Table], name: Optional[str] = None,
-               idempotency_key: Optional[str] = None) -> "RemoteFrame":
+    def upload(self, frame: pl.DataFrame | pa.Table, name: str | None = None,
+               idempotency_key: str | None = None) -> RemoteFrame:
         """Uploads a frame; an idempotency key (generated if not given) makes a retry safe."""
         table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
         key = idempotency_key or uuid.uuid4().hex
         descriptor = flight.FlightDescriptor.for_path(name or "upload")
 
-        def call(client, options):
+        def call(client: flight.FlightClient, options: flight.FlightCallOptions) -> Json:
             writer, reader = client.do_put(descriptor, table.schema, options=options)
             try:
                 rows = max(1, _UPLOAD_BATCH_BYTES * table.num_rows // max(1, table.nbytes))
@@ -190,30 +193,31 @@ class Client:
                 writer.close()  # the call ended without an answer: surface its status
                 raise flight.FlightUnavailableError("upload ended without an answer")
             writer.close()
-            return json.loads(answer.to_pybytes())
+            meta: Json = json.loads(answer.to_pybytes())
+            return meta
 
         meta = self._call(None, self.stream_timeout, call, [(IDEMPOTENCY_HEADER, key.encode())])
         return RemoteFrame(self, meta["handle"], meta.get("affinity") or meta["handle"])
 
-    def fetch(self, handle: str, affinity: Optional[str] = None) -> pl.DataFrame:
+    def fetch(self, handle: str, affinity: str | None = None) -> pl.DataFrame:
         """Streams a result into a polars DataFrame."""
         frame = pl.from_arrow(self.fetch_arrow(handle, affinity))
         assert isinstance(frame, pl.DataFrame)
         return frame
 
-    def fetch_arrow(self, handle: str, affinity: Optional[str] = None) -> pa.Table:
+    def fetch_arrow(self, handle: str, affinity: str | None = None) -> pa.Table:
         """Streams a result into a pyarrow Table."""
         ticket = flight.Ticket(handle.encode())
         return self._call(affinity, self.stream_timeout,
                           lambda client, options: client.do_get(ticket, options=options).read_all())
 
-    def frame(self, handle: str, affinity: Optional[str] = None) -> "RemoteFrame":
+    def frame(self, handle: str, affinity: str | None = None) -> RemoteFrame:
         """A lazy frame over an existing handle."""
         return RemoteFrame(self, handle, affinity or handle)
 
-    def table(self, name: str) -> "RemoteFrame":
+    def table(self, name: str) -> RemoteFrame:
         """A lazy frame over the live result named `name` (a named upload, or the `name` action)."""
-        def call(client, options):
+        def call(client: flight.FlightClient, options: flight.FlightCallOptions) -> Json:
             for info in client.list_flights(name.encode(), options=options):
                 meta = json.loads(bytes(info.app_metadata)) if info.app_metadata else {}
                 if meta.get("name") == name:
@@ -223,50 +227,50 @@ class Client:
         meta = self._call(None, self.action_timeout, call)
         return RemoteFrame(self, meta["handle"], meta.get("affinity") or meta["handle"])
 
-    def _read(self, op: str, path: str, params: dict) -> "RemoteFrame":
+    def _read(self, op: str, path: str, params: Json) -> RemoteFrame:
         meta = self.action(op, {"path": path, **{k: v for k, v in params.items() if v is not None}})
         return RemoteFrame(self, meta["handle"], meta.get("affinity") or meta["handle"])
 
-    def read_parquet(self, path: str, *, columns: Optional[Sequence[str]] = None,
-                     n_rows: Optional[int] = None) -> "RemoteFrame":
+    def read_parquet(self, path: str, *, columns: Sequence[str] | None = None,
+                     n_rows: int | None = None) -> RemoteFrame:
         """Reads a Parquet file under the worker's data root (`POLARWAY_DATA_DIR`)."""
         return self._read("read_parquet", path, {"columns": list(columns) if columns else None, "n_rows": n_rows})
 
-    def read_ipc(self, path: str, *, columns: Optional[Sequence[str]] = None,
-                 n_rows: Optional[int] = None) -> "RemoteFrame":
+    def read_ipc(self, path: str, *, columns: Sequence[str] | None = None,
+                 n_rows: int | None = None) -> RemoteFrame:
         """Reads an Arrow IPC file under the worker's data root."""
         return self._read("read_ipc", path, {"columns": list(columns) if columns else None, "n_rows": n_rows})
 
     def read_csv(self, path: str, *, has_header: bool = True, separator: str = ",",
-                 columns: Optional[Sequence[str]] = None, n_rows: Optional[int] = None) -> "RemoteFrame":
+                 columns: Sequence[str] | None = None, n_rows: int | None = None) -> RemoteFrame:
         """Reads a CSV file under the worker's data root."""
         return self._read("read_csv", path, {"has_header": has_header, "separator": separator,
                                              "columns": list(columns) if columns else None, "n_rows": n_rows})
 
-    def _scan(self, format: str, path: str, **options: Any) -> "RemoteFrame":
+    def _scan(self, format: str, path: str, **options: Any) -> RemoteFrame:
         spec = {"format": format, "path": path, **{k: v for k, v in options.items() if v is not None}}
         source = {"scan": spec}
         return RemoteFrame(self, source, affinity_of(source))
 
-    def scan_parquet(self, path: str, *, hive_partitioning: Optional[bool] = None,
-                     columns: Optional[Sequence[str]] = None, n_rows: Optional[int] = None) -> "RemoteFrame":
+    def scan_parquet(self, path: str, *, hive_partitioning: bool | None = None,
+                     columns: Sequence[str] | None = None, n_rows: int | None = None) -> RemoteFrame:
         """A lazy scan of Parquet files under the worker's data root: a file, a directory or a glob
         (`sales/**/*.parquet`). Nothing is read until the plan runs; Polars pushes the plan's
         columns, filters, slices and hive partition filters into the reader."""
         return self._scan("parquet", path, hive_partitioning=hive_partitioning,
                           columns=list(columns) if columns else None, n_rows=n_rows)
 
-    def scan_ipc(self, path: str, *, hive_partitioning: Optional[bool] = None,
-                 columns: Optional[Sequence[str]] = None, n_rows: Optional[int] = None) -> "RemoteFrame":
+    def scan_ipc(self, path: str, *, hive_partitioning: bool | None = None,
+                 columns: Sequence[str] | None = None, n_rows: int | None = None) -> RemoteFrame:
         """A lazy scan of Arrow IPC files under the worker's data root; see `scan_parquet`."""
         return self._scan("ipc", path, hive_partitioning=hive_partitioning,
                           columns=list(columns) if columns else None, n_rows=n_rows)
 
     def scan_csv(self, path: str, *, has_header: bool = True, separator: str = ",",
-                 null_values: Optional[Sequence[str]] = None, schema_overrides: Optional[dict] = None,
-                 infer_schema_length: Optional[int] = None, try_parse_dates: bool = False,
-                 hive_partitioning: Optional[bool] = None, columns: Optional[Sequence[str]] = None,
-                 n_rows: Optional[int] = None) -> "RemoteFrame":
+                 null_values: Sequence[str] | None = None, schema_overrides: dict[str, Any] | None = None,
+                 infer_schema_length: int | None = None, try_parse_dates: bool = False,
+                 hive_partitioning: bool | None = None, columns: Sequence[str] | None = None,
+                 n_rows: int | None = None) -> RemoteFrame:
         """A lazy scan of CSV files under the worker's data root; see `scan_parquet`.
         `schema_overrides` maps columns to Polars types (`pl.Int64`, or their names)."""
         from . import wire
@@ -280,14 +284,14 @@ class Client:
         return self._scan("csv", path, hive_partitioning=hive_partitioning,
                           columns=list(columns) if columns else None, n_rows=n_rows, csv=csv)
 
-    def dataset(self, name: str) -> "RemoteFrame":
+    def dataset(self, name: str) -> RemoteFrame:
         """A lazy frame over a dataset the operator declared (`POLARWAY_DATASETS_FILE`)."""
         source = {"dataset": name}
         return RemoteFrame(self, source, affinity_of(source))
 
-    def datasets(self) -> dict:
+    def datasets(self) -> dict[str, Json]:
         """The datasets this caller may use: name -> description (path, format, writable...)."""
-        def call(client, options):
+        def call(client: flight.FlightClient, options: flight.FlightCallOptions) -> dict[str, Json]:
             out = {}
             for info in client.list_flights(b"", options=options):
                 meta = json.loads(bytes(info.app_metadata)) if info.app_metadata else {}
@@ -297,23 +301,25 @@ class Client:
 
         return self._call(None, self.action_timeout, call)
 
-    def operations(self) -> dict:
+    def operations(self) -> dict[str, str]:
         """The worker's actions (`ListActions`): name -> example body. Cached per client."""
         if self._operations is None:
-            def call(client, options):
+            def call(client: flight.FlightClient, options: flight.FlightCallOptions) -> dict[str, str]:
                 return {a.type: a.description for a in client.list_actions(options=options)}
             self._operations = self._call(None, self.action_timeout, call)
         return self._operations
 
-    def schema(self, handle: str, affinity: Optional[str] = None) -> pl.Schema:
+    def schema(self, handle: str, affinity: str | None = None) -> pl.Schema:
         """A stored result's schema, as Polars types."""
         descriptor = flight.FlightDescriptor.for_path(handle)
 
-        def call(client, options):
+        def call(client: flight.FlightClient, options: flight.FlightCallOptions) -> Any:
             return client.get_schema(descriptor, options=options).schema
 
         schema = self._call(affinity, self.action_timeout, call)
-        return pl.from_arrow(schema.empty_table()).schema
+        empty = pl.from_arrow(schema.empty_table())
+        assert isinstance(empty, pl.DataFrame)
+        return empty.schema
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -328,7 +334,7 @@ def concat(frames: Sequence[RemoteFrame], how: str = "vertical") -> RemoteFrame:
     return first.concat(*rest, how=how) if rest else first
 
 
-def connect(location: Union[str, Sequence[str]], **options) -> Client:
+def connect(location: str | Sequence[str], **options: Any) -> Client:
     """Connects to a service (`grpc://host:port`, `grpc+tls://...`) or to a list of workers."""
     locations = [location] if isinstance(location, str) else list(location)
     return Client(locations, **options)

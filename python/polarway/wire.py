@@ -9,12 +9,17 @@ from typing import Any, Union
 import polars as pl
 
 #: The Python Polars releases whose expressions a worker decodes (the worker says the same in
-#: its INVALID_ARGUMENT answer to an expression it cannot read).
+#: its INVALID_ARGUMENT answer to an expression it cannot read). The package's dependency, the
+#: worker's `ACCEPTED_VERSIONS` and this are checked against each other by the test suite.
 SUPPORTED_POLARS = ">=1.43,<2.2"
 
 IntoExpr = Union[pl.Expr, str]
 
-# Node kinds a worker refuses, and what the user wrote to make them.
+#: A JSON object as the worker reads it.
+Json = dict[str, Any]
+
+# Node kinds a worker refuses, and what the user wrote to make them: the worker's `FORBIDDEN`
+# list (src/ops/expr/native.rs), checked against this one by the test suite.
 _REFUSED = {
     "AnonymousFunction": "a Python function (map_elements, map_batches or another UDF)",
     "FfiPlugin": "a plugin (a shared library)",
@@ -22,6 +27,7 @@ _REFUSED = {
     "Scan": "a scan of files",
     "PythonScan": "a scan calling Python",
     "Sink": "a sink",
+    "Display": "a display-only node",
 }
 
 
@@ -48,7 +54,7 @@ def _refused(node: Any) -> str | None:
     return None
 
 
-def expr(value: IntoExpr, *, strings_are_columns: bool = True) -> dict:
+def expr(value: Any, *, strings_are_columns: bool = True) -> Json:
     """`{"expr": <Polars JSON>}` for an expression; a string names a column, as in Polars."""
     if isinstance(value, str) and strings_are_columns:
         value = pl.col(value)
@@ -65,14 +71,14 @@ def expr(value: IntoExpr, *, strings_are_columns: bool = True) -> dict:
     return {"expr": tree}
 
 
-def key(value: IntoExpr) -> Union[str, dict]:
+def key(value: Any) -> str | Json:
     """A column key: a name as it is, an expression as JSON."""
     return value if isinstance(value, str) else expr(value)
 
 
-def exprs(values: tuple, named: dict | None = None) -> list:
+def exprs(values: tuple[Any, ...], named: dict[str, Any] | None = None) -> list[Json]:
     """Expressions from Polars-style `*exprs, **named_exprs` (lists flattened, as Polars does)."""
-    out = []
+    out: list[Json] = []
     for v in values:
         if isinstance(v, (list, tuple)):
             out.extend(expr(x) for x in v)
@@ -84,9 +90,9 @@ def exprs(values: tuple, named: dict | None = None) -> list:
     return out
 
 
-def names(values: tuple) -> list:
+def names(values: tuple[Any, ...]) -> list[str]:
     """Column names from Polars-style `*columns` (lists flattened)."""
-    out: list = []
+    out: list[Any] = []
     for v in values:
         out.extend(v if isinstance(v, (list, tuple)) else [v])
     for v in out:
@@ -119,7 +125,7 @@ def dtype(value: Any) -> str:
     raise TypeError(f"no worker type name for {value!r}")
 
 
-def duration(value: Union[str, _dt.timedelta, int, float, None]) -> Union[str, int, float, None]:
+def duration(value: str | _dt.timedelta | int | float | None) -> str | int | float | None:
     """A Polars duration string (`1h30m`) from a string, a timedelta, or a number as it is."""
     if value is None or isinstance(value, (str, int, float)):
         return value

@@ -1,11 +1,13 @@
 """The polarway client package against real polarway-grpc processes."""
 
-import polars as pl
-import pytest
-from polars.testing import assert_frame_equal
+import time
 
+import polars as pl
 import polarway
+import pyarrow as pa
+import pytest
 from conftest_worker import Worker
+from polars.testing import assert_frame_equal
 
 
 def trades() -> pl.DataFrame:
@@ -60,10 +62,20 @@ def test_chain_survives_a_worker_killed_mid_chain(tmp_path):
 
 
 def test_errors_that_are_not_transient_are_not_retried(worker):
-    pw = polarway.connect(worker.location, retry=polarway.RetryPolicy(attempts=50, initial=1.0))
+    # Fifty quick attempts: a client that retried a refusal would send the call fifty times.
+    pw = polarway.connect(worker.location, retry=polarway.RetryPolicy(attempts=50, initial=0.01))
     df = pw.upload(trades())
-    with pytest.raises(Exception, match="nope"):
+    with pytest.raises(pa.ArrowInvalid, match="nope"):
         df.filter(pl.col("nope") > 1).collect()
+
+    def refusals() -> int:
+        return sum(1 for r in worker.log if r["fields"].get("message") == "request refused")
+
+    deadline = time.monotonic() + 5
+    while refusals() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # any repeat was answered before the error reached us; let its log line land
+    assert refusals() == 1, f"the refused call reached the worker {refusals()} times"
 
 
 def test_a_table_larger_than_one_message_uploads_in_batches():

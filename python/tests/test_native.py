@@ -6,13 +6,12 @@ import json
 
 import polars as pl
 import polars.selectors as cs
+import polarway
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from polars.testing import assert_frame_equal
-
-import polarway
 from conftest_worker import Worker
+from polars.testing import assert_frame_equal
 
 N = 240
 

@@ -152,10 +152,10 @@ impl Data {
     /// NOT_FOUND for a dataset the tenant cannot see.
     pub fn sink_target(&self, ctx: &RequestContext, spec: &SinkSpec) -> Result<Target> {
         let root = self.root()?;
-        if let Some(sep) = &spec.separator {
-            if spec.format != Format::Csv || sep.len() != 1 {
-                return Err(Error::invalid("`separator`: one byte, for a CSV sink"));
-            }
+        if let Some(sep) = &spec.separator
+            && (spec.format != Format::Csv || sep.len() != 1)
+        {
+            return Err(Error::invalid("`separator`: one byte, for a CSV sink"));
         }
         match (&spec.path, &spec.dataset) {
             (Some(path), None) => {
@@ -229,8 +229,8 @@ impl Data {
             Format::Parquet => FileWriteFormat::Parquet(Arc::new(ParquetWriteOptions::default())),
             Format::Ipc => FileWriteFormat::Ipc(IpcWriterOptions::default()),
             Format::Csv => {
-                let mut options = CsvWriterOptions::default();
-                options.include_header = spec.include_header.unwrap_or(true);
+                let mut options =
+                    CsvWriterOptions { include_header: spec.include_header.unwrap_or(true), ..Default::default() };
                 if let Some(sep) = &spec.separator {
                     Arc::make_mut(&mut options.serialize_options).separator = sep.as_bytes()[0];
                 }
@@ -290,10 +290,10 @@ async fn list_all(root: &Root, prefix: &str, target: &Target) -> Result<Vec<(Str
         let relative = full.strip_prefix(base.as_ref()).unwrap_or(full).trim_start_matches('/').to_string();
         out.push((relative, meta.size));
     }
-    if out.is_empty() {
-        if let Ok(meta) = store.head(&path).await {
-            out.push((prefix.to_string(), meta.size));
-        }
+    if out.is_empty()
+        && let Ok(meta) = store.head(&path).await
+    {
+        out.push((prefix.to_string(), meta.size));
     }
     out.sort();
     Ok(out)

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::RequestContext;
 use crate::error::{Error, Result};
-use crate::sql::{CATALOG, IfExists, SCHEMA, SqlEngine};
+use crate::sql::{CATALOG, IfExists, IngestMode, SCHEMA, SqlEngine};
 use crate::store::ResultMeta;
 
 const TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
@@ -311,7 +311,10 @@ impl FlightSql {
                 check_scope(c.catalog.as_deref(), c.schema.as_deref())?;
                 let (if_exists, create) = ingest_mode(&c)?;
                 let table = c.table.to_ascii_lowercase();
-                let rows = self.sql.ingest(ctx, &table, if_exists, create, !c.temporary, schema, batches).await?;
+                let rows = self
+                    .sql
+                    .ingest(ctx, &table, IngestMode { if_exists, create, pin: !c.temporary }, schema, batches)
+                    .await?;
                 Ok(DoPutUpdateResult { record_count: rows }.encode_to_vec().into())
             }
             Command::CommandPreparedStatementQuery(CommandPreparedStatementQuery { prepared_statement_handle }) => {

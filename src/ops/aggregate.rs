@@ -369,7 +369,9 @@ mod tests {
     fn explain_names_the_engine_that_runs_the_step() {
         let df = frame();
         let routed = group_by(json!(["k"]), json!([agg("Sum", "v", "total")]));
-        let plan = ops::explain_over(df.clone().into(), &[routed.clone()], &ops::Leaves::default(), &limits()).unwrap();
+        let plan =
+            ops::explain_over(df.clone().into(), std::slice::from_ref(&routed), &ops::Leaves::default(), &limits())
+                .unwrap();
         assert!(plan.starts_with("DataFusion hash aggregation") && plan.contains("sum"), "{plan}");
         // Below the size where DataFusion pays, and for what it would answer otherwise: Polars.
         let small =

@@ -393,7 +393,7 @@ fn largest_key_count(side: &LazyFrame, keys: &[Expr]) -> Result<u64> {
     const ROWS: &str = "__polarway_key_rows";
     let most = side
         .clone()
-        .group_by(keys.to_vec())
+        .group_by(keys)
         .agg([len().alias(ROWS)])
         .select([col(ROWS).max().cast(DataType::Float64)])
         .collect()?;
@@ -406,8 +406,7 @@ fn largest_key_count(side: &LazyFrame, keys: &[Expr]) -> Result<u64> {
 fn matched_pairs(left: &LazyFrame, l: Vec<Expr>, right: &LazyFrame, r: Vec<Expr>) -> Result<u64> {
     const LEFT: &str = "__polarway_left_rows";
     const RIGHT: &str = "__polarway_right_rows";
-    let counts =
-        |lf: &LazyFrame, keys: &[Expr], name: &str| lf.clone().group_by(keys.to_vec()).agg([len().alias(name)]);
+    let counts = |lf: &LazyFrame, keys: &[Expr], name: &str| lf.clone().group_by(keys).agg([len().alias(name)]);
     // Keys given as expressions are named by their output; the counts join on those names.
     let names = |keys: &[Expr], side: &str| -> Vec<Expr> {
         (0..keys.len()).map(|i| col(format!("__polarway_{side}_key_{i}"))).collect()

@@ -387,10 +387,10 @@ impl Pipeline {
     pub fn handles(&self) -> Vec<Handle> {
         let mut all: Vec<Handle> = Vec::new();
         self.walk(&mut |s| {
-            if let Source::Handle(h) = s {
-                if !all.contains(h) {
-                    all.push(h.clone());
-                }
+            if let Source::Handle(h) = s
+                && !all.contains(h)
+            {
+                all.push(h.clone());
             }
         });
         all
@@ -474,10 +474,10 @@ pub fn run_over(input: Input, steps: &[Step], leaves: &Leaves, limits: &Limits, 
     if steps.iter().any(Step::expands) && rows != UNKNOWN_ROWS {
         probe(&input, steps, leaves, limits, rows)?;
     }
-    if let Some((frame, aggregate)) = hash_aggregate(&input, steps, rows)? {
-        if let Some(out) = aggregate.run(frame, limits.max_sql_memory_bytes)? {
-            return Ok(out);
-        }
+    if let Some((frame, aggregate)) = hash_aggregate(&input, steps, rows)?
+        && let Some(out) = aggregate.run(frame, limits.max_sql_memory_bytes)?
+    {
+        return Ok(out);
     }
     let plan = build(input, steps, leaves, limits)?;
     // The streaming engine runs a plan in morsels over all cores without materialising each

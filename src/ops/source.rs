@@ -141,7 +141,7 @@ mod tests {
             format!(r#""{h}""#),
             r#"{"scan":{"format":"parquet","path":"s/*.parquet","hive_partitioning":true}}"#.to_string(),
             r#"{"dataset":"sales"}"#.to_string(),
-            format!(r#"{{"input":{{"dataset":"x"}},"steps":[{{"op":"head","n":2}}]}}"#),
+            r#"{"input":{"dataset":"x"},"steps":[{"op":"head","n":2}]}"#.to_string(),
         ] {
             let source: Source = serde_json::from_str(&text).unwrap();
             let again: Source = serde_json::from_str(&serde_json::to_string(&source).unwrap()).unwrap();

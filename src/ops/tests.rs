@@ -106,7 +106,7 @@ fn expanding_expressions_are_tried_on_one_row_first() {
     let err = run(df.clone().into(), &padded(10_000), &HashMap::new(), &limits).unwrap_err();
     assert!(matches!(err, Error::LimitExceeded { limit: crate::limits::Limit::ResultBytes, .. }), "{err:?}");
     assert!(err.to_string().contains("POLARWAY_MAX_RESULT_BYTES"), "{err}");
-    let plain = vec![step(serde_json::json!({"op": "filter", "predicate": "s = 'ab'"}))];
+    let plain = [step(serde_json::json!({"op": "filter", "predicate": "s = 'ab'"}))];
     assert!(!plain.iter().any(Step::expands));
 }
 

@@ -49,6 +49,17 @@ pub enum IfExists {
     Replace,
 }
 
+/// What an ingest may do with the table it names.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestMode {
+    /// What to do when the table exists.
+    pub if_exists: IfExists,
+    /// Whether a missing table may be created.
+    pub create: bool,
+    /// Whether the table is kept past the result TTL (a temporary one is not).
+    pub pin: bool,
+}
+
 /// SQL over one worker's engine.
 pub struct SqlEngine {
     engine: Arc<Engine>,
@@ -378,12 +389,11 @@ impl SqlEngine {
         &self,
         ctx: &RequestContext,
         name: &str,
-        if_exists: IfExists,
-        create: bool,
-        pin: bool,
+        mode: IngestMode,
         mut schema: SchemaRef,
         mut batches: Vec<RecordBatch>,
     ) -> Result<i64> {
+        let IngestMode { if_exists, create, pin } = mode;
         crate::names::check(name)?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let catalog = self.engine.catalog();

@@ -19,7 +19,12 @@ const ANONYMOUS: &str = "-";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DocKey {
     /// The binding of `tenant`'s dataset `name`.
-    Name { tenant: Option<String>, name: String },
+    Name {
+        /// The tenant, or `None` without authentication.
+        tenant: Option<String>,
+        /// The dataset name.
+        name: String,
+    },
     /// A job's record.
     Job(Handle),
     /// A job's place in the queue.

@@ -5,7 +5,6 @@ import json
 
 import pyarrow.flight as flight
 import pytest
-
 from conftest_worker import Worker
 
 

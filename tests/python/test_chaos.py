@@ -8,12 +8,11 @@ import threading
 import time
 
 import polars as pl
-from polars.testing import assert_frame_equal
-
 import polarway
 from conftest_worker import BIN, Worker
 from fleet import Nginx, free_port
 from flightops import fetch
+from polars.testing import assert_frame_equal
 
 CLIENTS = 16
 MIN_CREATIONS = 500

@@ -17,11 +17,10 @@ import urllib.request
 import polars as pl
 import pyarrow.flight as flight
 import pytest
-from polars.testing import assert_frame_equal
-
 from conftest_worker import BIN
 from fleet import ROOT, wait_for
 from flightops import action, fetch, upload
+from polars.testing import assert_frame_equal
 
 IMAGE = "polarway-test:host"
 WORKERS = ["worker1", "worker2", "worker3"]

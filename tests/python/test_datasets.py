@@ -7,18 +7,15 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import sys
-import urllib.request
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
 import duckdb
 import polars as pl
+import polarway
 import pyarrow.flight as flight
 import pytest
-
-import polarway
 from conftest_worker import Worker
 from fleet import S3, Nginx
 

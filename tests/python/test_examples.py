@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest_worker import BIN
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "flight-sql-examples"

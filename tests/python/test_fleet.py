@@ -1,18 +1,16 @@
 """Three polarway-grpc processes behind a real nginx, on a shared directory and on S3 (moto)."""
 
 import json
-import threading
 import time
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from polars.testing import assert_frame_equal
-
 from conftest_worker import Worker
 from fleet import S3, Azurite, Nginx
 from flightops import action, fetch, upload
+from polars.testing import assert_frame_equal
 
 
 def trades(n=2000) -> pl.DataFrame:

@@ -10,12 +10,10 @@ import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
 import polars as pl
 import pyarrow as pa
-import pyarrow.flight as flight
 import pytest
-from polars.testing import assert_frame_equal
-
 from conftest_worker import Worker
 from flightops import action, fetch, upload
+from polars.testing import assert_frame_equal
 from sqlwire import statement_query
 
 

@@ -6,7 +6,6 @@ import urllib.request
 
 import polars as pl
 import pytest
-
 from flightops import action, fetch, upload
 
 

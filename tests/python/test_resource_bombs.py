@@ -16,10 +16,9 @@ import adbc_driver_manager
 import polars as pl
 import pyarrow as pa
 import pytest
-from polars.testing import assert_frame_equal
-
 from conftest_worker import Worker
 from flightops import action, fetch, upload
+from polars.testing import assert_frame_equal
 
 MAX_DEPTH = 1000  # src/depth.rs
 

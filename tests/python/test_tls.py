@@ -8,18 +8,16 @@ import os
 import shutil
 import socket
 import ssl
-import time
 
 import polars as pl
 import polarway
 import pyarrow.flight as flight
 import pytest
-from polars.testing import assert_frame_equal
-
 from certs import CA
 from conftest_worker import Worker
 from fleet import Nginx, wait_for
 from flightops import action, fetch, upload
+from polars.testing import assert_frame_equal
 from test_fleet import CHAIN, trades
 
 

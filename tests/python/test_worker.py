@@ -11,10 +11,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from polars.testing import assert_frame_equal
-
 from conftest_worker import Worker
 from flightops import action, fetch, upload
+from polars.testing import assert_frame_equal
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

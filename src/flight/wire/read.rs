@@ -127,7 +127,7 @@ impl Assembler {
                         // body would not be aligned.
                         let whole = chunk.split_to(len);
                         match body_offset(&whole) {
-                            BodyAt::Offset(at) if (whole.as_ptr() as usize + at) % BODY_ALIGNMENT != 0 => {
+                            BodyAt::Offset(at) if !(whole.as_ptr() as usize + at).is_multiple_of(BODY_ALIGNMENT) => {
                                 out.push_back(decode(aligned(&whole, at))?)
                             }
                             _ => out.push_back(decode(whole)?),

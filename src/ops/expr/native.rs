@@ -184,10 +184,8 @@ pub fn expands(json: &Value) -> bool {
     let mut stack = vec![json];
     while let Some(value) = stack.pop() {
         match value {
-            Value::String(s) => {
-                if s.len() > 4096 || EXPANDING.contains(&s.as_str()) {
-                    return true;
-                }
+            Value::String(s) if (s.len() > 4096 || EXPANDING.contains(&s.as_str())) => {
+                return true;
             }
             Value::Object(fields) => {
                 for (key, child) in fields {
