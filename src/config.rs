@@ -9,6 +9,7 @@
 //! fails at start with one line that names the option. [`Config::with_store`] is the constructor
 //! for embedding and tests, and reads no environment.
 
+pub use crate::store::{CloudOptions, StoreConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -502,13 +503,13 @@ pub struct Config {
     /// Address of the metrics and health endpoint.
     pub metrics_address: SocketAddr,
     /// Token authentication; `None` accepts every call.
-    pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
+    pub auth: Option<std::sync::Arc<crate::tenant::auth::Authenticator>>,
     /// TLS on the Flight port; `None` = plaintext.
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
     /// How view-typed columns are sent unless a call asks otherwise.
     pub view_types: crate::convert::ViewTypes,
     /// Quota of every tenant without its own in the tokens file.
-    pub tenant_quota: crate::quota::Quota,
+    pub tenant_quota: crate::tenant::quota::Quota,
     /// Which store holds results.
     pub store: StoreConfig,
     /// Sandbox root for file operations, canonicalised.
@@ -589,41 +590,6 @@ fn cloud_env() -> CloudOptions {
     CloudOptions(std::env::vars().filter(|(k, _)| CLOUD_ENV_PREFIXES.iter().any(|p| k.starts_with(p))).collect())
 }
 
-/// An object store's credentials and endpoints, as `(variable, value)`. Its `Debug` shows the
-/// variables' names only, so a logged configuration never carries a secret.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct CloudOptions(pub Vec<(String, String)>);
-
-impl std::fmt::Debug for CloudOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
-    }
-}
-
-impl std::ops::Deref for CloudOptions {
-    type Target = [(String, String)];
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-/// The validated store choice.
-#[derive(Debug, Clone)]
-pub enum StoreConfig {
-    /// Results in process.
-    Memory,
-    /// Results as files under this directory.
-    Directory(PathBuf),
-    /// Results in an object store at `url`, opened with `options`: the cloud's usual
-    /// environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`), read here and nowhere else.
-    Url {
-        /// `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix` or `file:///path`.
-        url: String,
-        /// Credentials and endpoints.
-        options: CloudOptions,
-    },
-}
-
 /// The environment variables object stores take their credentials and endpoints from.
 const CLOUD_ENV_PREFIXES: [&str; 3] = ["AWS_", "AZURE_", "GOOGLE_"];
 
@@ -696,9 +662,9 @@ impl LimitArgs {
 }
 
 impl TlsArgs {
-    fn validated(self) -> Result<Option<crate::tls::TlsFiles>, String> {
+    fn validated(self) -> Result<Option<TlsFiles>, String> {
         let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) else { return Ok(None) };
-        let files = crate::tls::TlsFiles {
+        let files = TlsFiles {
             cert,
             key,
             client_ca: self.tls_client_ca,
@@ -745,7 +711,7 @@ impl Args {
             return Err("POLARWAY_GC_INTERVAL_SECS: must be greater than 0".to_string());
         }
         let authenticator = match &auth.auth_tokens_file {
-            Some(path) => Some(std::sync::Arc::new(crate::auth::Authenticator::from_file(path)?)),
+            Some(path) => Some(std::sync::Arc::new(crate::tenant::auth::Authenticator::from_file(path)?)),
             None => None,
         };
         Ok(Config {
@@ -754,7 +720,7 @@ impl Args {
             auth: authenticator,
             tls: tls.validated()?,
             view_types: server.view_types,
-            tenant_quota: crate::quota::Quota {
+            tenant_quota: crate::tenant::quota::Quota {
                 max_bytes: (auth.tenant_max_bytes > 0).then_some(auth.tenant_max_bytes),
                 max_handles: (auth.tenant_max_handles > 0).then_some(auth.tenant_max_handles),
             },
@@ -801,6 +767,19 @@ impl Config {
         config.store = store;
         config
     }
+}
+
+/// Where the server's certificate, key and (for mTLS) client CA live; `server::tls` loads them.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to; `None` = no client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
 }
 
 #[cfg(test)]

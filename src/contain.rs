@@ -3,7 +3,7 @@
 //!
 //! arrow-rs's IPC reader asserts on array lengths, null counts and offsets, and Polars' import of
 //! Arrow types unwraps field metadata and panics on types it lacks. Both see bytes a client sent
-//! or a store returned. [`crate::ipc`] refuses the malformed structures it can recognise; the
+//! or a store returned. [`crate::store::ipc`] refuses the malformed structures it can recognise; the
 //! decoding itself runs inside [`guard`] (or [`Guarded`] for a stream), where a panic becomes an
 //! error for that request alone, the way Polars panics in operations are contained by the
 //! engine's blocking pool.
@@ -27,7 +27,7 @@ pub fn guarded() -> bool {
     GUARDS.with(|g| g.get() > 0)
 }
 
-/// Runs `f`; a panic comes back as its message. [`crate::exec`] runs every operation through
+/// Runs `f`; a panic comes back as its message. [`crate::engine::exec`] runs every operation through
 /// this, and [`guard`] every decoder.
 pub fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()).to_string())

@@ -35,7 +35,7 @@ pub enum Error {
     #[error("{detail} ({})", limit.option())]
     LimitExceeded {
         /// Which limit.
-        limit: crate::limits::Limit,
+        limit: Limit,
         /// By how much.
         detail: String,
     },
@@ -268,6 +268,78 @@ pub fn out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
         next = e.source();
     }
     false
+}
+
+/// A configured limit: the setting that raises it and the label its refusals are counted under
+/// (`limits` makes the error for it, and counts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Bytes one upload may send.
+    PutBytes,
+    /// Bytes of one gRPC message.
+    MessageBytes,
+    /// Bytes of the one request message of a unary call (a ticket, an action body).
+    RequestBytes,
+    /// Rows of one result.
+    ResultRows,
+    /// Columns of one result.
+    ResultColumns,
+    /// Bytes of one result.
+    ResultBytes,
+    /// Rows one join may produce.
+    JoinRows,
+    /// Memory of one SQL query.
+    SqlMemoryBytes,
+    /// How deep an expression or query may nest (fixed: [`crate::ops::sqltext::MAX_DEPTH`]).
+    ExpressionDepth,
+    /// Bytes a tenant's live results may hold (tokens file, else POLARWAY_TENANT_MAX_BYTES).
+    TenantBytes,
+    /// Live results a tenant may hold (tokens file, else POLARWAY_TENANT_MAX_HANDLES).
+    TenantHandles,
+    /// Files one scan may list.
+    ScanFiles,
+    /// Bytes of files one scan may read.
+    ScanBytes,
+}
+
+impl Limit {
+    /// The setting that raises the limit.
+    pub fn option(self) -> &'static str {
+        match self {
+            Limit::PutBytes => "POLARWAY_MAX_PUT_BYTES",
+            Limit::MessageBytes => "POLARWAY_MAX_MESSAGE_BYTES",
+            Limit::RequestBytes => "POLARWAY_MAX_REQUEST_BYTES",
+            Limit::ResultRows => "POLARWAY_MAX_RESULT_ROWS",
+            Limit::ResultColumns => "POLARWAY_MAX_RESULT_COLUMNS",
+            Limit::ResultBytes => "POLARWAY_MAX_RESULT_BYTES",
+            Limit::JoinRows => "POLARWAY_MAX_JOIN_ROWS",
+            Limit::SqlMemoryBytes => "POLARWAY_MAX_SQL_MEMORY_BYTES",
+            Limit::ExpressionDepth => "a fixed limit",
+            Limit::TenantBytes => "POLARWAY_TENANT_MAX_BYTES",
+            Limit::TenantHandles => "POLARWAY_TENANT_MAX_HANDLES",
+            Limit::ScanFiles => "POLARWAY_MAX_SCAN_FILES",
+            Limit::ScanBytes => "POLARWAY_MAX_SCAN_BYTES",
+        }
+    }
+
+    /// The `limit` label of `polarway_limit_rejections_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::PutBytes => "put_bytes",
+            Limit::MessageBytes => "message_bytes",
+            Limit::RequestBytes => "request_bytes",
+            Limit::ResultRows => "result_rows",
+            Limit::ResultColumns => "result_columns",
+            Limit::ResultBytes => "result_bytes",
+            Limit::JoinRows => "join_rows",
+            Limit::SqlMemoryBytes => "sql_memory",
+            Limit::ExpressionDepth => "expression_depth",
+            Limit::TenantBytes => "tenant_bytes",
+            Limit::TenantHandles => "tenant_handles",
+            Limit::ScanFiles => "scan_files",
+            Limit::ScanBytes => "scan_bytes",
+        }
+    }
 }
 
 #[cfg(test)]

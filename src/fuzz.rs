@@ -27,11 +27,11 @@ use serde_json::json;
 
 use crate::config::{Config, StoreConfig};
 use crate::convert;
+use crate::engine::request::Request;
 use crate::flight::wire::Assembler;
 use crate::handle::Handle;
 use crate::limits::Limits;
 use crate::ops::{self, Input};
-use crate::request::Request;
 use crate::store::{FileCapabilities, Lineage, ObjectStateStore, ResultMeta, ResultStore, describe_schema};
 
 /// The fuzz targets, by name.

@@ -1,4 +1,4 @@
-//! Result handles, which are also Flight tickets.
+//! Result handles, which are also Flight tickets, and the names results and datasets may take.
 //!
 //! A handle is `pw1_` followed by 32 lowercase hex digits: a version tag and 128 bits that are
 //! either a digest of the request that produced the result (so a repeated request names the same
@@ -87,6 +87,26 @@ impl fmt::Display for Handle {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `name` can name a dataset: an SQL identifier that needs no quoting in lower case,
+/// `[a-z_][a-z0-9_]*`, up to 128 characters. (DataFusion folds unquoted identifiers to lower case.)
+pub fn is_valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 128
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Refuses a name that cannot be a table name.
+pub fn check_name(name: &str) -> Result<()> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "`{name}` cannot name a dataset: use lower-case letters, digits and `_`, starting with a letter or `_`, at most 128"
+        )))
+    }
 }
 
 #[cfg(test)]

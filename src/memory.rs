@@ -33,7 +33,7 @@ const TRIM_THRESHOLD: i32 = 1 << 30;
 
 /// Stack of every worker thread: the runtime's, the blocking pool's and Polars' pool. Deep
 /// expressions recurse one frame or more per level when they are planned, evaluated and dropped;
-/// [`crate::sqltext::MAX_DEPTH`] levels took up to 4.2 MiB, which overflowed the usual 2 MiB. The
+/// [`crate::ops::sqltext::MAX_DEPTH`] levels took up to 4.2 MiB, which overflowed the usual 2 MiB. The
 /// memory is reserved, not used: pages are touched only as deep as a thread recurses.
 pub const THREAD_STACK_BYTES: usize = 16 << 20;
 

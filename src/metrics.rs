@@ -156,13 +156,14 @@ impl RequestTimer {
         RequestTimer { method, started: Instant::now() }
     }
 
-    /// Records the outcome.
-    pub fn finish(self, code: tonic::Code) {
+    /// Records the outcome: `code` is the gRPC status code's name (`OK`, `NOT_FOUND`, ...), as
+    /// `flight::status::code_name` spells it.
+    pub fn finish(self, code: &'static str) {
         let m = metrics();
-        m.requests.with_label_values(&[self.method, code_name(code)]).inc();
+        m.requests.with_label_values(&[self.method, code]).inc();
         let elapsed = self.started.elapsed().as_secs_f64();
         m.latency.with_label_values(&[self.method]).observe(elapsed);
-        if code == tonic::Code::ResourceExhausted {
+        if code == "RESOURCE_EXHAUSTED" {
             m.refusal_latency.with_label_values(&[self.method]).observe(elapsed);
         }
     }
@@ -171,28 +172,6 @@ impl RequestTimer {
 impl Drop for RequestTimer {
     fn drop(&mut self) {
         metrics().in_flight.with_label_values(&[self.method]).dec();
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::Ok => "OK",
-        tonic::Code::Cancelled => "CANCELLED",
-        tonic::Code::Unknown => "UNKNOWN",
-        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        tonic::Code::NotFound => "NOT_FOUND",
-        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
-        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-        tonic::Code::Aborted => "ABORTED",
-        tonic::Code::OutOfRange => "OUT_OF_RANGE",
-        tonic::Code::Unimplemented => "UNIMPLEMENTED",
-        tonic::Code::Internal => "INTERNAL",
-        tonic::Code::Unavailable => "UNAVAILABLE",
-        tonic::Code::DataLoss => "DATA_LOSS",
-        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::root;
 use super::scan::{CsvSpec, ScanSpec};
 use crate::context::RequestContext;
+use crate::data::files::Format;
 use crate::error::{Error, Result};
-use crate::files::Format;
 
 /// One declared dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ impl Datasets {
     pub fn parse(text: &[u8]) -> std::result::Result<Datasets, String> {
         let map: BTreeMap<String, Dataset> = serde_json::from_slice(text).map_err(|e| e.to_string())?;
         for (name, dataset) in &map {
-            if !crate::names::is_valid(name) {
+            if !crate::handle::is_valid_name(name) {
                 return Err(format!("`{name}` is not a table name (lower case letters, digits and `_`)"));
             }
             root::locate(&dataset.path).map_err(|e| format!("`{name}`: {e}"))?;

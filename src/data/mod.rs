@@ -9,6 +9,8 @@
 //! partition filters into. Reading happens when the plan runs, on Polars' streaming engine.
 
 pub mod datasets;
+/// File reads and writes under the data root: `read_*` and `write_*`.
+pub mod files;
 pub mod root;
 pub mod scan;
 pub mod sink;

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::Data;
 use super::root::{self, Root};
 use crate::context::RequestContext;
+use crate::data::files::Format;
 use crate::error::{Error, Result};
-use crate::files::Format;
 
 /// What to do when the target exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -6,11 +6,11 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::auth::{Authenticator, Principal};
 use crate::context::RequestContext;
 use crate::error::Result;
 use crate::metrics::RequestTimer;
 use crate::protocol::REQUEST_ID_HEADER;
+use crate::tenant::auth::{Authenticator, Principal};
 
 /// The header carrying credentials.
 pub(super) const AUTHORIZATION: &str = "authorization";
@@ -65,7 +65,7 @@ impl Call {
             }
         };
         let result = result.map_err(message_limit_as_exhausted);
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        timer.finish(super::status::code_name(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok)));
         with_request_id(result, &id)
     }
 }

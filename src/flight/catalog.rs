@@ -38,7 +38,7 @@ pub fn actions() -> Vec<(&'static str, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Request;
+    use crate::engine::request::Request;
 
     #[test]
     fn every_listed_operation_is_known() {

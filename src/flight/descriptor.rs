@@ -13,10 +13,10 @@ use arrow_flight::sql::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::engine::request::Request;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::ops::Step;
-use crate::request::Request;
 
 /// Longest name an upload's descriptor path may give.
 const MAX_NAME: usize = 256;

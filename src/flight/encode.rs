@@ -20,7 +20,7 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
-use crate::inflight::Grant;
+use crate::flight::inflight::Grant;
 
 /// A Flight message on its way out: the fields of a `FlightData` but its body, and the body as a
 /// list of parts that are sent as they are, in order.
@@ -30,7 +30,7 @@ pub(crate) struct OutgoingData {
     pub data: FlightData,
     /// The body's parts; together they are `data_body`.
     pub body: Vec<Bytes>,
-    /// The response budget the message holds until it is written ([`crate::inflight`]); the
+    /// The response budget the message holds until it is written ([`crate::flight::inflight`]); the
     /// framing attaches it to the bytes it writes.
     pub grant: Option<Grant>,
 }

@@ -11,6 +11,8 @@ mod call;
 pub mod catalog;
 pub mod descriptor;
 mod encode;
+/// Response bytes in flight: the worker's and each connection's budget, and each stream's progress.
+pub mod inflight;
 pub mod sql;
 pub mod status;
 mod stream;
@@ -34,16 +36,16 @@ use futures::{Stream, StreamExt, TryStreamExt, stream as futures_stream};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Authenticator;
 use crate::context::RequestContext;
 use crate::convert::{self, ViewTypes};
 use crate::engine::Engine;
+use crate::engine::jobs::{Job, JobError, JobState, Jobs};
 use crate::error::{Error, Result};
+use crate::flight::inflight::{Budget, ConnectionBudget, Flow};
 use crate::handle::Handle;
-use crate::inflight::{Budget, ConnectionBudget, Flow};
-use crate::jobs::{Job, JobError, JobState, Jobs};
 use crate::sql::SqlEngine;
 use crate::store::ResultMeta;
+use crate::tenant::auth::Authenticator;
 use call::Call;
 use descriptor::Descriptor;
 use encode::OutgoingData;
@@ -94,7 +96,7 @@ impl PolarwayFlight {
     /// (which the server puts in the request), and the progress of its HTTP/2 stream.
     fn producer<T>(&self, request: &Request<T>) -> stream::Producer {
         let connection = request.extensions().get::<ConnectionBudget>().cloned();
-        let flow = Flow::new(self.budget.clone(), connection, crate::inflight::current());
+        let flow = Flow::new(self.budget.clone(), connection, crate::flight::inflight::current());
         stream::Producer::new(flow, self.readers.clone())
     }
 

@@ -91,7 +91,7 @@ impl Prepared {
 /// The first row of an Arrow IPC stream of parameters, as scalars.
 pub(crate) fn parameter_values(ipc_stream: &[u8]) -> Result<Vec<ScalarValue>> {
     // One row of parameters: a few megabytes is generous.
-    crate::ipc::check_stream(ipc_stream, 64 << 20)?;
+    crate::store::ipc::check_stream(ipc_stream, 64 << 20)?;
     let bad = |panic| Error::invalid(format!("parameters: malformed Arrow IPC: {panic}"));
     let batches = crate::contain::guard(bad, || {
         let reader = StreamReader::try_new(std::io::Cursor::new(ipc_stream), None)?;

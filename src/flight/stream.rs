@@ -10,7 +10,7 @@
 //!
 //! Responses are pulled: the next message is read only when the transport asks for it, on one of
 //! a bounded number of blocking reads ([`Producer`]), and only with budget for its bytes
-//! ([`crate::inflight`]). A client that stops reading therefore holds no thread, and no more
+//! ([`crate::flight::inflight`]). A client that stops reading therefore holds no thread, and no more
 //! memory than it was granted; operations and DoGets never wait for each other's threads.
 
 use std::collections::VecDeque;
@@ -31,10 +31,10 @@ use super::BoxStream;
 use super::encode::{BatchEncoder, OutgoingData};
 use crate::convert::{self, ViewTypes};
 use crate::error::{Error, Result};
-use crate::inflight::{Flow, Grant};
-use crate::ipc;
+use crate::flight::inflight::{Flow, Grant};
 use crate::limits::Limits;
 use crate::store::IpcStream;
+use crate::store::ipc;
 
 /// The status for a failure of arrow-flight's encoder or decoder.
 pub(super) fn flight_error(err: FlightError) -> Status {
@@ -121,7 +121,7 @@ impl Producer {
     /// Runs `f` on the blocking pool once a reader is free; a panic becomes INTERNAL.
     async fn read<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
         let _reader = self.reader().await;
-        crate::exec::blocking(f).await
+        crate::engine::exec::blocking(f).await
     }
 }
 

@@ -23,6 +23,8 @@ pub mod relational;
 pub mod reshape;
 pub mod sampling;
 pub mod source;
+/// What SQL text can cost, read from its tokens before a parser sees it: depth and expansion.
+pub mod sqltext;
 pub mod timeseries;
 
 use std::collections::HashMap;
@@ -259,11 +261,11 @@ impl Step {
     }
 
     /// Whether any expression in this step calls a function that can make values much larger
-    /// than its arguments, or holds a long string literal ([`crate::sqltext::expands`]).
+    /// than its arguments, or holds a long string literal ([`crate::ops::sqltext::expands`]).
     pub fn expands(&self) -> bool {
         fn any(value: &Value) -> bool {
             match value {
-                Value::String(s) => crate::sqltext::expands(s),
+                Value::String(s) => crate::ops::sqltext::expands(s),
                 Value::Array(items) => items.iter().any(any),
                 Value::Object(fields) => match fields.get(expr::NATIVE_FIELD) {
                     Some(native) if fields.len() == 1 => expr::native::expands(native),
@@ -521,7 +523,7 @@ pub fn explain_over(input: Input, steps: &[Step], leaves: &Leaves, limits: &Limi
 }
 
 /// Runs `steps` over the input's first row and refuses them if, at that size per row, a result
-/// of `rows` rows would pass the byte limit (see [`crate::sqltext::expands`]). A first row the
+/// of `rows` rows would pass the byte limit (see [`crate::ops::sqltext::expands`]). A first row the
 /// steps filter out tells nothing, and the steps then run unprobed.
 fn probe(input: &Input, steps: &[Step], leaves: &Leaves, limits: &Limits, rows: u64) -> Result<()> {
     let first = Input { lf: input.lf.clone().slice(0, 1), rows: input.rows.min(1) };

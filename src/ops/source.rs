@@ -10,9 +10,100 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
 use super::Pipeline;
-use crate::data::scan::ScanSpec;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
+
+/// A scan of files under the data root: a plain value; `data` lists and opens it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSpec {
+    /// `parquet`, `ipc` or `csv`.
+    pub format: Format,
+    /// A file, a directory (every file under it) or a glob (`sales/**/*.parquet`), relative to
+    /// the data root.
+    pub path: String,
+    /// Read `key=value` directories as columns. Unset: on for a directory, off otherwise (as
+    /// Polars' `scan_parquet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hive_partitioning: Option<bool>,
+    /// Only these columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    /// Only the first n rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_rows: Option<u64>,
+    /// CSV options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvSpec>,
+}
+
+/// How CSV files are parsed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSpec {
+    /// The first line holds column names.
+    #[serde(default = "yes")]
+    pub has_header: bool,
+    /// Field separator (one byte).
+    #[serde(default = "comma")]
+    pub separator: String,
+    /// Strings read as null.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub null_values: Vec<String>,
+    /// Column types, instead of inferring them: name -> Polars type (`i64`, `date`, `str`...).
+    #[serde(default, skip_serializing_if = "indexmap::IndexMap::is_empty")]
+    pub schema_overrides: indexmap::IndexMap<String, String>,
+    /// Rows read to infer types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infer_schema_length: Option<usize>,
+    /// Parse date-looking strings as dates.
+    #[serde(default)]
+    pub try_parse_dates: bool,
+}
+
+impl Default for CsvSpec {
+    fn default() -> Self {
+        CsvSpec {
+            has_header: true,
+            separator: comma(),
+            null_values: Vec::new(),
+            schema_overrides: indexmap::IndexMap::new(),
+            infer_schema_length: None,
+            try_parse_dates: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn comma() -> String {
+    ",".into()
+}
+
+/// Formats that can be read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Comma-separated values.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+    /// Arrow IPC file.
+    Ipc,
+}
+
+impl Format {
+    /// The format's name, as in `read_<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+            Format::Ipc => "ipc",
+        }
+    }
+}
 
 /// Pipelines nested in one request, the outermost included.
 pub const MAX_PLAN_DEPTH: usize = 16;

@@ -166,8 +166,8 @@ fn with_columns_keep_the_order_they_were_sent_in() {
     let df = df!("a" => [1i64]).unwrap();
     let body = br#"{"input": "HANDLE", "columns": {"zeta": "a", "alpha": "a + 1", "mid": "a + 2"}}"#;
     let body = String::from_utf8_lossy(body).replace("HANDLE", &Handle::random().to_string());
-    let crate::request::Request::Transform { pipeline, .. } =
-        crate::request::Request::parse("with_columns", body.as_bytes()).unwrap()
+    let crate::engine::request::Request::Transform { pipeline, .. } =
+        crate::engine::request::Request::parse("with_columns", body.as_bytes()).unwrap()
     else {
         panic!("a transform")
     };

@@ -18,7 +18,7 @@
 //! - each stream runs in a task that the connection's executor watches ([`Streams`]): a response
 //!   whose bytes wait longer than the stall timeout without any being written is dropped, which
 //!   resets the stream and frees what h2 had queued for it. Response bytes themselves are bounded
-//!   by [`crate::inflight`]'s budgets.
+//!   by [`crate::flight::inflight`]'s budgets.
 
 use std::future::Future;
 use std::io::IoSlice;
@@ -40,9 +40,9 @@ use tonic::service::Routes;
 use tonic::transport::server::Connected;
 
 use crate::config::Transport;
-use crate::inflight::{ConnectionBudget, Progress};
+use crate::flight::inflight::{ConnectionBudget, Progress};
 use crate::metrics::metrics;
-use crate::tls::Tls;
+use crate::server::tls::Tls;
 
 /// HTTP/2 receive window per stream: h2's 64 KiB default makes an upload wait for a window
 /// update every 64 KiB.
@@ -354,7 +354,7 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let stream = &mut this.stream;
-        if crate::inflight::scope(&this.progress, || stream.as_mut().poll(cx)).is_ready() {
+        if crate::flight::inflight::scope(&this.progress, || stream.as_mut().poll(cx)).is_ready() {
             return Poll::Ready(());
         }
         loop {
@@ -496,12 +496,12 @@ mod tests {
     #[tokio::test]
     async fn a_response_whose_bytes_are_not_written_is_ended_after_the_stall_timeout() {
         let streams = Streams::new(Duration::from_millis(100));
-        let budget = Arc::new(crate::inflight::Budget::new(8 << 20));
+        let budget = Arc::new(crate::flight::inflight::Budget::new(8 << 20));
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (held_tx, held_rx) = oneshot::channel();
         hyper::rt::Executor::execute(&streams, async move {
             let _done = done_tx;
-            let flow = crate::inflight::Flow::new(budget, None, crate::inflight::current());
+            let flow = crate::flight::inflight::Flow::new(budget, None, crate::flight::inflight::current());
             let grant = flow.grant(1 << 20).await;
             let mut pieces = Vec::new();
             grant.attach(bytes::Bytes::from(vec![0u8; 1 << 20]), &mut pieces);

@@ -7,12 +7,14 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::engine::jobs::Jobs;
 use crate::error::{Error, Result};
 use crate::flight::PolarwayFlight;
-use crate::jobs::Jobs;
-use crate::tls::Tls;
+use crate::server::tls::Tls;
 
 mod http2;
+/// TLS and mTLS on the Flight port, with certificates reloaded from disk.
+pub mod tls;
 
 /// Serves Flight on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(
@@ -38,11 +40,11 @@ pub async fn serve_engine(
             Some(Tls::new(files.clone()).map_err(|e| Error::InvalidArgument(format!("POLARWAY_TLS_CERT: {e}")))?)
         }
     };
-    let sweeper = tokio::spawn(crate::gc::run_every(engine.clone(), config.gc_interval));
+    let sweeper = tokio::spawn(sweep_every(engine.clone(), config.gc_interval));
     let worker = format!("{}@{}", std::process::id(), listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
     let jobs = Jobs::new(engine.clone(), worker, config.job_lease, config.job_slots);
     let puller = tokio::spawn(jobs.clone().run(config.job_poll));
-    let budget = Arc::new(crate::inflight::Budget::new(config.transport.response_budget_bytes));
+    let budget = Arc::new(crate::flight::inflight::Budget::new(config.transport.response_budget_bytes));
     let service = PolarwayFlight::new(engine, jobs)
         .with_auth(config.auth.clone())
         .with_view_types(config.view_types)
@@ -59,4 +61,18 @@ pub async fn serve_engine(
     sweeper.abort();
     puller.abort();
     Ok(())
+}
+
+/// Sweeps `engine` every `period`, until the task is dropped.
+async fn sweep_every(engine: Arc<Engine>, period: std::time::Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match engine.sweep().await {
+            Ok((0, 0)) => {}
+            Ok((expired, orphans)) => tracing::info!(expired, orphans, "sweep deleted results"),
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+    }
 }

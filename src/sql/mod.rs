@@ -1,7 +1,7 @@
 //! SQL over a tenant's named datasets, with DataFusion.
 //!
 //! Each query gets its own `SessionContext` whose only schema resolves table names through the
-//! caller's tenant namespace ([`crate::names`]), so a query can see nothing else: no other
+//! caller's tenant namespace ([`crate::engine::names`]), so a query can see nothing else: no other
 //! tenant's data, no files (DDL such as `CREATE EXTERNAL TABLE`, DML such as `COPY` and `INSERT`,
 //! and statements such as `SET` are refused before planning, and URL tables are off). With an
 //! object store, DataFusion reads the stored Arrow IPC files itself through the store's
@@ -166,7 +166,7 @@ fn io_failure(e: &std::io::Error) -> Option<Error> {
     }
 }
 
-/// Runs an expanding query ([`crate::sqltext::expands`]) for its first row, and counts its rows
+/// Runs an expanding query ([`crate::ops::sqltext::expands`]) for its first row, and counts its rows
 /// (a count reads no expanding column), before it runs in full: a result of that row's size
 /// times the rows past the query's memory budget or the result limit is refused. Results arrive
 /// in batches of thousands of rows, and `lpad(s, 100000000)` makes 100 GB in one of them, before
@@ -281,7 +281,7 @@ impl SqlEngine {
     }
 
     async fn plan(&self, ctx: &RequestContext, query: &str) -> Result<Planned> {
-        crate::sqltext::check("query", query)?;
+        crate::ops::sqltext::check("query", query)?;
         let query = &number_placeholders(query)?;
         let resolved = Arc::new(Mutex::new(tables::Resolved::default()));
         let session = self.session(ctx, resolved.clone())?;
@@ -352,7 +352,7 @@ impl SqlEngine {
         // it arrives and stopped at the row limit or the query's memory budget.
         let limits = self.engine.limits().clone();
         let columns = schema.fields().len();
-        let expands = crate::sqltext::expands(query);
+        let expands = crate::ops::sqltext::expands(query);
         let batches = self
             .engine
             .executor()
@@ -394,10 +394,10 @@ impl SqlEngine {
         mut batches: Vec<RecordBatch>,
     ) -> Result<i64> {
         let IngestMode { if_exists, create, pin } = mode;
-        crate::names::check(name)?;
+        crate::engine::names::check(name)?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let catalog = self.engine.catalog();
-        let existing = crate::names::resolve_live(catalog, ctx, name).await?;
+        let existing = crate::engine::names::resolve_live(catalog, ctx, name).await?;
         match (&existing, if_exists, create) {
             (Some(_), IfExists::Fail, _) => {
                 return Err(Error::AlreadyExists(format!("table `{name}` exists")));
@@ -419,7 +419,7 @@ impl SqlEngine {
                 )));
             }
             let target = stored.schema.clone();
-            let earlier = crate::exec::blocking(move || stored.batches.collect::<Result<Vec<_>>>()).await?;
+            let earlier = crate::engine::exec::blocking(move || stored.batches.collect::<Result<Vec<_>>>()).await?;
             for batch in &mut batches {
                 *batch = crate::convert::cast_batch(batch, &target)?;
             }
@@ -433,7 +433,7 @@ impl SqlEngine {
         if pin {
             catalog.set_pinned(ctx, &meta.handle, true).await?;
         }
-        crate::names::bind_live(catalog, ctx, name, &meta.handle).await?;
+        crate::engine::names::bind_live(catalog, ctx, name, &meta.handle).await?;
         // The replaced version expires with its TTL instead of living on pinned.
         if let Some(old) = existing.filter(|old| old.pinned) {
             catalog.set_pinned(ctx, &old.handle, false).await?;
@@ -445,7 +445,7 @@ impl SqlEngine {
     pub async fn tables(&self, ctx: &RequestContext) -> Result<Vec<(String, SchemaRef)>> {
         let catalog = self.engine.catalog();
         let mut tables = Vec::new();
-        for (name, meta) in crate::names::named(catalog, ctx).await? {
+        for (name, meta) in crate::engine::names::named(catalog, ctx).await? {
             match catalog.schema(ctx, &meta.handle).await {
                 Ok(schema) => tables.push((name, schema)),
                 Err(Error::NotFound(_)) => {}

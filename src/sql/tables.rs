@@ -59,9 +59,9 @@ impl TenantSchema {
         self.resolved.lock().expect("sql lock").files.push(format!("{name}:{}", table.identity));
         let dataset = &table.dataset;
         let (format, extension): (Arc<dyn FileFormat>, &str) = match dataset.format {
-            crate::files::Format::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
-            crate::files::Format::Ipc => (Arc::new(ArrowFormat), ""),
-            crate::files::Format::Csv => {
+            crate::data::files::Format::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+            crate::data::files::Format::Ipc => (Arc::new(ArrowFormat), ""),
+            crate::data::files::Format::Csv => {
                 let csv = dataset.csv.clone().unwrap_or_default();
                 let format =
                     CsvFormat::default().with_has_header(csv.has_header).with_delimiter(csv.separator.as_bytes()[0]);
@@ -110,7 +110,7 @@ impl TenantSchema {
             // In memory: the stored frame's buffers, shared.
             None => {
                 let stored = catalog.open(&self.ctx, &meta.handle).await?;
-                let batches = crate::exec::blocking(move || stored.batches.collect::<Result<Vec<_>>>()).await?;
+                let batches = crate::engine::exec::blocking(move || stored.batches.collect::<Result<Vec<_>>>()).await?;
                 let table =
                     MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Internal(format!("table: {e}")))?;
                 Ok(Arc::new(table))
@@ -119,7 +119,7 @@ impl TenantSchema {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl SchemaProvider for TenantSchema {
     fn table_names(&self) -> Vec<String> {
         // Names live in the shared store and are listed asynchronously (GetTables); the planner
@@ -133,7 +133,7 @@ impl SchemaProvider for TenantSchema {
             if self.engine.data().datasets().get(&self.ctx, name).is_ok() {
                 return self.dataset(name).await.map(Some);
             }
-            let Some(meta) = crate::names::resolve_live(self.engine.catalog(), &self.ctx, name).await? else {
+            let Some(meta) = crate::engine::names::resolve_live(self.engine.catalog(), &self.ctx, name).await? else {
                 return Ok(None);
             };
             let provider = self.provider(&meta).await?;

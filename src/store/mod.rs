@@ -7,7 +7,11 @@
 //! and are called from the blocking pool. A new backend implements the three and is chosen in
 //! [`open`].
 
+/// A bytes-bounded LRU of decoded results, per worker.
+pub mod cache;
 mod docs;
+/// Checks on Arrow IPC from clients and the store, before arrow-rs decodes it.
+pub mod ipc;
 mod memory;
 pub(crate) mod object;
 
@@ -259,14 +263,48 @@ pub trait StateStore: ResultStore + DocumentStore + FileCapabilities {}
 
 impl<T: ResultStore + DocumentStore + FileCapabilities> StateStore for T {}
 
+/// An object store's credentials and endpoints, as `(variable, value)`. Its `Debug` shows the
+/// variables' names only, so a logged configuration never carries a secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CloudOptions(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for CloudOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
+}
+
+impl std::ops::Deref for CloudOptions {
+    type Target = [(String, String)];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// The validated store choice (`config` reads it from the environment).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Results in process.
+    Memory,
+    /// Results as files under this directory.
+    Directory(std::path::PathBuf),
+    /// Results in an object store at `url`, opened with `options`: the cloud's usual
+    /// environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`), read here and nowhere else.
+    Url {
+        /// `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix` or `file:///path`.
+        url: String,
+        /// Credentials and endpoints.
+        options: CloudOptions,
+    },
+}
+
 /// Opens the store `config` selects: the one place a store is built from configuration. A remote
 /// store copies results it scans lazily into `scratch_dir`.
 pub fn open(
-    config: &crate::config::StoreConfig,
+    config: &StoreConfig,
     scratch_dir: &std::path::Path,
     runtime: tokio::runtime::Handle,
 ) -> Result<std::sync::Arc<dyn StateStore>> {
-    use crate::config::StoreConfig;
     Ok(match config {
         StoreConfig::Memory => std::sync::Arc::new(MemoryStore::new()),
         StoreConfig::Directory(dir) => std::sync::Arc::new(ObjectStateStore::open_dir(dir, runtime)?),

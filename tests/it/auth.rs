@@ -17,7 +17,7 @@ fn hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn authenticator(dir: &std::path::Path) -> Arc<polarway::auth::Authenticator> {
+fn authenticator(dir: &std::path::Path) -> Arc<polarway::tenant::auth::Authenticator> {
     let path = dir.join("tokens.json");
     let file = json!({
         "signing_key": "a-long-shared-signing-key-for-tests",
@@ -25,7 +25,7 @@ fn authenticator(dir: &std::path::Path) -> Arc<polarway::auth::Authenticator> {
         "users": [{"username": "alice", "password_sha256": hex(b"alice-pw"), "tenant": "acme"}],
     });
     std::fs::write(&path, file.to_string()).unwrap();
-    Arc::new(polarway::auth::Authenticator::from_file(&path).unwrap())
+    Arc::new(polarway::tenant::auth::Authenticator::from_file(&path).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +104,7 @@ async fn a_tenant_cannot_reach_another_tenants_results() {
     });
     std::fs::write(&path, file.to_string()).unwrap();
     for mode in MODES {
-        let auth = Arc::new(polarway::auth::Authenticator::from_file(&path).unwrap());
+        let auth = Arc::new(polarway::tenant::auth::Authenticator::from_file(&path).unwrap());
         let server = TestServer::start_with(mode, |c| {
             c.auth = Some(auth.clone());
             c.job_poll = std::time::Duration::from_millis(20);
@@ -197,7 +197,7 @@ async fn tenant_quotas_refuse_creations_past_them() {
     });
     std::fs::write(&path, file.to_string()).unwrap();
     for mode in MODES {
-        let auth = Arc::new(polarway::auth::Authenticator::from_file(&path).unwrap());
+        let auth = Arc::new(polarway::tenant::auth::Authenticator::from_file(&path).unwrap());
         // Every other tenant: at most 1 MB.
         let server = TestServer::start_with(mode, |c| {
             c.auth = Some(auth.clone());

@@ -11,6 +11,7 @@ mod fleet;
 mod flight_surface;
 mod integrity;
 mod jobs;
+mod layering;
 mod operations;
 mod roundtrip;
 mod sql;

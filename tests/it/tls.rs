@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use polarway::client::{Client, ClientConfig, RetryPolicy, TlsOptions};
-use polarway::tls::TlsFiles;
+use polarway::server::tls::TlsFiles;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use crate::fixture::*;

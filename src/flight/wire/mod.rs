@@ -118,7 +118,7 @@ impl FlightRoutes {
         let message = match read_unary(body, self.max_request, self.read_timeout).await {
             Ok(message) => message,
             Err(status) => {
-                crate::metrics::RequestTimer::start(method).finish(status.code());
+                crate::metrics::RequestTimer::start(method).finish(crate::flight::status::code_name(status.code()));
                 tracing::info!(method, code = ?status.code(), error = status.message(), "request refused");
                 return status.into_http();
             }

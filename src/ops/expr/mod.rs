@@ -119,10 +119,10 @@ impl Expression {
         }
     }
 
-    /// Whether it can make values far larger than its inputs (see [`crate::sqltext::expands`]).
+    /// Whether it can make values far larger than its inputs (see [`crate::ops::sqltext::expands`]).
     pub fn expands(&self) -> bool {
         match self {
-            Expression::Sql(text) => crate::sqltext::expands(text),
+            Expression::Sql(text) => crate::ops::sqltext::expands(text),
             Expression::Native(json) => native::expands(json),
         }
     }
@@ -171,7 +171,7 @@ pub fn key_exprs(param: &str, keys: &[Key]) -> Result<Vec<Expr>> {
 
 /// Parses one SQL expression (`"qty * price"`, `"sum(qty) AS total"`), naming the parameter on error.
 pub fn parse(param: &str, text: &str) -> Result<Expr> {
-    crate::sqltext::check(param, text)?;
+    crate::ops::sqltext::check(param, text)?;
     sql_expr(text).map_err(|e| Error::invalid(format!("`{param}`: cannot parse `{text}`: {e}")))
 }
 

@@ -12,7 +12,7 @@
 //! 2. it is decoded into a Polars [`Expr`]; what does not decode is refused with the client
 //!    versions this worker speaks ([`ACCEPTED_VERSIONS`]);
 //! 3. the decoded tree is walked again, refusing the same node kinds (in case a format change
-//!    hides one from the first pass) and trees deeper than [`crate::sqltext::MAX_DEPTH`].
+//!    hides one from the first pass) and trees deeper than [`crate::ops::sqltext::MAX_DEPTH`].
 //!
 //! The Polars features that would run such nodes (`python`, `ffi_plugin`, `cloud`) are never
 //! enabled, so a payload that slipped past both walks would fail to decode rather than run.
@@ -100,7 +100,7 @@ fn check_tree(param: &str, expr: &Expr) -> Result<()> {
         let what = FORBIDDEN.iter().find(|(k, _)| *k == key).map_or(key, |(_, what)| what);
         return Err(refused(param, key, what));
     }
-    if depth(expr) > crate::sqltext::MAX_DEPTH {
+    if depth(expr) > crate::ops::sqltext::MAX_DEPTH {
         return Err(too_deep(param));
     }
     Ok(())
@@ -127,7 +127,7 @@ fn refused(param: &str, node: &str, what: &str) -> Error {
 fn too_deep(param: &str) -> Error {
     Error::invalid(format!(
         "`{param}`: the expression is nested too deep (more than {MAX_JSON_DEPTH} JSON levels or {} operators)",
-        crate::sqltext::MAX_DEPTH
+        crate::ops::sqltext::MAX_DEPTH
     ))
 }
 
@@ -167,7 +167,7 @@ pub fn json_depth(body: &[u8]) -> usize {
 }
 
 /// Whether a native expression calls a function that can make values much larger than its
-/// arguments, or holds a long string literal (see [`crate::sqltext::expands`]).
+/// arguments, or holds a long string literal (see [`crate::ops::sqltext::expands`]).
 pub fn expands(json: &Value) -> bool {
     const EXPANDING: &[&str] = &[
         "PadStart",

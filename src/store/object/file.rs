@@ -271,7 +271,7 @@ impl VerifiedFile {
         let footer_bytes = self.read(self.size - 10 - footer_len..self.size - 10)?;
         let footer = root_as_footer(&footer_bytes).map_err(|e| self.corrupt(&e.to_string()))?;
         let fb_schema = footer.schema().ok_or_else(|| self.corrupt("no schema"))?;
-        crate::ipc::check_schema(fb_schema).map_err(|e| self.corrupt(&e.to_string()))?;
+        crate::store::ipc::check_schema(fb_schema).map_err(|e| self.corrupt(&e.to_string()))?;
         let schema: SchemaRef = Arc::new(fb_to_schema(fb_schema));
         let dictionaries = footer.dictionaries().iter().flatten().copied().collect();
         let batches = footer.recordBatches().iter().flatten().copied().collect();
@@ -282,7 +282,7 @@ impl VerifiedFile {
     fn block(&self, block: &Block) -> Result<Bytes> {
         let range = block_range(block).ok_or_else(|| self.corrupt("a block with impossible bounds"))?;
         let bytes = self.read(range)?;
-        crate::ipc::check_block(&bytes, block.metaDataLength(), MAX_BLOCK_DECODED_BYTES)
+        crate::store::ipc::check_block(&bytes, block.metaDataLength(), MAX_BLOCK_DECODED_BYTES)
             .map_err(|e| self.corrupt(&e.to_string()))?;
         Ok(bytes)
     }
@@ -328,7 +328,8 @@ impl Iterator for BlockMessages {
         let block = self.blocks.next()?;
         let read = || {
             let bytes = self.file.block(&block)?;
-            let (header, body) = crate::ipc::block_parts(&bytes).map_err(|e| self.file.corrupt(&e.to_string()))?;
+            let (header, body) =
+                crate::store::ipc::block_parts(&bytes).map_err(|e| self.file.corrupt(&e.to_string()))?;
             Ok(IpcMessage { header: bytes.slice(header), body: bytes.slice(body) })
         };
         Some(read())

@@ -117,7 +117,7 @@ impl ObjectStateStore {
     /// Opens a store from a URL (`s3://bucket/prefix`, `az://container/prefix`,
     /// `gs://bucket/prefix`, `file:///path`); `options` are its credentials and endpoints, named
     /// as each cloud's environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`; see
-    /// [`crate::config::StoreConfig::Url`]).
+    /// [`crate::store::StoreConfig::Url`]).
     pub fn open_url(url: &str, options: &[(String, String)], runtime: Runtime) -> Result<Self> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::invalid(format!("POLARWAY_STATE_URL: `{url}` is not a URL: {e}")))?;

@@ -12,28 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Formats that can be read or written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// Comma-separated values.
-    Csv,
-    /// Apache Parquet.
-    Parquet,
-    /// Arrow IPC file.
-    Ipc,
-}
-
-impl Format {
-    /// The format's name, as in `read_<name>`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Parquet => "parquet",
-            Format::Ipc => "ipc",
-        }
-    }
-}
+pub use crate::ops::source::Format;
 
 /// `read_csv` / `read_parquet` / `read_ipc`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

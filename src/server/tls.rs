@@ -6,9 +6,8 @@
 //! the next handshake uses the new configuration and live connections carry on with the one they
 //! started with. A file that does not load keeps the previous configuration and logs why.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
@@ -17,18 +16,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 
-/// Where the server's certificate, key and (for mTLS) client CA live.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// PEM CA certificates that client certificates must chain to; `None` = no client certificates.
-    pub client_ca: Option<PathBuf>,
-    /// How often the files are checked for changes.
-    pub reload_interval: Duration,
-}
+pub use crate::config::TlsFiles;
 
 impl TlsFiles {
     /// A digest of the files' contents, to notice a change.

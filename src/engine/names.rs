@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Catalog;
 use crate::context::RequestContext;
+use crate::engine::results::Catalog;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::store::{DocKey, DocSet, DocumentStore, ResultMeta};
@@ -19,25 +19,7 @@ struct Binding {
     handle: Handle,
 }
 
-/// Whether `name` can name a dataset: an SQL identifier that needs no quoting in lower case,
-/// `[a-z_][a-z0-9_]*`, up to 128 characters. (DataFusion folds unquoted identifiers to lower case.)
-pub fn is_valid(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    name.len() <= 128
-        && bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// Refuses a name that cannot be a table name.
-pub fn check(name: &str) -> Result<()> {
-    if is_valid(name) {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "`{name}` cannot name a dataset: use lower-case letters, digits and `_`, starting with a letter or `_`, at most 128"
-        )))
-    }
-}
+pub use crate::handle::{check_name as check, is_valid_name as is_valid};
 
 /// Binds `tenant`'s dataset `name` to `handle`, replacing any earlier binding.
 pub fn bind(store: &dyn DocumentStore, tenant: Option<&str>, name: &str, handle: &Handle) -> Result<()> {

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
-use crate::quota::Quota;
+use crate::tenant::quota::Quota;
 
 /// Lifetime of a bearer token issued by `Handshake`.
 const ISSUED_TOKEN_SECS: i64 = 12 * 3600;

@@ -6,11 +6,9 @@
 //! interval after it expires, so reads opened while it was live get that long to finish, also on
 //! stores that cannot read a deleted object.
 
-use std::time::Duration;
-
-use crate::catalog::Catalog;
+use crate::engine::exec;
+use crate::engine::results::Catalog;
 use crate::error::Result;
-use crate::exec;
 
 /// How long expired results and interrupted writes are kept before a sweep deletes them.
 pub struct Sweep {
@@ -45,19 +43,5 @@ impl Sweep {
             Ok((deleted, orphans))
         })
         .await
-    }
-}
-
-/// Sweeps `engine` every `period`, until the task is dropped.
-pub async fn run_every(engine: std::sync::Arc<crate::engine::Engine>, period: Duration) {
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match engine.sweep().await {
-            Ok((0, 0)) => {}
-            Ok((expired, orphans)) => tracing::info!(expired, orphans, "sweep deleted results"),
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
-        }
     }
 }

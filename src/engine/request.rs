@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::data::files::{Format, ReadSpec, WriteSpec};
 use crate::error::{Error, Result};
-use crate::files::{Format, ReadSpec, WriteSpec};
 use crate::handle::Handle;
 use crate::ops::expr::native;
 use crate::ops::{Inputs, Pipeline, registry};
@@ -159,7 +159,7 @@ impl Request {
                     name: String,
                 }
                 let arg: NameArg = from_map(op, obj)?;
-                crate::names::check(&arg.name)?;
+                crate::engine::names::check(&arg.name)?;
                 Request::Name { handle: arg.handle, name: arg.name }
             }
             DROP_HANDLE => Request::DropHandle { handle: from_map::<HandleArg>(op, obj)?.handle },

@@ -15,16 +15,16 @@ use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use polars::prelude::DataFrame;
 
-use crate::cache::ResultCache;
 use crate::clock::SharedClock;
 use crate::context::RequestContext;
+use crate::engine::exec::{self, Executor};
 use crate::error::{Error, Result};
-use crate::exec::{self, Executor};
 use crate::handle::Handle;
 use crate::limits::Limits;
 use crate::ops::{self, Input, Pipeline};
-use crate::quota::Quotas;
+use crate::store::cache::ResultCache;
 use crate::store::{self, BatchStream, IpcStream, Lineage, ResultMeta, StateStore};
+use crate::tenant::quota::Quotas;
 
 /// Results with more than [`FEW_CHUNKS`] chunks averaging fewer rows than this are joined into one.
 const MIN_CHUNK_ROWS: usize = 64 * 1024;

@@ -21,10 +21,10 @@ use serde_json::Value;
 
 use crate::context::RequestContext;
 use crate::engine::Engine;
+use crate::engine::exec::blocking;
+use crate::engine::request::Request;
 use crate::error::{Error, Result};
-use crate::exec::blocking;
 use crate::handle::Handle;
-use crate::request::Request;
 use crate::store::{DocKey, DocSet, DocumentStore};
 
 /// Where a job is.

@@ -8,6 +8,19 @@
 //! persisted through the [`Catalog`]. Answers are typed ([`Outcome`]); the Flight layer shapes
 //! them for the wire.
 
+/// The one way work runs: admitted, within the deadline, on the blocking pool, panics contained.
+pub mod exec;
+/// Expiry: deleting expired results and the leftovers of interrupted writes.
+pub mod gc;
+/// Batch jobs queued in the shared store, claimed with leases.
+pub mod jobs;
+/// Named datasets: a tenant's tables for Flight SQL, resolved through the shared store.
+pub mod names;
+/// Parsing of DoAction bodies and command descriptors into typed requests.
+pub mod request;
+/// Which results a request sees, their lifetime, reads, cache, quota and recovery from lineage.
+pub mod results;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,24 +30,23 @@ use arrow::datatypes::SchemaRef;
 use polars::prelude::DataFrame;
 use serde_json::json;
 
-use crate::cache::ResultCache;
-use crate::catalog::{self, Catalog};
+use self::exec::Executor;
+use self::gc::Sweep;
+use self::request::Request;
+use self::results::Catalog;
 use crate::config::{Config, StoreConfig};
 use crate::context::RequestContext;
 use crate::convert;
 use crate::data::Data;
+use crate::data::files::{self as file_io, Format, ReadSpec, WriteSpec};
 use crate::data::sink::SinkSpec;
 use crate::error::{Error, Result};
-use crate::exec::{self, Executor};
-use crate::files::{self as file_io, Format, ReadSpec, WriteSpec};
-use crate::gc::Sweep;
 use crate::handle::Handle;
 use crate::limits::{Admission, Limits};
-use crate::names;
 use crate::ops::{self, Pipeline, Step};
-use crate::quota::Quotas;
-use crate::request::Request;
+use crate::store::cache::ResultCache;
 use crate::store::{self, ColumnInfo, Lineage, ResultMeta, StateStore};
+use crate::tenant::quota::Quotas;
 
 /// The worker's engine.
 pub struct Engine {
@@ -164,7 +176,7 @@ impl Engine {
         self.catalog.cache()
     }
 
-    /// Deletes what has expired; see [`crate::gc`].
+    /// Deletes what has expired; see [`crate::engine::gc`].
     pub async fn sweep(&self) -> Result<(usize, usize)> {
         self.sweep.run(&self.catalog).await
     }
@@ -386,7 +398,7 @@ impl Engine {
     ) -> Result<ResultMeta> {
         let frame = exec::blocking(move || {
             let mut frame = convert::batches_to_frame(&schema, &batches)?;
-            catalog::consolidate(&mut frame);
+            results::consolidate(&mut frame);
             Ok(frame)
         })
         .await?;
