@@ -6,6 +6,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::BoxStream;
 use crate::context::RequestContext;
 use crate::error::Result;
 use crate::metrics::RequestTimer;
@@ -64,9 +65,74 @@ impl Call {
                 work(ctx).instrument(span).await
             }
         };
-        let result = result.map_err(message_limit_as_exhausted);
+        let result = result.map_err(super::status::from_codec);
         timer.finish(super::status::code_name(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok)));
         with_request_id(result, &id)
+    }
+}
+
+impl Call {
+    /// Like [`Call::run`], for an answer that is a stream: the call is counted when its stream
+    /// ends, with the code it ends with: OK, the status of a failure part-way (a stored file found
+    /// damaged, a message over the limit), or CANCELLED when the client goes away first.
+    pub async fn run_streaming<T, F, W>(self, work: W) -> std::result::Result<Response<BoxStream<T>>, Status>
+    where
+        T: Send + 'static,
+        W: FnOnce(RequestContext) -> F,
+        F: Future<Output = std::result::Result<Response<BoxStream<T>>, Status>>,
+    {
+        let Call { id, authorized, span, timer, timeout } = self;
+        let result = match authorized {
+            Err(e) => Err(e.into()),
+            Ok(principal) => {
+                let ctx = RequestContext::new(principal.map(|p| p.tenant), timeout, id.clone());
+                work(ctx).instrument(span).await
+            }
+        };
+        let result = match result.map_err(super::status::from_codec) {
+            Ok(response) => Ok(response.map(|stream| Box::pin(Counted { stream, timer: Some(timer) }) as BoxStream<T>)),
+            Err(status) => {
+                timer.finish(super::status::code_name(status.code()));
+                Err(status)
+            }
+        };
+        with_request_id(result, &id)
+    }
+}
+
+/// A streamed answer that counts its call when it ends.
+struct Counted<T> {
+    stream: BoxStream<T>,
+    timer: Option<RequestTimer>,
+}
+
+impl<T> futures::Stream for Counted<T> {
+    type Item = std::result::Result<T, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.stream.as_mut().poll_next(cx));
+        let code = match &item {
+            Some(Ok(_)) => None,
+            Some(Err(status)) => Some(super::status::code_name(status.code())),
+            None => Some(super::status::code_name(tonic::Code::Ok)),
+        };
+        if let Some(code) = code
+            && let Some(timer) = self.timer.take()
+        {
+            timer.finish(code);
+        }
+        std::task::Poll::Ready(item)
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.finish(super::status::code_name(tonic::Code::Cancelled));
+        }
     }
 }
 
@@ -80,16 +146,6 @@ pub(super) fn authorize<T>(auth: Option<&Authenticator>, request: &Request<T>) -
     }
     let header = request.metadata().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     auth.authenticate(header).map(Some)
-}
-
-/// tonic refuses a streamed message over the size limit with OUT_OF_RANGE; to a client that is a
-/// limit like the others, so it is RESOURCE_EXHAUSTED naming the setting.
-fn message_limit_as_exhausted(status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange && status.message().contains("message length too large") {
-        crate::limits::Limit::MessageBytes.exceeded(status.message()).into()
-    } else {
-        status
-    }
 }
 
 /// The time the client gives the call (`grpc-timeout`: at most 8 digits and a unit, hours down
@@ -114,7 +170,7 @@ fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
 
 /// The client's `x-request-id`, or a new one: it names the call in logs and comes back in the
 /// response metadata.
-fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
+pub(super) fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
     metadata
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -144,6 +200,46 @@ fn with_request_id<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_stream_that_fails_part_way_is_counted_with_its_code() {
+        let count = |code: &str| crate::metrics::metrics().requests.with_label_values(&["StreamTest", code]).get();
+        let (ok, lost, cancelled) = (count("OK"), count("DATA_LOSS"), count("CANCELLED"));
+        let call = || Call::begin("StreamTest", &Request::new(()), None, Duration::from_secs(5));
+
+        let failing = call()
+            .run_streaming(|_| async {
+                let items = vec![Ok(1), Err(Status::from(crate::error::Error::DataLoss("damaged".into())))];
+                Ok(Response::new(Box::pin(futures::stream::iter(items)) as BoxStream<i32>))
+            })
+            .await
+            .unwrap();
+        assert_eq!((count("OK"), count("DATA_LOSS")), (ok, lost), "not counted before the stream ends");
+        let items: Vec<_> = failing.into_inner().collect().await;
+        assert_eq!(items.len(), 2);
+        assert_eq!((count("OK"), count("DATA_LOSS")), (ok, lost + 1));
+
+        let whole = call()
+            .run_streaming(|_| async {
+                Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(1)])) as BoxStream<i32>))
+            })
+            .await
+            .unwrap();
+        let _: Vec<_> = whole.into_inner().collect().await;
+        assert_eq!(count("OK"), ok + 1);
+
+        let mut abandoned = call()
+            .run_streaming(|_| async {
+                Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(1), Ok(2)])) as BoxStream<i32>))
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let _ = abandoned.next().await;
+        drop(abandoned);
+        assert_eq!((count("OK"), count("CANCELLED")), (ok + 1, cancelled + 1));
+    }
 
     fn timeout_of(value: &str) -> Option<Duration> {
         let mut metadata = tonic::metadata::MetadataMap::new();

@@ -178,7 +178,7 @@ impl PolarwayFlight {
     /// them joined ([`FlightService::do_get`]).
     async fn get(&self, request: Request<Ticket>) -> std::result::Result<Response<BoxStream<OutgoingData>>, Status> {
         let call = self.begin("DoGet", &request);
-        call.run(|ctx| async move {
+        call.run_streaming(|ctx| async move {
             let views = self.views(&request)?;
             let producer = self.producer(&request);
             let handle = match ticket::Ticket::parse(&request.get_ref().ticket)? {
@@ -217,11 +217,7 @@ impl PolarwayFlight {
             let header_key =
                 request.metadata().get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
             let mut incoming = request.into_inner();
-            let first = incoming
-                .next()
-                .await
-                .transpose()?
-                .ok_or_else(|| Status::from(Error::invalid("empty upload stream")))?;
+            let first = incoming.next().await.transpose()?.ok_or_else(|| Error::invalid("empty upload stream"))?;
             let descriptor = Descriptor::parse_optional(first.flight_descriptor.as_ref())?;
             let limits = self.engine.limits().clone();
             let app_metadata = if let Descriptor::Sql(cmd) = descriptor {
@@ -291,9 +287,8 @@ impl FlightService for PolarwayFlight {
         let mut response: Response<Self::HandshakeStream> =
             Response::new(Box::pin(futures_stream::once(async { Ok(reply) })));
         if let Some(token) = issued {
-            let value = format!("Bearer {token}")
-                .parse()
-                .map_err(|_| Status::from(Error::Internal("token is not a valid header".into())))?;
+            let value =
+                format!("Bearer {token}").parse().map_err(|_| Error::Internal("token is not a valid header".into()))?;
             response.metadata_mut().insert(call::AUTHORIZATION, value);
         }
         Ok(response)
@@ -400,8 +395,7 @@ impl FlightService for PolarwayFlight {
             };
             let schema = views.schema(&schema);
             let options = arrow::ipc::writer::IpcWriteOptions::default();
-            let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &options))
-                .map_err(|e| Status::from(Error::from(e)))?;
+            let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &options)).map_err(Error::from)?;
             Ok(Response::new(result))
         })
         .await
@@ -428,8 +422,7 @@ impl FlightService for PolarwayFlight {
             let views = self.views(&request)?;
             let producer = self.producer(&request);
             let mut incoming = request.into_inner();
-            let first =
-                incoming.message().await?.ok_or_else(|| Status::from(Error::invalid("empty exchange stream")))?;
+            let first = incoming.message().await?.ok_or_else(|| Error::invalid("empty exchange stream"))?;
             let steps = Descriptor::parse_optional(first.flight_descriptor.as_ref())?.exchange()?;
             let (schema, batches) = stream::read_table(first, incoming, self.engine.limits().clone()).await?;
             // A streamed request's time starts once its input has arrived.

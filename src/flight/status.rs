@@ -5,7 +5,7 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use crate::error::Error;
+use crate::error::{Error, Limit};
 use crate::protocol::RETRY_AFTER;
 
 /// The gRPC code of an error.
@@ -49,6 +49,18 @@ pub fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// A status from tonic's codec, as the worker answers it. tonic refuses a message over the size
+/// limit with OUT_OF_RANGE, and nothing of the worker's makes that code ([`code`] has no arm for
+/// it), so to a client it is a limit like the others: RESOURCE_EXHAUSTED, naming the setting.
+pub fn from_codec(status: Status) -> Status {
+    if status.code() == Code::OutOfRange { Limit::MessageBytes.exceeded(status.message()).into() } else { status }
+}
+
+/// The status a stream that ended well carries in its trailers.
+pub fn ok() -> Status {
+    Status::ok("")
 }
 
 impl From<Error> for Status {

@@ -2,11 +2,20 @@
 //! upload limit, and a result streamed out, batch by batch from the blocking pool through a
 //! bounded channel, so a large result is never whole in memory.
 //!
-//! A result leaves in one of two ways: as the stored file's IPC messages, checked but not decoded
-//! ([`stream_messages`]), or as batches encoded with their buffers shared ([`super::encode`]) when
-//! the client asked for other string types or the store keeps frames ([`stream_batches`]). `wire`
-//! then frames the messages onto HTTP/2. A panic while reading ends the stream with INTERNAL: a stream
-//! that just stopped would look complete to the client.
+//! A result leaves by one path per store kind:
+//! - **A store of files** (a directory, an object store): the stored file's IPC messages, checked
+//!   but not decoded ([`stream_messages`]). Decoding and encoding them again would cost a copy of
+//!   every body and the CPU to do it, which is what this path exists to avoid.
+//! - **The memory store**, and whatever is not a stored file (a Flight SQL metadata table): batches
+//!   encoded with their buffers shared ([`stream_batches`], [`super::encode`]). There is no file
+//!   to pass through.
+//!
+//! A stored file also goes the second way when the client asked for other string types than the
+//! file holds: the conversion needs the decoded columns. Both paths produce the same
+//! `OutgoingData`; `wire` frames it onto HTTP/2 itself, or hands it to tonic when the operator
+//! chose `POLARWAY_WIRE_FRAMING=tonic` (the fallback, and the baseline the benchmarks compare
+//! the direct framing with). A panic while reading ends the stream with INTERNAL: a stream that
+//! just stopped would look complete to the client.
 //!
 //! Responses are pulled: the next message is read only when the transport asks for it, on one of
 //! a bounded number of blocking reads ([`Producer`]), and only with budget for its bytes
@@ -95,7 +104,7 @@ pub(crate) async fn read_table(
             DecodedPayload::None => {}
         }
     }
-    let schema = schema.ok_or_else(|| Status::from(Error::invalid("the stream carried no schema")))?;
+    let schema = schema.ok_or_else(|| Error::invalid("the stream carried no schema"))?;
     Ok((schema, batches))
 }
 

@@ -241,3 +241,32 @@ async fn the_request_id_comes_back_on_answers_and_errors() {
     assert_eq!(answer.metadata().get("x-request-id").unwrap(), "trace-43");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_before_it_is_read_is_counted_and_named_on_both_framings() {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use polarway::config::WireFraming;
+    for framing in [WireFraming::Direct, WireFraming::Tonic] {
+        let server = TestServer::start_with(Mode::Memory, |c| {
+            c.wire_framing = framing;
+            c.transport.max_request_bytes = 1024;
+        })
+        .await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut raw = FlightServiceClient::new(channel);
+        let refused =
+            || polarway::metrics::metrics().requests.with_label_values(&["DoAction", "RESOURCE_EXHAUSTED"]).get();
+        let before = refused();
+        let mut request = tonic::Request::new(Action::new("shape", "x".repeat(4096)));
+        request.metadata_mut().insert("x-request-id", "trace-44".parse().unwrap());
+        let status = raw.do_action(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{framing:?}: {status}");
+        assert_eq!(status.metadata().get("x-request-id").unwrap(), "trace-44", "{framing:?}");
+        assert!(refused() > before, "{framing:?}: the refusal is counted");
+        server.stop().await;
+    }
+}

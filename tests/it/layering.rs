@@ -333,3 +333,50 @@ fn the_readme_code_map_names_files_that_exist() {
         .collect();
     assert!(unnamed.is_empty(), "modules the README's code map does not name: {unnamed:?}");
 }
+
+#[test]
+fn statuses_are_made_in_one_place_and_no_error_text_is_matched() {
+    const MAKERS: &[&str] = &[
+        "new",
+        "ok",
+        "cancelled",
+        "unknown",
+        "invalid_argument",
+        "deadline_exceeded",
+        "not_found",
+        "already_exists",
+        "permission_denied",
+        "resource_exhausted",
+        "failed_precondition",
+        "aborted",
+        "out_of_range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data_loss",
+        "unauthenticated",
+        "with_details",
+        "with_metadata",
+        "from_error",
+    ];
+    let mut found = Vec::new();
+    for file in rust_files(&src()) {
+        let rel = file.strip_prefix(src()).unwrap().display().to_string();
+        // The client is a gRPC client: its errors are the statuses its calls end with.
+        if rel == "flight/status.rs" || rel.starts_with("client/") || rel.ends_with("tests.rs") {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(&file).unwrap());
+        for maker in MAKERS {
+            if text.contains(&format!("Status::{maker}(")) {
+                found.push(format!("{rel}: Status::{maker}"));
+            }
+        }
+        for matcher in ["message().contains(", "to_string().contains(", "message().starts_with("] {
+            if text.contains(matcher) {
+                found.push(format!("{rel}: {matcher}"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "statuses made, or error text matched, outside flight/status.rs: {found:?}");
+}

@@ -117,17 +117,19 @@ impl FlightRoutes {
         let (parts, body) = request.into_parts();
         let message = match read_unary(body, self.max_request, self.read_timeout).await {
             Ok(message) => message,
-            Err(status) => {
-                crate::metrics::RequestTimer::start(method).finish(crate::flight::status::code_name(status.code()));
-                tracing::info!(method, code = ?status.code(), error = status.message(), "request refused");
-                return status.into_http();
+            Err(err) => {
+                let id = super::call::request_id(&tonic::metadata::MetadataMap::from_headers(parts.headers.clone()));
+                let status =
+                    tracing::info_span!("rpc", method, request_id = id.as_str()).in_scope(|| Status::from(err));
+                crate::metrics::RequestTimer::start(method).finish(super::status::code_name(status.code()));
+                return with_request_id(status.into_http(), &id);
             }
         };
         if method == "DoGet" && self.framing == WireFraming::Direct {
             let ticket = match Ticket::decode(message) {
                 Ok(ticket) => ticket,
                 Err(e) => {
-                    return Status::invalid_argument(format!("the request message is malformed: {e}")).into_http();
+                    return Status::from(Error::invalid(format!("the request message is malformed: {e}"))).into_http();
                 }
             };
             let request = Request::from_http(http::Request::from_parts(parts, ticket));
@@ -206,20 +208,27 @@ impl Service<http::Request<Body>> for FlightRoutes {
     }
 }
 
+/// `response` with the call's request id in its headers, as every other answer carries it.
+fn with_request_id(mut response: http::Response<Body>, id: &str) -> http::Response<Body> {
+    if let Ok(value) = http::HeaderValue::from_str(id) {
+        response.headers_mut().insert(crate::protocol::REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
 /// Reads the one message of a unary request: the 5-byte prefix first, so that a length over
 /// `max` is refused before the body is read, then exactly that message, all within `timeout`.
-async fn read_unary(body: Body, max: usize, timeout: Duration) -> Result<Bytes, Status> {
+async fn read_unary(body: Body, max: usize, timeout: Duration) -> crate::error::Result<Bytes> {
     match tokio::time::timeout(timeout, read_prefixed(body, max)).await {
         Ok(read) => read,
         Err(_) => Err(Error::DeadlineExceeded(format!(
             "the request did not arrive whole within {} s (POLARWAY_REQUEST_READ_TIMEOUT_SECS)",
             timeout.as_secs_f64()
-        ))
-        .into()),
+        ))),
     }
 }
 
-async fn read_prefixed(mut body: Body, max: usize) -> Result<Bytes, Status> {
+async fn read_prefixed(mut body: Body, max: usize) -> crate::error::Result<Bytes> {
     let mut read = BytesMut::new();
     let mut length = None;
     loop {
@@ -228,13 +237,12 @@ async fn read_prefixed(mut body: Body, max: usize) -> Result<Bytes, Status> {
             let len = message_length(header)?;
             if len > max {
                 return Err(Limit::RequestBytes
-                    .exceeded(format!("a request message of {len} bytes is over the limit of {max} bytes"))
-                    .into());
+                    .exceeded(format!("a request message of {len} bytes is over the limit of {max} bytes")));
             }
             length = Some(len);
         }
         if length.is_some_and(|len| read.len() > GRPC_HEADER + len) {
-            return Err(Status::invalid_argument("the request body is not exactly one gRPC message"));
+            return Err(Error::invalid("the request body is not exactly one gRPC message"));
         }
         match body.frame().await {
             Some(Ok(frame)) => {
@@ -242,7 +250,7 @@ async fn read_prefixed(mut body: Body, max: usize) -> Result<Bytes, Status> {
                     read.extend_from_slice(&data);
                 }
             }
-            Some(Err(e)) => return Err(Status::cancelled(format!("reading the request failed: {e}"))),
+            Some(Err(e)) => return Err(Error::Cancelled(format!("reading the request failed: {e}"))),
             None => break,
         }
     }
@@ -299,13 +307,13 @@ impl http_body::Body for Stalling {
 }
 
 /// The message in one gRPC-framed request body.
-fn unary_message(bytes: &[u8]) -> Result<&[u8], Status> {
+fn unary_message(bytes: &[u8]) -> crate::error::Result<&[u8]> {
     let Some((header, rest)) = bytes.split_first_chunk::<GRPC_HEADER>() else {
-        return Err(Status::invalid_argument("missing request message"));
+        return Err(Error::invalid("missing request message"));
     };
     let len = message_length(header)?;
     if rest.len() != len {
-        return Err(Status::invalid_argument("the request body is not exactly one gRPC message"));
+        return Err(Error::invalid("the request body is not exactly one gRPC message"));
     }
     Ok(rest)
 }
@@ -314,11 +322,11 @@ fn unary_message(bytes: &[u8]) -> Result<&[u8], Status> {
 /// as gRPC's compression spec requires of a server given an encoding it does not support: this
 /// service offers none (tonic's own decoder answers the same on the other methods). Any other
 /// flag value is a client's malformed framing: INVALID_ARGUMENT.
-pub(super) fn message_length(header: &[u8; GRPC_HEADER]) -> Result<usize, Status> {
+pub(super) fn message_length(header: &[u8; GRPC_HEADER]) -> crate::error::Result<usize> {
     match header[0] {
         0 => Ok(u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize),
-        1 => Err(Status::unimplemented("compressed messages are not supported: no grpc-encoding is offered")),
-        flag => Err(Status::invalid_argument(format!("invalid gRPC compression flag {flag}"))),
+        1 => Err(Error::Unimplemented("compressed messages are not supported: no grpc-encoding is offered".into())),
+        flag => Err(Error::invalid(format!("invalid gRPC compression flag {flag}"))),
     }
 }
 
@@ -395,7 +403,7 @@ mod tests {
     #[test]
     fn a_message_over_the_limit_is_refused() {
         let data = FlightData { data_body: Bytes::from(vec![0; 2000]), ..Default::default() };
-        let status = frame(data.into(), 1000).unwrap_err();
+        let status = Status::from(frame(data.into(), 1000).unwrap_err());
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.message().contains("POLARWAY_MAX_MESSAGE_BYTES"), "{}", status.message());
     }
@@ -409,7 +417,7 @@ mod tests {
         framed.extend_from_slice(&encoded);
         assert_eq!(Ticket::decode(unary_message(&framed).unwrap()).unwrap(), ticket);
 
-        let code = |bytes: &[u8]| unary_message(bytes).unwrap_err().code();
+        let code = |bytes: &[u8]| Status::from(unary_message(bytes).unwrap_err()).code();
         // Malformed framing is the client's: INVALID_ARGUMENT.
         assert_eq!(code(&[]), tonic::Code::InvalidArgument);
         assert_eq!(code(&framed[..framed.len() - 1]), tonic::Code::InvalidArgument);
@@ -463,7 +471,7 @@ mod tests {
     fn broken_uploads_get_client_errors() {
         let messages = sample_messages();
         let stream = grpc_stream(&messages);
-        let code = |result: Result<Vec<FlightData>, Status>| result.unwrap_err().code();
+        let code = |result: crate::error::Result<Vec<FlightData>>| Status::from(result.unwrap_err()).code();
         // Cut in the middle of a message, or of a gRPC header.
         assert_eq!(
             code(Assembler::assemble(&stream[..stream.len() - 10], 4096, 4 << 20)),
@@ -495,7 +503,7 @@ mod tests {
         let stream = grpc_stream(&messages[..3]);
         let mut chunks: Vec<Result<Frame<Bytes>, Status>> =
             stream.chunks(10_000).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
-        chunks.push(Err(Status::unavailable("connection reset")));
+        chunks.push(Err(Status::from(Error::Unavailable("connection reset".into()))));
         let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
         let read: Vec<_> = read_flight_data(body, 4 << 20).collect().await;
         assert_eq!(read.len(), 4);
@@ -524,6 +532,7 @@ mod tests {
             .await
             .expect("refused without waiting for the body")
             .unwrap_err();
+        let status = Status::from(status);
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.message().contains("POLARWAY_MAX_REQUEST_BYTES"), "{}", status.message());
         drop(tx);
@@ -533,7 +542,7 @@ mod tests {
     async fn a_request_that_does_not_arrive_in_time_is_refused() {
         let (mut tx, body) = channel_body();
         send(&mut tx, &[0, 0, 0, 0, 10, 1, 2]).await;
-        let status = read_unary(body, 1000, Duration::from_millis(100)).await.unwrap_err();
+        let status = Status::from(read_unary(body, 1000, Duration::from_millis(100)).await.unwrap_err());
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
         drop(tx);
     }

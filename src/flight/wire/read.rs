@@ -41,13 +41,13 @@ where
             }
             let failure = match r.body.frame().await {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(chunk) => r.assembler.feed(chunk, &mut r.ready).err(),
+                    Ok(chunk) => r.assembler.feed(chunk, &mut r.ready).err().map(Status::from),
                     Err(_) => None, // trailers: nothing to read
                 },
                 Some(Err(status)) => Some(upload_failed(status)),
                 None => {
                     r.ended = true;
-                    r.assembler.finish().err()
+                    r.assembler.finish().err().map(Status::from)
                 }
             };
             if failure.is_some() {
@@ -64,7 +64,7 @@ fn upload_failed(status: Status) -> Status {
     if status.code() == tonic::Code::DeadlineExceeded {
         return status;
     }
-    Status::cancelled(format!("the upload stream failed: {}", status.message()))
+    Error::Cancelled(format!("the upload stream failed: {}", status.message())).into()
 }
 
 /// Puts gRPC-framed FlightData messages back together from a stream's chunks, copying each byte
@@ -103,7 +103,7 @@ impl Assembler {
         &mut self,
         mut chunk: Bytes,
         out: &mut std::collections::VecDeque<FlightData>,
-    ) -> Result<(), Status> {
+    ) -> crate::error::Result<()> {
         while !chunk.is_empty() {
             match &mut self.state {
                 Assembly::Header => {
@@ -179,7 +179,7 @@ impl Assembler {
 
     /// The messages of a whole gRPC byte stream, fed in chunks of `chunk` bytes (tests and the
     /// fuzz target drive it this way).
-    pub(crate) fn assemble(stream: &[u8], chunk: usize, max: usize) -> Result<Vec<FlightData>, Status> {
+    pub(crate) fn assemble(stream: &[u8], chunk: usize, max: usize) -> crate::error::Result<Vec<FlightData>> {
         let mut assembler = Assembler::new(max);
         let mut out = std::collections::VecDeque::new();
         for piece in stream.chunks(chunk.max(1)) {
@@ -190,22 +190,20 @@ impl Assembler {
     }
 
     /// Whether the stream ended between messages, as it must.
-    pub(crate) fn finish(&self) -> Result<(), Status> {
+    pub(crate) fn finish(&self) -> crate::error::Result<()> {
         match self.state {
             Assembly::Header if self.pending.is_empty() => Ok(()),
-            _ => Err(Status::invalid_argument("the stream ended in the middle of a message")),
+            _ => Err(Error::invalid("the stream ended in the middle of a message")),
         }
     }
 
     /// The message length in the gRPC header in `pending`.
-    fn header(&self) -> Result<usize, Status> {
+    fn header(&self) -> crate::error::Result<usize> {
         let header = self.pending[..GRPC_HEADER].try_into().expect("a whole header is pending");
         let len = message_length(header)?;
         if len > self.max {
-            return Err(Status::resource_exhausted(format!(
-                "a message of {len} bytes is over the message limit of {} bytes (POLARWAY_MAX_MESSAGE_BYTES)",
-                self.max
-            )));
+            return Err(Limit::MessageBytes
+                .exceeded(format!("a message of {len} bytes is over the message limit of {} bytes", self.max)));
         }
         Ok(len)
     }
@@ -227,8 +225,8 @@ pub(super) fn aligned(message: &[u8], at: usize) -> Bytes {
     Bytes::from(buf).slice(start..)
 }
 
-pub(super) fn decode(message: Bytes) -> Result<FlightData, Status> {
-    FlightData::decode(message).map_err(|e| Status::invalid_argument(format!("a FlightData message is malformed: {e}")))
+pub(super) fn decode(message: Bytes) -> crate::error::Result<FlightData> {
+    FlightData::decode(message).map_err(|e| Error::invalid(format!("a FlightData message is malformed: {e}")))
 }
 
 /// Where the body field starts in the first bytes of a FlightData message, if they tell: the

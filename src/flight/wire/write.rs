@@ -14,17 +14,17 @@ use super::*;
 /// empty).
 pub(super) trait WireMessage {
     /// The message's prefix and body.
-    fn frame(self, max: usize) -> Result<(Bytes, Vec<Bytes>), Status>;
+    fn frame(self, max: usize) -> crate::error::Result<(Bytes, Vec<Bytes>)>;
 }
 
 impl WireMessage for OutgoingData {
-    fn frame(self, max: usize) -> Result<(Bytes, Vec<Bytes>), Status> {
+    fn frame(self, max: usize) -> crate::error::Result<(Bytes, Vec<Bytes>)> {
         frame(self, max)
     }
 }
 
 impl WireMessage for PutResult {
-    fn frame(self, max: usize) -> Result<(Bytes, Vec<Bytes>), Status> {
+    fn frame(self, max: usize) -> crate::error::Result<(Bytes, Vec<Bytes>)> {
         let mut prefix = grpc_prefix(self.encoded_len(), self.encoded_len(), max)?;
         self.encode(&mut prefix).expect("capacity reserved");
         Ok((prefix.freeze(), Vec::new()))
@@ -33,13 +33,12 @@ impl WireMessage for PutResult {
 
 /// A buffer holding the gRPC header of a response message of `len` bytes (within the message
 /// limit), with room for `more` bytes after it.
-pub(super) fn grpc_prefix(len: usize, more: usize, max: usize) -> Result<BytesMut, Status> {
+pub(super) fn grpc_prefix(len: usize, more: usize, max: usize) -> crate::error::Result<BytesMut> {
     if len > max {
-        return Err(Status::resource_exhausted(format!(
-            "a response message of {len} bytes is over the message limit of {max} bytes (POLARWAY_MAX_MESSAGE_BYTES)"
-        )));
+        return Err(Limit::MessageBytes
+            .exceeded(format!("a response message of {len} bytes is over the message limit of {max} bytes")));
     }
-    let length = u32::try_from(len).map_err(|_| Status::resource_exhausted("a response message is over 4 GiB"))?;
+    let length = u32::try_from(len).map_err(|_| Limit::MessageBytes.exceeded("a response message is over 4 GiB"))?;
     let mut prefix = BytesMut::with_capacity(GRPC_HEADER + more);
     prefix.put_u8(0);
     prefix.put_u32(length);
@@ -59,7 +58,7 @@ pub(super) fn flight_data_len(data: &FlightData, body: usize) -> usize {
 /// The gRPC framing of one message as a prefix (message header and every field but the body) and
 /// the body's parts, unchanged. The two together are what prost would encode of the message with
 /// its body joined.
-pub(super) fn frame(message: OutgoingData, max: usize) -> Result<(Bytes, Vec<Bytes>), Status> {
+pub(super) fn frame(message: OutgoingData, max: usize) -> crate::error::Result<(Bytes, Vec<Bytes>)> {
     let body = message.body_len();
     let OutgoingData { data, body: parts, grant } = message;
     let len = flight_data_len(&data, body);
@@ -131,10 +130,10 @@ impl<M: WireMessage> http_body::Body for MessageBody<M> {
                     self.body = body.into();
                     Poll::Ready(Some(Ok(Frame::data(prefix))))
                 }
-                Err(status) => self.trailers(status),
+                Err(err) => self.trailers(err.into()),
             },
             Some(Err(status)) => self.trailers(status),
-            None => self.trailers(Status::ok("")),
+            None => self.trailers(crate::flight::status::ok()),
         }
     }
 
