@@ -81,6 +81,8 @@ pub mod contain;
 pub mod context;
 /// Zero-copy conversion between Polars frames and arrow-rs batches.
 pub mod convert;
+/// The runtime computation runs on (DataFusion, hash aggregation), apart from the I/O threads.
+pub mod cpu;
 /// The error type, by root cause; its gRPC status is made in `flight::status` alone.
 pub mod error;
 /// Result handles, which are also Flight tickets, and the names results and datasets may take.

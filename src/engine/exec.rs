@@ -4,7 +4,8 @@
 //! Every computation (a pipeline, a file read or write, an exchange, an SQL query) goes through
 //! [`Executor::compute`] or [`Executor::compute_async`], in this order: the deadline is the
 //! request's, so time spent waiting for a slot counts against it; the slot is taken before any
-//! Polars or DataFusion work starts; the work runs off the async runtime; a panic inside it (Polars
+//! Polars or DataFusion work starts; the work runs off the threads that serve connections (Polars
+//! on the blocking pool, DataFusion on [`crate::cpu`]'s runtime); a panic inside it (Polars
 //! can panic on odd input) becomes INTERNAL and the worker keeps serving. Store calls and
 //! conversions that need no slot go through [`blocking`] or [`in_place`], which contain panics the
 //! same way. [`crate::contain`] is the one place a panic is caught.
@@ -57,12 +58,17 @@ impl Executor {
         .await
     }
 
-    /// Runs async work (a DataFusion query, which schedules its own tasks) as one operation.
-    pub async fn compute_async<T>(&self, ctx: &RequestContext, work: impl Future<Output = Result<T>>) -> Result<T> {
+    /// Runs async work (a DataFusion query, which schedules its own tasks) as one operation, on
+    /// the computation runtime ([`crate::cpu`]); past the deadline it is aborted.
+    pub async fn compute_async<T: Send + 'static>(
+        &self,
+        ctx: &RequestContext,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
         within(ctx, async {
             let _slot = self.admission.try_admit().await?;
             self.executions.fetch_add(1, Ordering::Relaxed);
-            crate::contain::catch_async(work).await.unwrap_or_else(|panic| Err(operation_panicked(&panic)))
+            on_cpu(work).await
         })
         .await
     }
@@ -76,6 +82,12 @@ pub async fn within<T>(ctx: &RequestContext, work: impl Future<Output = Result<T
             ctx.timeout().as_secs_f64()
         )))
     })
+}
+
+/// Runs async computation without a slot (SQL planning) on the computation runtime
+/// ([`crate::cpu`]); a panic becomes INTERNAL.
+pub async fn on_cpu<T: Send + 'static>(work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    crate::cpu::run(work).await.unwrap_or_else(|panic| Err(operation_panicked(&panic)))
 }
 
 /// Runs `f` on the blocking pool without a slot (store I/O, conversion); a panic becomes INTERNAL.

@@ -122,18 +122,10 @@ fn reduction(expr: &Expr, schema: &Schema, sql_sums: &[PlSmallStr]) -> Option<(R
     }
 }
 
-/// Runs `work` to its end from this blocking thread, on the runtime it belongs to (DataFusion
-/// spawns its partitions as tasks there), or on a runtime of its own outside one.
+/// Runs `work` to its end from this blocking thread, on the computation runtime (DataFusion
+/// spawns its partitions as tasks there, never on the threads serving connections).
 fn block_on<F: Future>(work: F) -> Result<F::Output> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => Ok(runtime.block_on(work)),
-        Err(_) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .map_err(|e| Error::Internal(format!("aggregation runtime: {e}")))?;
-            Ok(runtime.block_on(work))
-        }
-    }
+    Ok(crate::cpu::block_on(work))
 }
 
 fn internal(e: DataFusionError) -> Error {

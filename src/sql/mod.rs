@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::context::RequestContext;
 use crate::engine::Engine;
+use crate::engine::exec;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::limits::Limit;
@@ -61,6 +62,7 @@ pub struct IngestMode {
 }
 
 /// SQL over one worker's engine.
+#[derive(Clone)]
 pub struct SqlEngine {
     engine: Arc<Engine>,
     memory_limit: usize,
@@ -305,7 +307,12 @@ impl SqlEngine {
 
     /// The result's schema and the parameters' schema (`$1`, `$2`, ... in order) of a query.
     pub async fn prepare(&self, ctx: &RequestContext, query: &str) -> Result<(SchemaRef, SchemaRef)> {
-        let planned = self.plan(ctx, query).await.map_err(|e| self.engine.data().scrub(e))?;
+        let (this, ctx, query) = (self.clone(), ctx.clone(), query.to_string());
+        exec::on_cpu(async move { this.prepared(&ctx, &query).await.map_err(|e| this.engine.data().scrub(e)) }).await
+    }
+
+    async fn prepared(&self, ctx: &RequestContext, query: &str) -> Result<(SchemaRef, SchemaRef)> {
+        let planned = self.plan(ctx, query).await?;
         let mut parameters: Vec<(String, Option<DataType>)> =
             planned.frame.logical_plan().get_parameter_types().map_err(sql_error)?.into_iter().collect();
         parameters.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<u64>().unwrap_or(u64::MAX));
@@ -320,7 +327,10 @@ impl SqlEngine {
     /// Runs a query with positional parameters and persists its result. Messages about a
     /// dataset's files name them under the data root, never the root itself.
     pub async fn query(&self, ctx: &RequestContext, query: &str, params: Vec<ScalarValue>) -> Result<ResultMeta> {
-        self.run(ctx, query, params).await.map_err(|e| self.engine.data().scrub(e))
+        // Planning is computation too (and DataFusion's planner recurses): it runs with the query
+        // on the computation runtime.
+        let (this, ctx, query) = (self.clone(), ctx.clone(), query.to_string());
+        exec::on_cpu(async move { this.run(&ctx, &query, params).await.map_err(|e| this.engine.data().scrub(e)) }).await
     }
 
     async fn run(&self, ctx: &RequestContext, query: &str, params: Vec<ScalarValue>) -> Result<ResultMeta> {
@@ -356,7 +366,7 @@ impl SqlEngine {
         let batches = self
             .engine
             .executor()
-            .compute_async(ctx, async {
+            .compute_async(ctx, async move {
                 if expands {
                     probe(&frame, &limits).await?;
                 }
