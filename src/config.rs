@@ -788,13 +788,25 @@ mod tests {
 
     #[test]
     fn the_embedding_constructor_reads_no_environment() {
-        // SAFETY: set and removed within this test; no other test reads this variable.
-        unsafe { std::env::set_var("POLARWAY_MAX_CONCURRENT_OPS", "977") };
-        let embedded = Config::with_store(StoreConfig::Memory);
-        let parsed = Args::parse_from(["polarway-grpc"]).try_into_config().unwrap();
-        unsafe { std::env::remove_var("POLARWAY_MAX_CONCURRENT_OPS") };
-        assert_eq!(parsed.limits.max_concurrent_ops, 977, "the command line reads the variable");
-        assert_ne!(embedded.limits.max_concurrent_ops, 977, "the embedding constructor does not");
+        // The variable is set for a child process running this test alone, never in this process,
+        // where other tests read the environment at the same time.
+        const CHILD: &str = "POLARWAY_TEST_EMBEDDING_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let embedded = Config::with_store(StoreConfig::Memory);
+            let parsed = Args::parse_from(["polarway-grpc"]).try_into_config().unwrap();
+            assert_eq!(parsed.limits.max_concurrent_ops, 977, "the command line reads the variable");
+            assert_ne!(embedded.limits.max_concurrent_ops, 977, "the embedding constructor does not");
+            return;
+        }
+        let name = "config::tests::the_embedding_constructor_reads_no_environment";
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, "1")
+            .env("POLARWAY_MAX_CONCURRENT_OPS", "977")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(child.status.success() && out.contains("1 passed"), "{out}{}", String::from_utf8_lossy(&child.stderr));
     }
 
     #[test]
