@@ -96,6 +96,8 @@ CASES = [
     ("group_by_dynamic", lambda f, o: f.sort("ts").group_by_dynamic("ts", every="6h").agg(col("qty").sum(), pl.len()), True),
     ("rolling_group", lambda f, o: f.sort("ts").rolling("ts", period="2h").agg(col("qty").sum().alias("s")), True),
     ("join_asof", lambda f, o: f.sort("ts").join_asof(f.sort("ts").select("ts", col("qty").alias("prev")).filter(col("prev") > 50), on="ts", strategy="backward"), True),
+    ("join_where", lambda f, o: f.join_where(o, col("price") > col("weight") * 60, col("qty") < 40), False),
+    ("unnest", lambda f, o: f.select("sym", pl.struct("qty", pl.struct("price", "note").alias("inner")).alias("s")).unnest("s"), True),
 ]
 
 
@@ -116,6 +118,19 @@ def test_case_matches_local_polars(remote, name, query, ordered):
     got = query(frame, right).collect()
     want = query(data().lazy(), other().lazy()).collect()
     assert_frame_equal(got, want, check_row_order=ordered)
+
+
+@pytest.mark.parametrize("group_by", [None, "sym"])
+def test_upsample_matches_local_polars(remote, group_by):
+    # `upsample` is eager in Polars: the reference runs on a DataFrame.
+    _, _, frame, _ = remote
+    keys = ["sym", "ts"] if group_by else ["ts"]
+    local = data().filter(col("sym").is_not_null()).sort(keys)
+    remote_sorted = frame.filter(col("sym").is_not_null()).sort(keys)
+    got = remote_sorted.upsample("ts", every="5m", group_by=group_by, maintain_order=True).collect()
+    want = local.upsample("ts", every="5m", group_by=group_by, maintain_order=True)
+    assert got.height > local.height, "upsampling adds rows"
+    assert_frame_equal(got, want)
 
 
 def test_there_are_at_least_forty_cases():
