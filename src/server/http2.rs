@@ -246,6 +246,11 @@ where
             tokio::select! {
                 result = &mut connection => break result,
                 _ = drain.changed() => {
+                    // A connection that has not sent its preface has no call to finish; hyper's
+                    // graceful shutdown would wait for the preface first.
+                    if received.load(Ordering::Relaxed) < PREFACE {
+                        break Ok(());
+                    }
                     connection.as_mut().graceful_shutdown();
                     break connection.await;
                 }
@@ -515,5 +520,77 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(90) && waited < Duration::from_secs(2), "ended after {waited:?}");
         drop(pieces);
+    }
+
+    /// A server of the health service on 127.0.0.1, the trigger of its drain, and the task that
+    /// ends when the drain does.
+    async fn start(
+        tls: Option<Arc<Tls>>,
+    ) -> (std::net::SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>, tonic_health::server::HealthReporter)
+    {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let transport = crate::config::Config::with_store(crate::store::StoreConfig::Memory).transport;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve(Routes::new(health), listener, tls, transport, shutdown));
+        (addr, stop, server, reporter)
+    }
+
+    /// A drain closes the port before anything else, ends connections that have no call (one
+    /// still in its handshake, one that never sent its preface), and waits for the open call.
+    async fn a_drain_stops_accepting_first(tls: Option<(Arc<Tls>, String)>) {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let (addr, stop, mut server, _reporter) = start(tls.as_ref().map(|(tls, _)| tls.clone())).await;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!(
+            "{}://{addr}",
+            if tls.is_some() { "https" } else { "http" }
+        ))
+        .unwrap();
+        if let Some((_, ca)) = &tls {
+            let config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            endpoint = endpoint.tls_config(config).unwrap();
+        }
+        let mut health = HealthClient::new(endpoint.connect().await.unwrap());
+        let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        assert!(watch.message().await.unwrap().is_some(), "the call is open");
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+
+        stop.send(()).unwrap();
+        let closed = async {
+            while TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), closed).await.expect("the port closes at once");
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest)).await;
+        assert!(matches!(ended, Ok(Ok(_)) | Ok(Err(_))), "a connection without a call is ended");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut server).await.is_err(),
+            "the drain waits for the open call"
+        );
+        drop(watch);
+        drop(health);
+        tokio::time::timeout(Duration::from_secs(10), server).await.expect("the drain ends with the call").unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plaintext_drain_stops_accepting_first() {
+        a_drain_stops_accepting_first(None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tls_drain_stops_accepting_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::server::tls::testing::pki();
+        let tls = Tls::new(crate::server::tls::testing::write(dir.path(), &pki, false)).unwrap();
+        a_drain_stops_accepting_first(Some((tls, pki.ca))).await;
     }
 }
