@@ -57,21 +57,13 @@ impl Call {
         W: FnOnce(RequestContext) -> F,
         F: Future<Output = std::result::Result<Response<T>, Status>>,
     {
-        let Call { id, authorized, span, timer, timeout } = self;
-        let result = match authorized {
-            Err(e) => Err(e.into()),
-            Ok(principal) => {
-                let ctx = RequestContext::new(principal.map(|p| p.tenant), timeout, id.clone());
-                work(ctx).instrument(span).await
-            }
-        };
-        let result = result.map_err(super::status::from_codec);
-        timer.finish(super::status::code_name(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok)));
-        with_request_id(result, &id)
+        self.answer(work, |result, timer| {
+            timer.finish(super::status::code_name(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok)));
+            result
+        })
+        .await
     }
-}
 
-impl Call {
     /// Like [`Call::run`], for an answer that is a stream: the call is counted when its stream
     /// ends, with the code it ends with: OK, the status of a failure part-way (a stored file found
     /// damaged, a message over the limit), or CANCELLED when the client goes away first.
@@ -81,6 +73,30 @@ impl Call {
         W: FnOnce(RequestContext) -> F,
         F: Future<Output = std::result::Result<Response<BoxStream<T>>, Status>>,
     {
+        self.answer(work, |result, timer| match result {
+            Ok(response) => Ok(response.map(|stream| Box::pin(Counted { stream, timer: Some(timer) }) as BoxStream<T>)),
+            Err(status) => {
+                timer.finish(super::status::code_name(status.code()));
+                Err(status)
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` as the caller, unless they failed to authenticate; maps what tonic's codec
+    /// refused; has `count` count the outcome with the call's timer; echoes the request id.
+    async fn answer<T, F, W>(
+        self,
+        work: W,
+        count: impl FnOnce(
+            std::result::Result<Response<T>, Status>,
+            RequestTimer,
+        ) -> std::result::Result<Response<T>, Status>,
+    ) -> std::result::Result<Response<T>, Status>
+    where
+        W: FnOnce(RequestContext) -> F,
+        F: Future<Output = std::result::Result<Response<T>, Status>>,
+    {
         let Call { id, authorized, span, timer, timeout } = self;
         let result = match authorized {
             Err(e) => Err(e.into()),
@@ -89,14 +105,7 @@ impl Call {
                 work(ctx).instrument(span).await
             }
         };
-        let result = match result.map_err(super::status::from_codec) {
-            Ok(response) => Ok(response.map(|stream| Box::pin(Counted { stream, timer: Some(timer) }) as BoxStream<T>)),
-            Err(status) => {
-                timer.finish(super::status::code_name(status.code()));
-                Err(status)
-            }
-        };
-        with_request_id(result, &id)
+        with_request_id(count(result.map_err(super::status::from_codec), timer), &id)
     }
 }
 
