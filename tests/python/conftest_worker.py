@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 
 import pyarrow.flight as flight
 import pytest
@@ -44,9 +45,19 @@ class Worker:
         for line in self.proc.stdout:
             self.log.append(json.loads(line))
 
+    def settled_log(self, quiet=0.1, at_most=3.0):
+        """The log once no line has arrived for `quiet` seconds: a line the worker wrote before it
+        answered may still be in the pipe when the answer is read."""
+        deadline = time.monotonic() + at_most
+        seen = -1
+        while len(self.log) != seen and time.monotonic() < deadline:
+            seen = len(self.log)
+            time.sleep(quiet)
+        return self.log
+
     def persisted(self):
         """How many results this worker computed or stored, from its own log."""
-        return sum(1 for r in self.log if r["fields"].get("message") == "result persisted")
+        return sum(1 for r in self.settled_log() if r["fields"].get("message") == "result persisted")
 
     def client(self, **options):
         return flight.FlightClient(self.location, **options)

@@ -3,9 +3,9 @@ expression nodes the worker refuses. Each is written once per language; these te
 one side changes without the other."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from polarway import wire
 
 ROOT = Path(__file__).resolve().parents[2]
