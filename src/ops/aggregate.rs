@@ -22,7 +22,6 @@
 //! between runs: both add in the order their morsels arrive.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType as ArrowType, SchemaRef as ArrowSchemaRef};
@@ -122,12 +121,6 @@ fn reduction(expr: &Expr, schema: &Schema, sql_sums: &[PlSmallStr]) -> Option<(R
     }
 }
 
-/// Runs `work` to its end from this blocking thread, on the computation runtime (DataFusion
-/// spawns its partitions as tasks there, never on the threads serving connections).
-fn block_on<F: Future>(work: F) -> Result<F::Output> {
-    Ok(crate::cpu::block_on(work))
-}
-
 fn internal(e: DataFusionError) -> Error {
     Error::Internal(format!("hash aggregation: {e}"))
 }
@@ -157,7 +150,8 @@ impl HashAggregate {
     pub fn run(&self, frame: &DataFrame, memory_limit: usize) -> Result<Option<DataFrame>> {
         let plan = self.plan(frame, memory_limit)?;
         let schema: ArrowSchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        match block_on(plan.collect())? {
+        // From the blocking pool, on the computation runtime: DataFusion spawns its partitions there.
+        match crate::cpu::block_on(plan.collect()) {
             Ok(batches) => Ok(Some(convert::batches_to_frame(&schema, &batches)?)),
             Err(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => Ok(None),
             Err(e) => Err(internal(e)),
